@@ -1,0 +1,42 @@
+//! The one place that knows how to build zthread, for any target.
+//!
+//!   zig build                      the native module, installed as zig-out/lib/<name> (see -Dext-name)
+//!   zig build test                 the core's tests (no Python needed)
+//!   zig build -Dtarget=aarch64-linux-gnu.2.17 ...   cross builds: always for the target's baseline CPU
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    // A wheel must run on every CPU of its platform: default to the baseline model, never the host's.
+    const target = b.standardTargetOptions(.{ .default_target = .{ .cpu_model = .baseline } });
+    const optimize = b.standardOptimizeOption(.{});
+    const os = target.result.os.tag;
+    const default_ext_name = if (os == .windows) "_zthread.pyd" else "_zthread.abi3.so";
+    const ext_name = b.option([]const u8, "ext-name", "File name of the built extension module") orelse default_ext_name;
+
+    const core = b.createModule(.{
+        .root_source_file = b.path("zsrc/core/root.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+    });
+
+    const ext_mod = b.createModule(.{
+        .root_source_file = b.path("zsrc/py/module.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .pic = true,
+        .strip = optimize != .debug,
+        .imports = &.{.{ .name = "core", .module = core }},
+    });
+    const ext = b.addLibrary(.{ .name = "_zthread", .linkage = .dynamic, .root_module = ext_mod });
+    // Py* symbols are resolved against the interpreter when the module is loaded.
+    ext.linker_allow_shlib_undefined = true;
+    const install_ext = b.addInstallFileWithDir(ext.getEmittedBin(), .lib, ext_name);
+    b.getInstallStep().dependOn(&install_ext.step);
+
+    const core_tests = b.addTest(.{ .root_module = core });
+    const run_core_tests = b.addRunArtifact(core_tests);
+    const test_step = b.step("test", "Run the core's tests");
+    test_step.dependOn(&run_core_tests.step);
+}

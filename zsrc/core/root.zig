@@ -1,0 +1,12 @@
+//! zthread's core: OS primitives with no Python in them. `zig build test` runs the tests of every file here.
+pub const clock = @import("clock.zig");
+pub const futex = @import("futex.zig");
+pub const Lock = @import("lock.zig").Lock;
+pub const thread = @import("thread.zig");
+
+test {
+    _ = clock;
+    _ = futex;
+    _ = @import("lock.zig");
+    _ = thread;
+}

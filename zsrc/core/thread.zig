@@ -1,0 +1,181 @@
+//! OS threads, created with the OS API directly so zthread controls the stack size (std.Thread.spawn
+//! always asks for 16 MiB and cannot ask for the platform default), and thread identities.
+const std = @import("std");
+const builtin = @import("builtin");
+
+const os = builtin.os.tag;
+
+pub const SpawnError = error{
+    /// The OS refused: too many threads, no memory for the stack, or an invalid stack size.
+    SystemResources,
+};
+
+/// The smallest stack `setStackSize` accepts: CPython's THREAD_STACK_MIN (0x8000).
+pub const min_stack_size_bytes: usize = 0x8000;
+
+/// The stack a new thread gets when Python asked for none (`stack_size() == 0`): CPython's effective
+/// default, and never less than 1 MiB. 0 means "the OS default", which is what CPython uses there.
+/// CPython's thread_pthread.h: THREAD_STACK_SIZE 0x1000000 on macOS, 0x400000 on FreeBSD; musl's own
+/// default (128 KiB) overflows on deep Python code, so use CPython 3.15's 1 MiB (gh-76488).
+pub const default_stack_size_bytes: usize = if (os.isDarwin())
+    0x100_0000
+else if (os == .freebsd)
+    0x40_0000
+else if (os == .linux and builtin.abi.isMusl())
+    0x10_0000
+else
+    0;
+
+pub const Thread = struct {
+    handle: Impl.Handle,
+
+    /// Lets the thread's resources go when it ends; nobody will join it.
+    pub fn detach(self: Thread) void {
+        Impl.detach(self.handle);
+    }
+
+    pub fn join(self: Thread) void {
+        Impl.join(self.handle);
+    }
+};
+
+/// Starts `entry(ctx)` on a new OS thread with a stack of `stack_size_bytes` (0: `default_stack_size_bytes`).
+pub fn spawn(comptime Ctx: type, comptime entry: fn (*Ctx) void, ctx: *Ctx, stack_size_bytes: usize) SpawnError!Thread {
+    const size = if (stack_size_bytes != 0) stack_size_bytes else default_stack_size_bytes;
+    return .{ .handle = try Impl.spawn(Ctx, entry, ctx, size) };
+}
+
+/// True if a thread can be created with a stack of `size_bytes` (CPython's `stack_size()` validation).
+pub fn stackSizeIsValid(size_bytes: usize) bool {
+    if (size_bytes < min_stack_size_bytes) return false;
+    return Impl.stackSizeIsValid(size_bytes);
+}
+
+/// The value of CPython's `threading.get_ident()` for the calling thread: `pthread_self()` on POSIX.
+pub fn currentIdent() u64 {
+    return Impl.currentIdent();
+}
+
+/// The kernel's id for the calling thread. Read from the kernel every time: never cached, so it is
+/// right in a forked child (std.Thread.getCurrentId caches it and is stale there).
+pub fn currentNativeId() u64 {
+    return Impl.currentNativeId();
+}
+
+const Impl = if (os == .linux or os.isDarwin() or os == .freebsd)
+    PosixImpl
+else
+    @compileError("zthread: no thread implementation for this OS yet (Windows _beginthreadex is planned)");
+
+const PosixImpl = struct {
+    const c = std.c;
+    const Handle = c.pthread_t;
+
+    fn spawn(comptime Ctx: type, comptime entry: fn (*Ctx) void, ctx: *Ctx, stack_size_bytes: usize) SpawnError!Handle {
+        const Trampoline = struct {
+            fn run(arg: ?*anyopaque) callconv(.c) ?*anyopaque {
+                entry(@ptrCast(@alignCast(arg.?)));
+                return null; // return, never pthread_exit: unwinding through Python frames is unsafe (bpo-44434)
+            }
+        };
+        // https://man7.org/linux/man-pages/man3/pthread_create.3.html
+        var attr: c.pthread_attr_t = undefined;
+        if (c.pthread_attr_init(&attr) != .SUCCESS) return error.SystemResources; // ENOMEM
+        defer _ = c.pthread_attr_destroy(&attr);
+        if (stack_size_bytes != 0) {
+            // EINVAL: below PTHREAD_STACK_MIN (or not a page multiple on some systems).
+            if (c.pthread_attr_setstacksize(&attr, stack_size_bytes) != .SUCCESS) return error.SystemResources;
+        }
+        var handle: Handle = undefined;
+        return switch (c.pthread_create(&handle, &attr, Trampoline.run, ctx)) {
+            .SUCCESS => handle,
+            // EAGAIN: out of threads or memory; EINVAL: attr refused; EPERM: cannot happen without
+            // scheduling attributes. Python reports all of them as "can't start new thread".
+            else => error.SystemResources,
+        };
+    }
+
+    fn detach(handle: Handle) void {
+        const rc = c.pthread_detach(handle);
+        // ESRCH/EINVAL: the handle is not joinable, which would be a bug in the caller.
+        std.debug.assert(rc == .SUCCESS);
+    }
+
+    fn join(handle: Handle) void {
+        const rc = c.pthread_join(handle, null);
+        // EDEADLK (joining self) and EINVAL (not joinable) are bugs in the caller.
+        std.debug.assert(rc == .SUCCESS);
+    }
+
+    fn stackSizeIsValid(size_bytes: usize) bool {
+        var attr: c.pthread_attr_t = undefined;
+        if (c.pthread_attr_init(&attr) != .SUCCESS) return false;
+        defer _ = c.pthread_attr_destroy(&attr);
+        return c.pthread_attr_setstacksize(&attr, size_bytes) == .SUCCESS;
+    }
+
+    fn currentIdent() u64 {
+        return @intFromPtr(c.pthread_self());
+    }
+
+    extern "c" fn pthread_threadid_np(thread: ?c.pthread_t, thread_id: *u64) c_int;
+    extern "c" fn pthread_getthreadid_np() c_int;
+
+    fn currentNativeId() u64 {
+        switch (os) {
+            // https://man7.org/linux/man-pages/man2/gettid.2.html: never fails.
+            .linux => return @intCast(std.os.linux.gettid()),
+            .freebsd => return @intCast(pthread_getthreadid_np()),
+            else => {
+                var id: u64 = 0;
+                _ = pthread_threadid_np(null, &id); // null: the calling thread; cannot fail then
+                return id;
+            },
+        }
+    }
+};
+
+const testing = std.testing;
+
+test "a spawned thread runs with its own native id and ident" {
+    const Ctx = struct {
+        native_id: u64 = 0,
+        ident: u64 = 0,
+        fn run(ctx: *@This()) void {
+            ctx.native_id = currentNativeId();
+            ctx.ident = currentIdent();
+        }
+    };
+    var ctx: Ctx = .{};
+    const t = try spawn(Ctx, Ctx.run, &ctx, 0);
+    t.join();
+    try testing.expect(ctx.native_id != 0);
+    try testing.expect(ctx.native_id != currentNativeId());
+    try testing.expect(ctx.ident != currentIdent());
+}
+
+test "a thread gets the stack size it asked for" {
+    if (os != .linux or !builtin.abi.isGnu()) return error.SkipZigTest;
+    const Ctx = struct {
+        stack_bytes: usize = 0,
+        extern "c" fn pthread_getattr_np(thread: std.c.pthread_t, attr: *std.c.pthread_attr_t) c_int;
+        extern "c" fn pthread_attr_getstacksize(attr: *const std.c.pthread_attr_t, size: *usize) c_int;
+        fn run(ctx: *@This()) void {
+            var attr: std.c.pthread_attr_t = undefined;
+            std.debug.assert(pthread_getattr_np(std.c.pthread_self(), &attr) == 0);
+            std.debug.assert(pthread_attr_getstacksize(&attr, &ctx.stack_bytes) == 0);
+            _ = std.c.pthread_attr_destroy(&attr);
+        }
+    };
+    var ctx: Ctx = .{};
+    const want_bytes: usize = 3 * 1024 * 1024;
+    const t = try spawn(Ctx, Ctx.run, &ctx, want_bytes);
+    t.join();
+    try testing.expect(ctx.stack_bytes >= want_bytes);
+}
+
+test "stack sizes below the minimum are refused" {
+    try testing.expect(!stackSizeIsValid(1));
+    try testing.expect(!stackSizeIsValid(min_stack_size_bytes - 1));
+    try testing.expect(stackSizeIsValid(1024 * 1024));
+}
