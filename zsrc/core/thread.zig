@@ -37,6 +37,11 @@ pub const Thread = struct {
     pub fn join(self: Thread) void {
         Impl.join(self.handle);
     }
+
+    /// The `currentIdent()` the thread will see.
+    pub fn ident(self: Thread) u64 {
+        return Impl.handleIdent(self.handle);
+    }
 };
 
 /// Starts `entry(ctx)` on a new OS thread with a stack of `stack_size_bytes` (0: `default_stack_size_bytes`).
@@ -115,7 +120,11 @@ const PosixImpl = struct {
     }
 
     fn currentIdent() u64 {
-        return @intFromPtr(c.pthread_self());
+        return handleIdent(c.pthread_self());
+    }
+
+    fn handleIdent(handle: Handle) u64 {
+        return @intFromPtr(handle);
     }
 
     extern "c" fn pthread_threadid_np(thread: ?c.pthread_t, thread_id: *u64) c_int;
@@ -148,10 +157,12 @@ test "a spawned thread runs with its own native id and ident" {
     };
     var ctx: Ctx = .{};
     const t = try spawn(Ctx, Ctx.run, &ctx, 0);
+    const ident = t.ident();
     t.join();
     try testing.expect(ctx.native_id != 0);
     try testing.expect(ctx.native_id != currentNativeId());
     try testing.expect(ctx.ident != currentIdent());
+    try testing.expectEqual(ident, ctx.ident);
 }
 
 test "a thread gets the stack size it asked for" {

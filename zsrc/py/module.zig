@@ -1,2 +1,157 @@
+//! `zthread._zthread`: CPython's `_thread` API over zthread's core. Module init, and the small
+//! module-level functions; the lock type lives in lock.zig, thread start in threads.zig.
+const std = @import("std");
 const core = @import("core");
-export fn PyInit__zthread() ?*anyopaque { return null; }
+const abi = @import("abi.zig");
+const args = @import("args.zig");
+const lock = @import("lock.zig");
+const threads = @import("threads.zig");
+const version = @import("version.zig");
+
+const Object = abi.Object;
+
+/// A panic must never unwind into the interpreter: print and abort, with no 3 MB of debug machinery.
+pub const panic = std.debug.simple_panic;
+
+fn getIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.PyLong_FromUnsignedLongLong(core.thread.currentIdent());
+}
+
+fn getNativeId(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.PyLong_FromUnsignedLongLong(core.thread.currentNativeId());
+}
+
+fn allocateLock(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return lock.newLock();
+}
+
+fn exitThread(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    abi.PyErr_SetNone(abi.PyExc_SystemExit);
+    return null;
+}
+
+/// `interrupt_main(signum=SIGINT, /)`: parsed as CPython's "|i:signum" (hence "signum() takes ...").
+fn interruptMain(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords("interrupt_main");
+    if (nargs > 1) return args.tooManyPositional("signum", 1, nargs);
+    const sigint = 2; // SIGINT on every platform zthread supports, Windows included
+    const signum: c_int = if (nargs == 1) args.toCInt(argv[0]) orelse return null else sigint;
+    if (abi.PyErr_SetInterruptEx(signum) != 0) {
+        abi.PyErr_SetString(abi.PyExc_ValueError, "signal number out of range");
+        return null;
+    }
+    return abi.none();
+}
+
+const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;
+
+fn method(comptime name: [*:0]const u8, comptime f: anytype, flags: c_int, comptime doc: [*:0]const u8) abi.MethodDef {
+    return .{ .ml_name = name, .ml_meth = @ptrCast(&f), .ml_flags = flags, .ml_doc = doc };
+}
+
+const start_new_thread_doc =
+    \\start_new_thread($module, function, args, kwargs={}, /)
+    \\--
+    \\
+    \\Start a new thread and return its identifier.
+    \\
+    \\The thread will call the function with positional arguments from the
+    \\tuple args and keyword arguments taken from the optional dictionary
+    \\kwargs.  The thread exits when the function returns; the return value
+    \\is ignored.  The thread will also exit when the function raises an
+    \\unhandled exception; a stack trace will be printed unless the exception
+    \\is SystemExit.
+;
+const allocate_lock_doc = "allocate_lock($module, /)\n--\n\nCreate a new lock object. See help(type(threading.Lock())) for\ninformation about locks.";
+const exit_doc = "exit($module, /)\n--\n\nThis is synonymous to ``raise SystemExit''.  It will cause the current\nthread to exit silently unless the exception is caught.";
+const get_ident_doc =
+    \\get_ident($module, /)
+    \\--
+    \\
+    \\Return a non-zero integer that uniquely identifies the current thread
+    \\amongst other threads that exist simultaneously.
+    \\This may be used to identify per-thread resources.
+    \\Even though on some platforms threads identities may appear to be
+    \\allocated consecutive numbers starting at 1, this behavior should not
+    \\be relied upon, and the number should be seen purely as a magic cookie.
+    \\A thread's identity may be reused for another thread after it exits.
+;
+const get_native_id_doc = "get_native_id($module, /)\n--\n\nReturn a non-negative integer identifying the thread as reported\nby the OS (kernel). This may be used to uniquely identify a\nparticular thread within a system.";
+const stack_size_doc =
+    \\stack_size($module, size=0, /)
+    \\--
+    \\
+    \\Return the thread stack size used when creating new threads.  The
+    \\optional size argument specifies the stack size (in bytes) to be used
+    \\for subsequently created threads, and must be 0 (use platform or
+    \\configured default) or a positive integer value of at least 32,768 (32k).
+    \\If changing the thread stack size is unsupported, a ThreadError
+    \\exception is raised.  If the specified size is invalid, a ValueError
+    \\exception is raised, and the stack size is unmodified.  32k bytes
+    \\ currently the minimum supported stack size value to guarantee
+    \\sufficient stack space for the interpreter itself.
+;
+const interrupt_main_doc = "interrupt_main($module, signum=2, /)\n--\n\nSimulate the arrival of the given signal in the main thread,\nwhere the corresponding signal handler will be executed.\nIf *signum* is omitted, SIGINT is assumed.\nA subthread can use this function to interrupt the main thread.";
+
+var functions = [_]abi.MethodDef{
+    method("start_new_thread", threads.startNewThread, fastcall_kw, start_new_thread_doc),
+    method("start_new", threads.startNewThread, fastcall_kw, "start_new($module, function, args, kwargs={}, /)\n--\n\nAn obsolete synonym of start_new_thread()."),
+    method("allocate_lock", allocateLock, abi.METH_NOARGS, allocate_lock_doc),
+    method("allocate", allocateLock, abi.METH_NOARGS, "allocate($module, /)\n--\n\nAn obsolete synonym of allocate_lock()."),
+    method("exit_thread", exitThread, abi.METH_NOARGS, "exit_thread($module, /)\n--\n\nAn obsolete synonym of exit()."),
+    method("exit", exitThread, abi.METH_NOARGS, exit_doc),
+    method("interrupt_main", interruptMain, fastcall_kw, interrupt_main_doc),
+    method("get_ident", getIdent, abi.METH_NOARGS, get_ident_doc),
+    method("get_native_id", getNativeId, abi.METH_NOARGS, get_native_id_doc),
+    method("_count", threads.count, abi.METH_NOARGS, "_count($module, /)\n--\n\nReturn the number of currently running Python threads, excluding\nthe main thread."),
+    method("stack_size", threads.stackSize, fastcall_kw, stack_size_doc),
+};
+
+const module_doc = "This module provides primitive operations to write multi-threaded programs.\nThe 'threading' module provides a more convenient interface.";
+
+/// Adds the functions with `__module__ == "_thread"`, so CPython's own messages about them read as
+/// they do for `_thread` ("_thread.exit() takes no arguments (1 given)").
+fn addFunctions(module: *Object) bool {
+    const module_name = abi.PyUnicode_FromString("_thread") orelse return false;
+    defer abi.decRef(module_name);
+    for (&functions) |*def| {
+        const f = abi.PyCFunction_NewEx(def, module, module_name) orelse return false;
+        defer abi.decRef(f);
+        if (abi.PyModule_AddObjectRef(module, def.ml_name.?, f) != 0) return false;
+    }
+    return true;
+}
+
+fn exec(module: *Object) callconv(.c) c_int {
+    version.detect();
+    if (!addFunctions(module)) return -1;
+    if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
+    const lock_type = lock.createType() orelse return -1;
+    defer abi.decRef(lock_type);
+    if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
+    const timeout_max = abi.PyFloat_FromDouble(args.timeoutMaxSeconds()) orelse return -1;
+    defer abi.decRef(timeout_max);
+    if (abi.PyModule_AddObjectRef(module, "TIMEOUT_MAX", timeout_max) != 0) return -1;
+    return 0;
+}
+
+var module_slots = [_]abi.ModuleDefSlot{
+    .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
+    .{ .slot = 0, .value = null },
+};
+
+var module_def: abi.ModuleDef = .{
+    .m_base = abi.module_def_head_init,
+    .m_name = "zthread._zthread",
+    .m_doc = module_doc,
+    .m_size = 0,
+    .m_methods = null,
+    .m_slots = &module_slots,
+    .m_traverse = null,
+    .m_clear = null,
+    .m_free = null,
+};
+
+export fn PyInit__zthread() ?*Object {
+    return abi.PyModuleDef_Init(&module_def);
+}

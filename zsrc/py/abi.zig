@@ -1,0 +1,236 @@
+//! The part of CPython's stable ABI (abi3, 3.10+) that zthread uses, declared by hand: no Python headers,
+//! so one source builds for every target. This is the only file that declares a CPython symbol; the
+//! Windows import library's .def (`zsrc/py/python3.def`) lists exactly the functions and data below, and a
+//! test keeps the two in step.
+//!
+//! Layouts are those of the stable ABI on 64-bit and 32-bit platforms (Py_ssize_t = isize).
+const builtin = @import("builtin");
+
+pub const Object = extern struct {
+    ob_refcnt: isize,
+    ob_type: *TypeObject,
+};
+
+/// Opaque in the stable ABI: read it only through PyType_GetFlags/PyType_GetSlot.
+pub const TypeObject = opaque {};
+pub const ThreadState = opaque {};
+pub const InterpreterState = opaque {};
+
+pub const CFunction = *const anyopaque;
+pub const MethodDef = extern struct {
+    ml_name: ?[*:0]const u8,
+    ml_meth: ?CFunction,
+    ml_flags: c_int,
+    ml_doc: ?[*:0]const u8,
+};
+pub const sentinel_method: MethodDef = .{ .ml_name = null, .ml_meth = null, .ml_flags = 0, .ml_doc = null };
+
+pub const METH_VARARGS = 0x0001;
+pub const METH_KEYWORDS = 0x0002;
+pub const METH_NOARGS = 0x0004;
+pub const METH_O = 0x0008;
+pub const METH_FASTCALL = 0x0080;
+
+pub const ModuleDefBase = extern struct {
+    ob_base: extern struct { ob_refcnt: isize, ob_type: ?*TypeObject },
+    m_init: ?*const fn () callconv(.c) ?*Object,
+    m_index: isize,
+    m_copy: ?*Object,
+};
+pub const module_def_head_init: ModuleDefBase = .{
+    .ob_base = .{ .ob_refcnt = 1, .ob_type = null },
+    .m_init = null,
+    .m_index = 0,
+    .m_copy = null,
+};
+pub const ModuleDefSlot = extern struct { slot: c_int, value: ?*const anyopaque };
+pub const Py_mod_exec = 2;
+pub const ModuleDef = extern struct {
+    m_base: ModuleDefBase,
+    m_name: [*:0]const u8,
+    m_doc: ?[*:0]const u8,
+    m_size: isize,
+    m_methods: ?[*]const MethodDef,
+    m_slots: ?[*]const ModuleDefSlot,
+    m_traverse: ?*const anyopaque,
+    m_clear: ?*const anyopaque,
+    m_free: ?*const anyopaque,
+};
+
+pub const TypeSlot = extern struct { slot: c_int, pfunc: ?*const anyopaque };
+pub const TypeSpec = extern struct {
+    name: [*:0]const u8,
+    basicsize: c_int,
+    itemsize: c_int,
+    flags: c_uint,
+    slots: [*]const TypeSlot,
+};
+// Include/typeslots.h
+pub const Py_tp_dealloc = 52;
+pub const Py_tp_doc = 56;
+pub const Py_tp_methods = 64;
+pub const Py_tp_new = 65;
+pub const Py_tp_repr = 66;
+pub const Py_tp_members = 72;
+
+pub const MemberDef = extern struct {
+    name: ?[*:0]const u8,
+    type: c_int,
+    offset: isize,
+    flags: c_int,
+    doc: ?[*:0]const u8,
+};
+pub const T_PYSSIZET = 19;
+pub const READONLY = 1;
+
+// Include/object.h
+pub const Py_TPFLAGS_DISALLOW_INSTANTIATION: c_ulong = 1 << 7;
+pub const Py_TPFLAGS_IMMUTABLETYPE: c_ulong = 1 << 8;
+pub const Py_TPFLAGS_BASETYPE: c_ulong = 1 << 10;
+pub const Py_TPFLAGS_HAVE_VERSION_TAG: c_ulong = 1 << 18;
+pub const Py_TPFLAGS_DEFAULT: c_ulong = Py_TPFLAGS_HAVE_VERSION_TAG;
+pub const Py_TPFLAGS_LONG_SUBCLASS: c_ulong = 1 << 24;
+pub const Py_TPFLAGS_TUPLE_SUBCLASS: c_ulong = 1 << 26;
+pub const Py_TPFLAGS_DICT_SUBCLASS: c_ulong = 1 << 29;
+
+// Object protocol and reference counts.
+pub extern fn Py_IncRef(o: ?*Object) void;
+pub extern fn Py_DecRef(o: ?*Object) void;
+pub extern fn _Py_Dealloc(o: *Object) void;
+pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
+pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
+pub extern fn PyObject_Free(p: ?*anyopaque) void;
+pub extern fn PyObject_ClearWeakRefs(o: *Object) void;
+pub extern fn PyObject_Call(callable: *Object, args: *Object, kwargs: ?*Object) ?*Object;
+pub extern fn PyObject_CallFunctionObjArgs(callable: *Object, ...) ?*Object;
+pub extern fn PyObject_IsTrue(o: *Object) c_int;
+pub extern fn PyObject_SetAttrString(o: *Object, name: [*:0]const u8, v: *Object) c_int;
+pub extern fn PyCallable_Check(o: *Object) c_int;
+pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
+pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
+pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
+
+// Numbers, strings, tuples.
+pub extern fn PyLong_FromLong(v: c_long) ?*Object;
+pub extern fn PyLong_FromUnsignedLongLong(v: c_ulonglong) ?*Object;
+pub extern fn PyLong_FromSsize_t(v: isize) ?*Object;
+pub extern fn PyLong_AsLong(o: *Object) c_long;
+pub extern fn PyLong_AsLongLong(o: *Object) c_longlong;
+pub extern fn PyLong_AsSsize_t(o: *Object) isize;
+pub extern fn PyNumber_Index(o: *Object) ?*Object;
+pub extern fn PyFloat_AsDouble(o: *Object) f64;
+pub extern fn PyFloat_FromDouble(v: f64) ?*Object;
+pub extern fn PyUnicode_FromString(s: [*:0]const u8) ?*Object;
+pub extern fn PyUnicode_FromFormat(fmt: [*:0]const u8, ...) ?*Object;
+pub extern fn PyUnicode_CompareWithASCIIString(o: *Object, s: [*:0]const u8) c_int;
+pub extern fn PyTuple_New(n: isize) ?*Object;
+pub extern fn PyTuple_Size(o: *Object) isize;
+pub extern fn PyTuple_GetItem(o: *Object, i: isize) ?*Object;
+pub extern fn PyTuple_Pack(n: isize, ...) ?*Object;
+
+// Errors.
+pub extern fn PyErr_SetString(t: *Object, msg: [*:0]const u8) void;
+pub extern fn PyErr_Format(t: *Object, fmt: [*:0]const u8, ...) ?*Object;
+pub extern fn PyErr_SetNone(t: *Object) void;
+pub extern fn PyErr_NoMemory() ?*Object;
+pub extern fn PyErr_Occurred() ?*Object;
+pub extern fn PyErr_ExceptionMatches(t: *Object) c_int;
+pub extern fn PyErr_Clear() void;
+pub extern fn PyErr_Restore(t: ?*Object, v: ?*Object, tb: ?*Object) void;
+pub extern fn PyErr_Fetch(t: *?*Object, v: *?*Object, tb: *?*Object) void;
+pub extern fn PyErr_NormalizeException(t: *?*Object, v: *?*Object, tb: *?*Object) void;
+pub extern fn PyErr_WriteUnraisable(o: ?*Object) void;
+pub extern fn PyErr_SetInterruptEx(signum: c_int) c_int;
+pub extern fn PyException_SetTraceback(e: *Object, tb: *Object) c_int;
+
+// Interpreter, threads and the GIL.
+pub extern fn Py_GetVersion() [*:0]const u8;
+pub extern fn Py_MakePendingCalls() c_int;
+pub extern fn PyEval_SaveThread() ?*ThreadState;
+pub extern fn PyEval_RestoreThread(t: ?*ThreadState) void;
+pub extern fn PyEval_AcquireThread(t: *ThreadState) void;
+pub extern fn PyEval_ReleaseThread(t: *ThreadState) void;
+pub extern fn PyThreadState_Get() *ThreadState;
+pub extern fn PyThreadState_GetInterpreter(t: *ThreadState) *InterpreterState;
+pub extern fn PyThreadState_New(i: *InterpreterState) ?*ThreadState;
+pub extern fn PyThreadState_Clear(t: *ThreadState) void;
+pub extern fn PyThreadState_Delete(t: *ThreadState) void;
+pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
+
+// Modules.
+pub extern fn PyModuleDef_Init(def: *ModuleDef) ?*Object;
+pub extern fn PyModule_AddObjectRef(m: *Object, name: [*:0]const u8, v: *Object) c_int;
+pub extern fn PyModule_GetDict(m: *Object) *Object;
+pub extern fn PyDict_Size(d: *Object) isize;
+pub extern fn PySys_SetObject(name: [*:0]const u8, v: ?*Object) c_int;
+pub extern fn PyCFunction_NewEx(def: *MethodDef, self: ?*Object, module: ?*Object) ?*Object;
+
+// Data.
+pub extern var _Py_NoneStruct: Object;
+pub extern var _Py_TrueStruct: Object;
+pub extern var _Py_FalseStruct: Object;
+pub extern var PyFloat_Type: TypeObject;
+pub extern var PyExc_RuntimeError: *Object;
+pub extern var PyExc_ValueError: *Object;
+pub extern var PyExc_TypeError: *Object;
+pub extern var PyExc_OverflowError: *Object;
+pub extern var PyExc_SystemExit: *Object;
+
+// Helpers for what Python.h spells as macros.
+
+/// Py_INCREF as the stable ABI before 3.12 compiles it: a plain add. On 3.12+ an immortal object's count
+/// is large enough that a matched +1/-1 never reaches zero (PEP 683's compatibility guarantee).
+pub inline fn incRef(o: *Object) void {
+    o.ob_refcnt += 1;
+}
+
+pub inline fn decRef(o: *Object) void {
+    o.ob_refcnt -= 1;
+    if (o.ob_refcnt == 0) _Py_Dealloc(o);
+}
+
+pub inline fn xDecRef(o: ?*Object) void {
+    if (o) |p| decRef(p);
+}
+
+pub inline fn newRef(o: *Object) *Object {
+    incRef(o);
+    return o;
+}
+
+pub inline fn none() *Object {
+    return newRef(&_Py_NoneStruct);
+}
+
+pub inline fn boolean(v: bool) *Object {
+    return newRef(if (v) &_Py_TrueStruct else &_Py_FalseStruct);
+}
+
+pub inline fn typeObject(tp: *TypeObject) *Object {
+    return @ptrCast(@alignCast(tp));
+}
+
+pub inline fn hasFlag(o: *const Object, flag: c_ulong) bool {
+    return PyType_GetFlags(o.ob_type) & flag != 0;
+}
+
+pub inline fn isFloat(o: *Object) bool {
+    return o.ob_type == &PyFloat_Type or PyType_IsSubtype(o.ob_type, &PyFloat_Type) != 0;
+}
+
+pub inline fn isLong(o: *const Object) bool {
+    return hasFlag(o, Py_TPFLAGS_LONG_SUBCLASS);
+}
+
+pub inline fn isTuple(o: *const Object) bool {
+    return hasFlag(o, Py_TPFLAGS_TUPLE_SUBCLASS);
+}
+
+pub inline fn isDict(o: *const Object) bool {
+    return hasFlag(o, Py_TPFLAGS_DICT_SUBCLASS);
+}
+
+/// PyVectorcall_NARGS: the count without PY_VECTORCALL_ARGUMENTS_OFFSET.
+pub inline fn vectorcallNargs(nargsf: usize) isize {
+    return @intCast(nargsf & ~(@as(usize, 1) << (@bitSizeOf(usize) - 1)));
+}

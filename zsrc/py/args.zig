@@ -1,0 +1,209 @@
+//! Argument conversion with CPython's exact errors, without PyArg_Parse* (hot paths parse by hand).
+const std = @import("std");
+const builtin = @import("builtin");
+const abi = @import("abi.zig");
+const version = @import("version.zig");
+
+const Object = abi.Object;
+
+/// `timeout=-1`, CPython's "no timeout given" marker, in nanoseconds.
+pub const unset_timeout_ns: i64 = -std.time.ns_per_s;
+
+/// CPython's PY_TIMEOUT_MAX in microseconds: the longest wait the platform's lock API can express.
+pub const py_timeout_max_us: i64 = if (builtin.os.tag == .windows)
+    0xFFFF_FFFE * 1000 // WaitForSingleObject takes a DWORD of milliseconds (bpo-41710)
+else
+    std.math.maxInt(i64) / 1000;
+
+/// `_thread.TIMEOUT_MAX`: floor(min(PY_TIMEOUT_MAX in seconds, PyTime_MAX in seconds)).
+pub fn timeoutMaxSeconds() f64 {
+    const timeout_max_s = @as(f64, @floatFromInt(py_timeout_max_us)) * 1e-6;
+    const time_max_s = @as(f64, @floatFromInt(std.math.maxInt(i64))) * 1e-9;
+    return @floor(@min(timeout_max_s, time_max_s));
+}
+
+/// `_PyTime_FromSecondsObject(obj, _PyTime_ROUND_TIMEOUT)`: seconds (int, float or __index__) to ns,
+/// rounding away from zero. Returns null with an exception set.
+pub fn secondsToNs(obj: *Object) ?i64 {
+    if (abi.isFloat(obj)) {
+        const seconds = abi.PyFloat_AsDouble(obj);
+        if (seconds == -1.0 and abi.PyErr_Occurred() != null) return null;
+        if (std.math.isNan(seconds)) {
+            abi.PyErr_SetString(abi.PyExc_ValueError, "Invalid value NaN (not a number)");
+            return null;
+        }
+        const ns_unrounded = seconds * 1e9;
+        const ns = if (ns_unrounded >= 0) @ceil(ns_unrounded) else @floor(ns_unrounded);
+        const limit = @as(f64, @floatFromInt(std.math.maxInt(i64))) + 1.0; // 2**63, exact in f64
+        if (!(ns >= -limit and ns < limit)) return floatOverflow();
+        return @intFromFloat(ns);
+    }
+    const seconds = abi.PyLong_AsLongLong(obj);
+    if (seconds == -1 and abi.PyErr_Occurred() != null) {
+        if (abi.PyErr_ExceptionMatches(abi.PyExc_OverflowError) != 0) return intOverflow();
+        return null;
+    }
+    const ns = std.math.mul(i64, seconds, std.time.ns_per_s) catch return intOverflow();
+    return ns;
+}
+
+fn floatOverflow() ?i64 {
+    const msg = if (version.atLeast(11))
+        "timestamp out of range for platform time_t"
+    else
+        "timestamp too large to convert to C _PyTime_t";
+    abi.PyErr_SetString(abi.PyExc_OverflowError, msg);
+    return null;
+}
+
+fn intOverflow() ?i64 {
+    const msg = if (version.atLeast(13))
+        "timestamp too large to convert to C PyTime_t"
+    else
+        "timestamp too large to convert to C _PyTime_t";
+    abi.PyErr_SetString(abi.PyExc_OverflowError, msg);
+    return null;
+}
+
+/// PyArg's "i" converter: a C int from an int or an object with __index__.
+pub fn toCInt(obj: *Object) ?c_int {
+    const value = abi.PyLong_AsLong(obj);
+    if (value == -1 and abi.PyErr_Occurred() != null) return null;
+    if (value > std.math.maxInt(c_int)) {
+        abi.PyErr_SetString(abi.PyExc_OverflowError, "signed integer is greater than maximum");
+        return null;
+    }
+    if (value < std.math.minInt(c_int)) {
+        abi.PyErr_SetString(abi.PyExc_OverflowError, "signed integer is less than minimum");
+        return null;
+    }
+    return @intCast(value);
+}
+
+/// PyArg's "n" converter: a Py_ssize_t from an int or an object with __index__.
+pub fn toSsize(obj: *Object) ?isize {
+    const index = abi.PyNumber_Index(obj) orelse return null;
+    defer abi.decRef(index);
+    const value = abi.PyLong_AsSsize_t(index);
+    if (value == -1 and abi.PyErr_Occurred() != null) return null;
+    return value;
+}
+
+/// "NAME() takes at most N argument(s) (G given)" for METH_VARARGS functions parsed with "|...:NAME".
+pub fn tooManyPositional(name: [*:0]const u8, max: isize, given: isize) ?*Object {
+    const plural: [*:0]const u8 = if (max == 1) "" else "s";
+    _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", name, max, plural, given);
+    return null;
+}
+
+pub fn noKeywords(name: [*:0]const u8) ?*Object {
+    _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no keyword arguments", name);
+    return null;
+}
+
+pub inline fn keywordCount(kwnames: ?*Object) isize {
+    return if (kwnames) |k| abi.PyTuple_Size(k) else 0;
+}
+
+pub const Acquire = struct {
+    /// -1: wait forever; 0: do not wait; otherwise the longest wait.
+    timeout_ns: i64,
+};
+
+/// `lock.acquire(blocking=True, timeout=-1)`, as `lock_acquire_parse_args` of the running CPython parses
+/// it (PyArg_ParseTupleAndKeywords "|iO:acquire" on 3.10/3.11, "|pO:acquire" from 3.12).
+pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+    const nkw = keywordCount(kwnames);
+    if (nargs + nkw > 2) {
+        const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "acquire() takes at most 2 %sarguments (%zd given)", kind, nargs + nkw);
+        return null;
+    }
+    const names = [_][*:0]const u8{ "blocking", "timeout" };
+    var values = [_]?*Object{ null, null };
+    var matched: isize = 0;
+    for (&values, names, 0..) |*value, name, i| {
+        if (i < nargs) {
+            value.* = args[i];
+        } else if (findKeyword(args, nargs, kwnames, name)) |v| {
+            value.* = v;
+            matched += 1;
+        }
+    }
+    var blocking = true;
+    if (values[0]) |obj| blocking = toBlocking(obj) orelse return null;
+    if (nkw > matched) {
+        badKeyword(args, nargs, kwnames, &names);
+        return null;
+    }
+    var timeout_ns = unset_timeout_ns;
+    if (values[1]) |obj| timeout_ns = secondsToNs(obj) orelse return null;
+    return checkTimeout(blocking, timeout_ns);
+}
+
+fn toBlocking(obj: *Object) ?bool {
+    if (version.atLeast(12)) {
+        const truth = abi.PyObject_IsTrue(obj);
+        if (truth < 0) return null;
+        return truth != 0;
+    }
+    const value = toCInt(obj) orelse return null;
+    return value != 0;
+}
+
+fn checkTimeout(blocking: bool, timeout_ns: i64) ?Acquire {
+    if (!blocking and timeout_ns != unset_timeout_ns) {
+        abi.PyErr_SetString(abi.PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return null;
+    }
+    if (timeout_ns < 0 and timeout_ns != unset_timeout_ns) {
+        const msg = if (version.atLeast(13)) "timeout value must be a non-negative number" else "timeout value must be positive";
+        abi.PyErr_SetString(abi.PyExc_ValueError, msg);
+        return null;
+    }
+    if (!blocking) return .{ .timeout_ns = 0 };
+    if (timeout_ns == unset_timeout_ns) return .{ .timeout_ns = -1 };
+    const timeout_us = std.math.divCeil(i64, timeout_ns, 1000) catch unreachable;
+    if (timeout_us > py_timeout_max_us) {
+        abi.PyErr_SetString(abi.PyExc_OverflowError, "timeout value is too large");
+        return null;
+    }
+    return .{ .timeout_ns = timeout_ns };
+}
+
+fn findKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, name: [*:0]const u8) ?*Object {
+    const names = kwnames orelse return null;
+    const n = abi.PyTuple_Size(names);
+    var i: isize = 0;
+    while (i < n) : (i += 1) {
+        const key = abi.PyTuple_GetItem(names, i).?;
+        if (abi.PyUnicode_CompareWithASCIIString(key, name) == 0) return args[@intCast(nargs + i)];
+    }
+    return null;
+}
+
+/// Sets the TypeError PyArg_ParseTupleAndKeywords raises for a keyword that repeats a positional
+/// argument or names no parameter.
+fn badKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, names: []const [*:0]const u8) void {
+    for (names, 0..) |name, i| {
+        if (i >= nargs) break;
+        if (findKeyword(args, nargs, kwnames, name) != null) {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "argument for acquire() given by name ('%s') and position (%zd)", name, @as(isize, @intCast(i + 1)));
+            return;
+        }
+    }
+    const keys = kwnames.?;
+    var k: isize = 0;
+    while (k < abi.PyTuple_Size(keys)) : (k += 1) {
+        const key = abi.PyTuple_GetItem(keys, k).?;
+        var known = false;
+        for (names) |name| known = known or abi.PyUnicode_CompareWithASCIIString(key, name) == 0;
+        if (known) continue;
+        if (version.atLeast(13)) {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
+        } else {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "'%U' is an invalid keyword argument for acquire()", key);
+        }
+        return;
+    }
+}

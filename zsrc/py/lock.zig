@@ -1,0 +1,201 @@
+//! `_thread.lock` (LockType): a Python object around the core's binary-semaphore Lock.
+//!
+//! The type's tp_name is `_thread.lock`, like CPython's, so reprs and every message CPython's own machinery
+//! builds from it ("lock.release() takes no arguments", "cannot pickle '_thread.lock' object") are the same.
+const std = @import("std");
+const core = @import("core");
+const abi = @import("abi.zig");
+const args = @import("args.zig");
+const version = @import("version.zig");
+
+const Object = abi.Object;
+
+pub const LockObject = extern struct {
+    ob_base: Object,
+    lock: core.Lock,
+    weakreflist: ?*Object,
+};
+
+/// Set when the module is initialised; a strong reference kept for the life of the process.
+pub var lock_type: ?*abi.TypeObject = null;
+
+inline fn cast(o: *Object) *LockObject {
+    return @ptrCast(@alignCast(o));
+}
+
+/// A new unlocked lock (`allocate_lock()`): allocated without the GC (it references nothing).
+pub fn newLock() ?*Object {
+    const mem = abi.PyObject_Malloc(@sizeOf(LockObject)) orelse return abi.PyErr_NoMemory();
+    const self: *LockObject = @ptrCast(@alignCast(mem));
+    self.lock = .{};
+    self.weakreflist = null;
+    return abi.PyObject_Init(&self.ob_base, lock_type.?);
+}
+
+fn dealloc(o: *Object) callconv(.c) void {
+    const self = cast(o);
+    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+    const tp = o.ob_type;
+    abi.PyObject_Free(o);
+    abi.decRef(abi.typeObject(tp)); // instances of a heap type own a reference to it
+}
+
+/// `lock()` from 3.13, where `threading.Lock` is this type; before, the type is not instantiable.
+fn new(tp: *abi.TypeObject, tuple: *Object, kwargs: ?*Object) callconv(.c) ?*Object {
+    _ = tp;
+    if (kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("lock");
+    const n = abi.PyTuple_Size(tuple);
+    if (n != 0) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "lock expected 0 arguments, got %zd", n);
+        return null;
+    }
+    return newLock();
+}
+
+fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    const self = cast(o);
+    if (nargs == 0 and kwnames == null) {
+        if (self.lock.tryAcquire()) return abi.boolean(true);
+        return waitFor(self, -1);
+    }
+    const parsed = args.parseAcquire(argv, nargs, kwnames) orelse return null;
+    if (self.lock.tryAcquire()) return abi.boolean(true);
+    if (parsed.timeout_ns == 0) return abi.boolean(false);
+    return waitFor(self, parsed.timeout_ns);
+}
+
+/// The blocking part of acquire: the GIL is released while the thread waits, and a signal handler
+/// that raises (Ctrl-C) ends the wait with its exception.
+fn waitFor(self: *LockObject, timeout_ns: i64) ?*Object {
+    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
+    while (true) {
+        const tstate = abi.PyEval_SaveThread();
+        const result = self.lock.acquire(deadline);
+        abi.PyEval_RestoreThread(tstate);
+        switch (result) {
+            .acquired => return abi.boolean(true),
+            .timed_out => return abi.boolean(false),
+            // Run Python's signal handlers; if one raised (KeyboardInterrupt) propagate it, the lock
+            // untouched. Otherwise wait again until the same absolute deadline.
+            .interrupted => if (abi.Py_MakePendingCalls() < 0) return null,
+        }
+    }
+}
+
+fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    cast(o).lock.release() catch return releaseError();
+    return abi.none();
+}
+
+fn exit(o: *Object, _: *Object) callconv(.c) ?*Object {
+    cast(o).lock.release() catch return releaseError();
+    return abi.none();
+}
+
+fn releaseError() ?*Object {
+    abi.PyErr_SetString(abi.PyExc_RuntimeError, "release unlocked lock");
+    return null;
+}
+
+fn locked(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.boolean(cast(o).lock.isLocked());
+}
+
+fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    cast(o).lock.resetAfterFork();
+    return abi.none();
+}
+
+fn repr(o: *Object) callconv(.c) ?*Object {
+    const state: [*:0]const u8 = if (cast(o).lock.isLocked()) "locked" else "unlocked";
+    return abi.PyUnicode_FromFormat("<%s %s object at %p>", state, spec.name, o);
+}
+
+const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;
+const acquire_doc =
+    \\acquire($self, /, blocking=True, timeout=-1)
+    \\--
+    \\
+    \\Lock the lock.  Without argument, this blocks if the lock is already
+    \\locked (even by the same thread), waiting for another thread to release
+    \\the lock, and return True once the lock is acquired.
+    \\With an argument, this will only block if the argument is true,
+    \\and the return value reflects whether the lock is acquired.
+    \\The blocking operation is interruptible.
+;
+const release_doc =
+    \\release($self, /)
+    \\--
+    \\
+    \\Release the lock, allowing another thread that is blocked waiting for
+    \\the lock to acquire the lock.  The lock must be in the locked state,
+    \\but it needn't be locked by the same thread that unlocks it.
+;
+const locked_doc =
+    \\locked($self, /)
+    \\--
+    \\
+    \\Return whether the lock is in the locked state.
+;
+
+var methods = [_]abi.MethodDef{
+    .{ .ml_name = "acquire_lock", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "acquire_lock($self, /, blocking=True, timeout=-1)\n--\n\nAn obsolete synonym of acquire()." },
+    .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
+    .{ .ml_name = "release_lock", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = "release_lock($self, /)\n--\n\nAn obsolete synonym of release()." },
+    .{ .ml_name = "release", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = release_doc },
+    .{ .ml_name = "locked_lock", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()." },
+    .{ .ml_name = "locked", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = locked_doc },
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
+    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = abi.METH_VARARGS, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
+    .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
+    abi.sentinel_method,
+};
+
+var members = [_]abi.MemberDef{
+    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LockObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
+};
+
+const lock_doc =
+    \\A lock object is a synchronization primitive.  To create a lock,
+    \\call threading.Lock().  Methods are:
+    \\
+    \\acquire() -- lock the lock, possibly blocking until it can be obtained
+    \\release() -- unlock of the lock
+    \\locked() -- test whether the lock is currently locked
+    \\
+    \\A lock is not owned by the thread that locked it; another thread may
+    \\unlock it.  A thread attempting to lock a lock that it has already locked
+    \\will block until another thread unlocks it.  Deadlocks may ensue.
+;
+
+var slots = [_]abi.TypeSlot{
+    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+    .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
+    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+    .{ .slot = abi.Py_tp_doc, .pfunc = lock_doc },
+    // Only from 3.13 (see createType); a zeroed slot ends the list on older versions.
+    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+    .{ .slot = 0, .pfunc = null },
+};
+
+var spec: abi.TypeSpec = .{
+    .name = "_thread.lock",
+    .basicsize = @sizeOf(LockObject),
+    .itemsize = 0,
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = &slots,
+};
+
+/// Creates LockType. Not subclassable (no BASETYPE) on any version; instantiable from Python only
+/// from 3.13, as in CPython.
+pub fn createType() ?*Object {
+    if (!version.atLeast(13)) {
+        slots[slots.len - 2] = .{ .slot = 0, .pfunc = null };
+        spec.flags |= @intCast(abi.Py_TPFLAGS_DISALLOW_INSTANTIATION);
+    }
+    const tp = abi.PyType_FromSpec(&spec) orelse return null;
+    lock_type = @ptrCast(tp);
+    return tp;
+}

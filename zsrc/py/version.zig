@@ -1,0 +1,23 @@
+//! The CPython version the module was loaded into. One abi3 binary serves 3.10 and later, and a few
+//! behaviours (argument parsing, messages) differ by version: the layer asks `minor` at run time.
+const abi = @import("abi.zig");
+
+/// Minor version of the running CPython 3.x, set once when the module is initialised.
+pub var minor: u32 = 10;
+
+/// Reads the version from `Py_GetVersion()` ("3.12.1 (main, ...)"): `Py_Version` is only in the stable
+/// ABI from 3.11.
+pub fn detect() void {
+    const text = abi.Py_GetVersion();
+    var i: usize = 0;
+    while (text[i] != '.' and text[i] != 0) : (i += 1) {}
+    if (text[i] != '.') return;
+    i += 1;
+    var value: u32 = 0;
+    while (text[i] >= '0' and text[i] <= '9') : (i += 1) value = value * 10 + (text[i] - '0');
+    minor = value;
+}
+
+pub inline fn atLeast(wanted_minor: u32) bool {
+    return minor >= wanted_minor;
+}
