@@ -10,8 +10,18 @@ const version = @import("version.zig");
 
 const Object = abi.Object;
 
-/// A panic must never unwind into the interpreter: print and abort, with no 3 MB of debug machinery.
-pub const panic = std.debug.simple_panic;
+/// A panic (a bug in zthread) prints one line and aborts the process. std's default handlers pull in
+/// std.Io (~100 libc imports) to write to stderr; one write(2) is all this needs.
+pub const panic = std.debug.FullPanic(fatal);
+
+fn fatal(msg: []const u8, _: ?usize) noreturn {
+    @branchHint(.cold);
+    const prefix = "zthread: fatal error: ";
+    _ = std.c.write(2, prefix, prefix.len);
+    _ = std.c.write(2, msg.ptr, msg.len);
+    _ = std.c.write(2, "\n", 1);
+    std.c.abort();
+}
 
 fn getIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyLong_FromUnsignedLongLong(core.thread.currentIdent());

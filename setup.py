@@ -1,0 +1,59 @@
+"""Build glue: setuptools asks, `zig build` (build.zig) builds.
+
+The native module is built by `python -m ziglang build` (the pinned `ziglang` wheel, so no system
+compiler is involved) and copied where setuptools expects it; the stub for it is copied from stubs/
+next to it. The wheel is tagged cp310-abi3: one binary for CPython 3.10 and later.
+
+Environment:
+  ZTHREAD_ZIG_TARGET   a Zig target triple for cross builds (default: this machine, baseline CPU)
+  ZTHREAD_ZIG_OPTIMIZE Zig optimize mode (default ReleaseSafe)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent.resolve()
+STUB = ROOT / "stubs" / "zthread" / "_zthread.pyi"
+
+
+class ZigBuildExt(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        dest = Path(self.get_ext_fullpath(ext.name))
+        target = os.environ.get("ZTHREAD_ZIG_TARGET")
+        optimize = os.environ.get("ZTHREAD_ZIG_OPTIMIZE", "ReleaseSafe")
+        with tempfile.TemporaryDirectory() as prefix:
+            cmd = [
+                sys.executable, "-m", "ziglang", "build",
+                f"-Doptimize={optimize}", f"-Dext-name={dest.name}", "--prefix", prefix,
+            ]
+            if target:
+                cmd.append(f"-Dtarget={target}")
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(prefix) / "lib" / dest.name, dest)
+
+
+class BuildPyWithStub(build_py):
+    def run(self) -> None:
+        super().run()
+        out = Path(self.build_lib) / "zthread"
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(STUB, out / STUB.name)
+
+
+setup(
+    ext_modules=[Extension("zthread._zthread", sources=[], py_limited_api=True)],
+    cmdclass={"build_ext": ZigBuildExt, "build_py": BuildPyWithStub},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
