@@ -4,6 +4,16 @@ Every name here is the native object itself (no Python wrapper on a hot path). I
 imports ``threading``.
 """
 
+try:
+    import zthread._zthread  # noqa: F401
+except ModuleNotFoundError as e:  # pragma: no cover - only in a source checkout
+    if e.name != "zthread._zthread":
+        raise
+    raise ImportError(
+        f"zthread's native module is not built in {__path__[0]}: this is the source folder. "
+        "Install zthread (pip install .) and run Python from another folder, or with -I."
+    ) from None
+
 from zthread._zthread import (
     LockType as LockType,
     TIMEOUT_MAX as TIMEOUT_MAX,

@@ -1,0 +1,58 @@
+"""The checks beyond pytest, run from pytest so one command runs everything: the Zig core's own tests,
+mypy --strict, stubtest against the installed binary, and abi3audit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import zthread
+import zthread._zthread
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLED = Path(zthread._zthread.__file__).resolve()
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def check(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_tests_use_the_installed_package_not_the_source_folder() -> None:
+    assert ROOT not in INSTALLED.parents, INSTALLED
+
+
+def test_zig_core_tests_pass() -> None:
+    check(run(sys.executable, "-m", "ziglang", "build", "test", "--summary", "all", cwd=ROOT))
+
+
+def test_mypy_strict_passes_on_package_and_tests() -> None:
+    check(run(sys.executable, "-m", "mypy", cwd=ROOT))
+
+
+def test_stubtest_agrees_with_the_installed_module(tmp_path: Path) -> None:
+    # From a temporary folder, so the stub checked is the one the wheel installed next to the binary.
+    check(run(sys.executable, "-m", "mypy.stubtest", "zthread._zthread", cwd=tmp_path))
+
+
+def test_the_wheel_ships_the_stub_from_stubs() -> None:
+    shipped = INSTALLED.parent / "_zthread.pyi"
+    source = ROOT / "stubs" / "zthread" / "_zthread.pyi"
+    assert shipped.read_text() == source.read_text()
+    assert (INSTALLED.parent / "py.typed").exists()
+
+
+def test_abi3audit_finds_no_violation() -> None:
+    abi3audit = Path(sys.executable).parent / "abi3audit"
+    check(run(str(abi3audit), "--strict", "--assume-minimum-abi3", "3.10", str(INSTALLED), cwd=ROOT))
+
+
+def test_importing_zthread_does_not_import_threading() -> None:
+    code = "import sys, zthread; print('threading' in sys.modules)"
+    proc = run(sys.executable, "-c", code, cwd=Path(zthread.__file__).parent.parent)
+    check(proc)
+    assert proc.stdout.strip() == "False"
