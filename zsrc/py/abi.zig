@@ -160,7 +160,8 @@ pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
 // Modules.
 pub extern fn PyModuleDef_Init(def: *ModuleDef) ?*Object;
 pub extern fn PyModule_AddObjectRef(m: *Object, name: [*:0]const u8, v: *Object) c_int;
-pub extern fn PyModule_GetDict(m: *Object) *Object;
+pub extern fn PyModule_GetState(m: *Object) ?*anyopaque;
+pub const VisitProc = *const fn (o: *Object, arg: ?*anyopaque) callconv(.c) c_int;
 pub extern fn PyDict_Size(d: *Object) isize;
 pub extern fn PySys_SetObject(name: [*:0]const u8, v: ?*Object) c_int;
 pub extern fn PyCFunction_NewEx(def: *MethodDef, self: ?*Object, module: ?*Object) ?*Object;

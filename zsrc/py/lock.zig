@@ -16,20 +16,17 @@ pub const LockObject = extern struct {
     weakreflist: ?*Object,
 };
 
-/// Set when the module is initialised; a strong reference kept for the life of the process.
-pub var lock_type: ?*abi.TypeObject = null;
-
 inline fn cast(o: *Object) *LockObject {
     return @ptrCast(@alignCast(o));
 }
 
-/// A new unlocked lock (`allocate_lock()`): allocated without the GC (it references nothing).
-pub fn newLock() ?*Object {
+/// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).
+pub fn newLock(tp: *abi.TypeObject) ?*Object {
     const mem = abi.PyObject_Malloc(@sizeOf(LockObject)) orelse return abi.PyErr_NoMemory();
     const self: *LockObject = @ptrCast(@alignCast(mem));
     self.lock = .{};
     self.weakreflist = null;
-    return abi.PyObject_Init(&self.ob_base, lock_type.?);
+    return abi.PyObject_Init(&self.ob_base, tp);
 }
 
 fn dealloc(o: *Object) callconv(.c) void {
@@ -42,14 +39,13 @@ fn dealloc(o: *Object) callconv(.c) void {
 
 /// `lock()` from 3.13, where `threading.Lock` is this type; before, the type is not instantiable.
 fn new(tp: *abi.TypeObject, tuple: *Object, kwargs: ?*Object) callconv(.c) ?*Object {
-    _ = tp;
     if (kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("lock");
     const n = abi.PyTuple_Size(tuple);
     if (n != 0) {
         _ = abi.PyErr_Format(abi.PyExc_TypeError, "lock expected 0 arguments, got %zd", n);
         return null;
     }
-    return newLock();
+    return newLock(tp);
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -195,7 +191,5 @@ pub fn createType() ?*Object {
         slots[slots.len - 2] = .{ .slot = 0, .pfunc = null };
         spec.flags |= @intCast(abi.Py_TPFLAGS_DISALLOW_INSTANTIATION);
     }
-    const tp = abi.PyType_FromSpec(&spec) orelse return null;
-    lock_type = @ptrCast(tp);
-    return tp;
+    return abi.PyType_FromSpec(&spec);
 }

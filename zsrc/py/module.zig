@@ -31,8 +31,17 @@ fn getNativeId(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyLong_FromUnsignedLongLong(core.thread.currentNativeId());
 }
 
-fn allocateLock(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    return lock.newLock();
+/// Per-module state: each interpreter that imports zthread gets its own types.
+const State = extern struct {
+    lock_type: ?*Object,
+};
+
+inline fn state(module: *Object) *State {
+    return @ptrCast(@alignCast(abi.PyModule_GetState(module).?));
+}
+
+fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return lock.newLock(@ptrCast(state(module.?).lock_type.?));
 }
 
 fn exitThread(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
@@ -137,7 +146,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     if (!addFunctions(module)) return -1;
     if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
     const lock_type = lock.createType() orelse return -1;
-    defer abi.decRef(lock_type);
+    state(module).lock_type = lock_type; // the state owns the reference
     if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
     const timeout_max = abi.PyFloat_FromDouble(args.timeoutMaxSeconds()) orelse return -1;
     defer abi.decRef(timeout_max);
@@ -150,16 +159,32 @@ var module_slots = [_]abi.ModuleDefSlot{
     .{ .slot = 0, .value = null },
 };
 
+fn traverse(module: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
+    if (state(module).lock_type) |t| return visit(t, arg);
+    return 0;
+}
+
+fn clear(module: *Object) callconv(.c) c_int {
+    const s = state(module);
+    abi.xDecRef(s.lock_type);
+    s.lock_type = null;
+    return 0;
+}
+
+fn free(module: *Object) callconv(.c) void {
+    _ = clear(module);
+}
+
 var module_def: abi.ModuleDef = .{
     .m_base = abi.module_def_head_init,
     .m_name = "zthread._zthread",
     .m_doc = module_doc,
-    .m_size = 0,
+    .m_size = @sizeOf(State),
     .m_methods = null,
     .m_slots = &module_slots,
-    .m_traverse = null,
-    .m_clear = null,
-    .m_free = null,
+    .m_traverse = @ptrCast(&traverse),
+    .m_clear = @ptrCast(&clear),
+    .m_free = @ptrCast(&free),
 };
 
 export fn PyInit__zthread() ?*Object {
