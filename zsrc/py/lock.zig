@@ -83,7 +83,10 @@ fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.none();
 }
 
-fn exit(o: *Object, _: *Object) callconv(.c) ?*Object {
+/// `__exit__(*exc_info)`: any positional arguments, no keywords (CPython's METH_VARARGS method, whose
+/// keyword message names the type from 3.11 on), without building an argument tuple on every `with`.
+fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "lock.__exit__" else "__exit__");
     cast(o).lock.release() catch return releaseError();
     return abi.none();
 }
@@ -142,7 +145,7 @@ var methods = [_]abi.MethodDef{
     .{ .ml_name = "locked_lock", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()." },
     .{ .ml_name = "locked", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = locked_doc },
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
-    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = abi.METH_VARARGS, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
+    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
     .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
     abi.sentinel_method,
 };
