@@ -2,11 +2,13 @@
 pub const clock = @import("clock.zig");
 pub const futex = @import("futex.zig");
 pub const Lock = @import("lock.zig").Lock;
+pub const RecursiveLock = @import("rlock.zig").RecursiveLock;
 pub const thread = @import("thread.zig");
 
 test {
     _ = clock;
     _ = futex;
     _ = @import("lock.zig");
+    _ = @import("rlock.zig");
     _ = thread;
 }

@@ -1,0 +1,159 @@
+//! A recursive lock: the lock behind `_thread.RLock`. The owner is a thread ident chosen by the caller
+//! (the CPython layer passes `get_ident()`), so the core stays free of Python. Only the owner touches
+//! `count`; `owner` is atomic because other threads read it to learn that they are not the owner.
+const std = @import("std");
+const clock = @import("clock.zig");
+const Lock = @import("lock.zig").Lock;
+
+pub const RecursiveLock = extern struct {
+    lock: Lock = .{},
+    /// The ident of the thread holding the lock, 0 when nobody does.
+    owner: std.atomic.Value(u64) = .init(0),
+    /// How many times the owner has acquired it; 0 when unowned.
+    count: u64 = 0,
+
+    pub const AcquireResult = enum { acquired, timed_out, interrupted, count_overflow };
+
+    pub fn isOwnedBy(self: *const RecursiveLock, ident: u64) bool {
+        return self.owner.load(.monotonic) == ident and self.count > 0;
+    }
+
+    /// Re-enters at once if `ident` holds the lock; otherwise like `Lock.acquire`.
+    pub fn acquire(self: *RecursiveLock, ident: u64, deadline: clock.Deadline) AcquireResult {
+        std.debug.assert(ident != 0);
+        if (self.owner.load(.monotonic) == ident) {
+            if (self.count == std.math.maxInt(u64)) return .count_overflow;
+            self.count += 1;
+            return .acquired;
+        }
+        return switch (self.lock.acquire(deadline)) {
+            .acquired => self.took(ident, 1),
+            .timed_out => .timed_out,
+            .interrupted => .interrupted,
+        };
+    }
+
+    /// Re-enters, or takes the lock if it is free; never blocks.
+    pub fn tryAcquire(self: *RecursiveLock, ident: u64) AcquireResult {
+        if (self.owner.load(.monotonic) == ident) return self.acquire(ident, .forever);
+        if (!self.lock.tryAcquire()) return .timed_out;
+        return self.took(ident, 1);
+    }
+
+    fn took(self: *RecursiveLock, ident: u64, count: u64) AcquireResult {
+        std.debug.assert(self.count == 0);
+        self.owner.store(ident, .monotonic);
+        self.count = count;
+        return .acquired;
+    }
+
+    pub const ReleaseError = error{NotOwned};
+
+    pub fn release(self: *RecursiveLock, ident: u64) ReleaseError!void {
+        if (!self.isOwnedBy(ident)) return error.NotOwned;
+        self.count -= 1;
+        if (self.count == 0) self.releaseFully();
+    }
+
+    fn releaseFully(self: *RecursiveLock) void {
+        self.count = 0;
+        self.owner.store(0, .monotonic);
+        self.lock.release() catch unreachable; // the owner held it
+    }
+
+    pub const Saved = struct { count: u64, owner: u64 };
+
+    /// `_release_save()`: gives the lock up entirely, returning what `restore` needs (Condition.wait).
+    pub fn releaseSave(self: *RecursiveLock) ReleaseError!Saved {
+        if (self.count == 0) return error.NotOwned;
+        const saved: Saved = .{ .count = self.count, .owner = self.owner.load(.monotonic) };
+        self.releaseFully();
+        return saved;
+    }
+
+    /// `_acquire_restore((count, owner))`: takes the lock and sets the saved state, whatever it is (CPython
+    /// does not validate the owner). Blocks like `acquire`.
+    pub fn acquireRestore(self: *RecursiveLock, saved: Saved, deadline: clock.Deadline) AcquireResult {
+        return switch (self.lock.acquire(deadline)) {
+            .acquired => blk: {
+                self.owner.store(saved.owner, .monotonic);
+                self.count = saved.count;
+                break :blk .acquired;
+            },
+            .timed_out => .timed_out,
+            .interrupted => .interrupted,
+        };
+    }
+
+    pub fn isLocked(self: *const RecursiveLock) bool {
+        return self.lock.isLocked();
+    }
+
+    /// After fork(): the owner, if any, was a thread that does not exist in the child.
+    pub fn resetAfterFork(self: *RecursiveLock) void {
+        self.lock.resetAfterFork();
+        self.owner.store(0, .monotonic);
+        self.count = 0;
+    }
+};
+
+const testing = std.testing;
+
+test "the owner re-enters and must release as often as it acquired" {
+    var r: RecursiveLock = .{};
+    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquire(7, .forever));
+    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.tryAcquire(7));
+    try testing.expect(r.isOwnedBy(7));
+    try testing.expectEqual(@as(u64, 2), r.count);
+    try r.release(7);
+    try testing.expect(r.isLocked());
+    try r.release(7);
+    try testing.expect(!r.isLocked());
+    try testing.expectError(error.NotOwned, r.release(7));
+}
+
+test "another thread can neither release nor enter" {
+    var r: RecursiveLock = .{};
+    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquire(1, .forever));
+    try testing.expectError(error.NotOwned, r.release(2));
+    try testing.expectEqual(RecursiveLock.AcquireResult.timed_out, r.tryAcquire(2));
+    try testing.expectEqual(RecursiveLock.AcquireResult.timed_out, r.acquire(2, .fromTimeout(std.time.ns_per_ms)));
+    try r.release(1);
+}
+
+test "release_save and acquire_restore round-trip the state" {
+    var r: RecursiveLock = .{};
+    _ = r.acquire(3, .forever);
+    _ = r.acquire(3, .forever);
+    const saved = try r.releaseSave();
+    try testing.expect(!r.isLocked());
+    try testing.expectEqual(RecursiveLock.Saved{ .count = 2, .owner = 3 }, saved);
+    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquireRestore(saved, .forever));
+    try testing.expect(r.isOwnedBy(3));
+    try testing.expectEqual(@as(u64, 2), r.count);
+    var unowned: RecursiveLock = .{};
+    try testing.expectError(error.NotOwned, unowned.releaseSave());
+}
+
+test "recursive locks exclude each other's threads under contention" {
+    const thread_count = 6;
+    const iterations = 5_000;
+    const Ctx = struct {
+        r: RecursiveLock = .{},
+        counter: u64 = 0,
+        fn worker(ctx: *@This(), ident: u64) void {
+            for (0..iterations) |_| {
+                std.debug.assert(ctx.r.acquire(ident, .forever) == .acquired);
+                std.debug.assert(ctx.r.acquire(ident, .forever) == .acquired);
+                ctx.counter += 1;
+                ctx.r.release(ident) catch unreachable;
+                ctx.r.release(ident) catch unreachable;
+            }
+        }
+    };
+    var ctx: Ctx = .{};
+    var threads: [thread_count]std.Thread = undefined;
+    for (&threads, 1..) |*t, ident| t.* = try std.Thread.spawn(.{}, Ctx.worker, .{ &ctx, ident });
+    for (threads) |t| t.join();
+    try testing.expectEqual(@as(u64, thread_count * iterations), ctx.counter);
+}
