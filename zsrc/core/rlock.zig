@@ -12,39 +12,39 @@ pub const RecursiveLock = extern struct {
     /// How many times the owner has acquired it; 0 when unowned.
     count: u64 = 0,
 
-    pub const AcquireResult = enum { acquired, timed_out, interrupted, count_overflow };
-
     pub fn isOwnedBy(self: *const RecursiveLock, ident: u64) bool {
         return self.owner.load(.monotonic) == ident and self.count > 0;
     }
 
-    /// Re-enters at once if `ident` holds the lock; otherwise like `Lock.acquire`.
-    pub fn acquire(self: *RecursiveLock, ident: u64, deadline: clock.Deadline) AcquireResult {
+    pub const CountError = error{CountOverflow};
+
+    /// If `ident` holds the lock, counts one more acquisition and returns true; else returns false and
+    /// the caller acquires `lock` (blocking as it pleases) and then calls `setOwner`.
+    pub fn reenter(self: *RecursiveLock, ident: u64) CountError!bool {
         std.debug.assert(ident != 0);
-        if (self.owner.load(.monotonic) == ident) {
-            if (self.count == std.math.maxInt(u64)) return .count_overflow;
-            self.count += 1;
-            return .acquired;
-        }
-        return switch (self.lock.acquire(deadline)) {
-            .acquired => self.took(ident, 1),
-            .timed_out => .timed_out,
-            .interrupted => .interrupted,
-        };
+        if (!self.isOwnedBy(ident)) return false;
+        self.count = std.math.add(u64, self.count, 1) catch return error.CountOverflow;
+        return true;
     }
 
-    /// Re-enters, or takes the lock if it is free; never blocks.
-    pub fn tryAcquire(self: *RecursiveLock, ident: u64) AcquireResult {
-        if (self.owner.load(.monotonic) == ident) return self.acquire(ident, .forever);
-        if (!self.lock.tryAcquire()) return .timed_out;
-        return self.took(ident, 1);
-    }
-
-    fn took(self: *RecursiveLock, ident: u64, count: u64) AcquireResult {
-        std.debug.assert(self.count == 0);
+    /// Records the new owner once `lock` has been acquired (CPython's `_acquire_restore` sets any owner).
+    pub fn setOwner(self: *RecursiveLock, ident: u64, count: u64) void {
+        std.debug.assert(self.lock.isLocked());
         self.owner.store(ident, .monotonic);
         self.count = count;
-        return .acquired;
+    }
+
+    /// How many times `ident` holds the lock: 0 for any other thread.
+    pub fn recursionCount(self: *const RecursiveLock, ident: u64) u64 {
+        return if (self.isOwnedBy(ident)) self.count else 0;
+    }
+
+    /// Blocking acquire for callers with no GIL to release (the core's own tests).
+    pub fn acquire(self: *RecursiveLock, ident: u64, deadline: clock.Deadline) Lock.AcquireResult {
+        if (self.reenter(ident) catch unreachable) return .acquired;
+        const result = self.lock.acquire(deadline);
+        if (result == .acquired) self.setOwner(ident, 1);
+        return result;
     }
 
     pub const ReleaseError = error{NotOwned};
@@ -71,20 +71,6 @@ pub const RecursiveLock = extern struct {
         return saved;
     }
 
-    /// `_acquire_restore((count, owner))`: takes the lock and sets the saved state, whatever it is (CPython
-    /// does not validate the owner). Blocks like `acquire`.
-    pub fn acquireRestore(self: *RecursiveLock, saved: Saved, deadline: clock.Deadline) AcquireResult {
-        return switch (self.lock.acquire(deadline)) {
-            .acquired => blk: {
-                self.owner.store(saved.owner, .monotonic);
-                self.count = saved.count;
-                break :blk .acquired;
-            },
-            .timed_out => .timed_out,
-            .interrupted => .interrupted,
-        };
-    }
-
     pub fn isLocked(self: *const RecursiveLock) bool {
         return self.lock.isLocked();
     }
@@ -101,9 +87,11 @@ const testing = std.testing;
 
 test "the owner re-enters and must release as often as it acquired" {
     var r: RecursiveLock = .{};
-    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquire(7, .forever));
-    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.tryAcquire(7));
+    try testing.expectEqual(Lock.AcquireResult.acquired, r.acquire(7, .forever));
+    try testing.expect(try r.reenter(7));
     try testing.expect(r.isOwnedBy(7));
+    try testing.expectEqual(@as(u64, 2), r.recursionCount(7));
+    try testing.expectEqual(@as(u64, 0), r.recursionCount(8));
     try testing.expectEqual(@as(u64, 2), r.count);
     try r.release(7);
     try testing.expect(r.isLocked());
@@ -114,10 +102,10 @@ test "the owner re-enters and must release as often as it acquired" {
 
 test "another thread can neither release nor enter" {
     var r: RecursiveLock = .{};
-    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquire(1, .forever));
+    try testing.expectEqual(Lock.AcquireResult.acquired, r.acquire(1, .forever));
     try testing.expectError(error.NotOwned, r.release(2));
-    try testing.expectEqual(RecursiveLock.AcquireResult.timed_out, r.tryAcquire(2));
-    try testing.expectEqual(RecursiveLock.AcquireResult.timed_out, r.acquire(2, .fromTimeout(std.time.ns_per_ms)));
+    try testing.expect(!try r.reenter(2));
+    try testing.expectEqual(Lock.AcquireResult.timed_out, r.acquire(2, .fromTimeout(std.time.ns_per_ms)));
     try r.release(1);
 }
 
@@ -128,11 +116,20 @@ test "release_save and acquire_restore round-trip the state" {
     const saved = try r.releaseSave();
     try testing.expect(!r.isLocked());
     try testing.expectEqual(RecursiveLock.Saved{ .count = 2, .owner = 3 }, saved);
-    try testing.expectEqual(RecursiveLock.AcquireResult.acquired, r.acquireRestore(saved, .forever));
+    try testing.expect(r.lock.tryAcquire());
+    r.setOwner(saved.owner, saved.count);
     try testing.expect(r.isOwnedBy(3));
     try testing.expectEqual(@as(u64, 2), r.count);
     var unowned: RecursiveLock = .{};
     try testing.expectError(error.NotOwned, unowned.releaseSave());
+}
+
+test "the count refuses to overflow" {
+    var r: RecursiveLock = .{};
+    _ = r.acquire(9, .forever);
+    r.count = std.math.maxInt(u64);
+    try testing.expectError(error.CountOverflow, r.reenter(9));
+    try testing.expectEqual(@as(u64, std.math.maxInt(u64)), r.count);
 }
 
 test "recursive locks exclude each other's threads under contention" {

@@ -72,6 +72,14 @@ pub const Py_tp_methods = 64;
 pub const Py_tp_new = 65;
 pub const Py_tp_repr = 66;
 pub const Py_tp_members = 72;
+pub const Py_tp_alloc = 47;
+pub const Py_tp_free = 74;
+pub const Py_tp_getset = 73;
+pub const Py_tp_init = 60;
+pub const Py_tp_getattro = 58;
+pub const Py_tp_setattro = 69;
+pub const Py_tp_traverse = 71;
+pub const Py_tp_clear = 51;
 
 pub const MemberDef = extern struct {
     name: ?[*:0]const u8,
@@ -86,11 +94,15 @@ pub const READONLY = 1;
 // Include/object.h
 pub const Py_TPFLAGS_DISALLOW_INSTANTIATION: c_ulong = 1 << 7;
 pub const Py_TPFLAGS_IMMUTABLETYPE: c_ulong = 1 << 8;
+pub const Py_TPFLAGS_HEAPTYPE: c_ulong = 1 << 9;
 pub const Py_TPFLAGS_BASETYPE: c_ulong = 1 << 10;
+pub const Py_TPFLAGS_HAVE_GC: c_ulong = 1 << 14;
 pub const Py_TPFLAGS_HAVE_VERSION_TAG: c_ulong = 1 << 18;
 pub const Py_TPFLAGS_DEFAULT: c_ulong = Py_TPFLAGS_HAVE_VERSION_TAG;
 pub const Py_TPFLAGS_LONG_SUBCLASS: c_ulong = 1 << 24;
 pub const Py_TPFLAGS_TUPLE_SUBCLASS: c_ulong = 1 << 26;
+pub const Py_TPFLAGS_BYTES_SUBCLASS: c_ulong = 1 << 27;
+pub const Py_TPFLAGS_UNICODE_SUBCLASS: c_ulong = 1 << 28;
 pub const Py_TPFLAGS_DICT_SUBCLASS: c_ulong = 1 << 29;
 
 // Object protocol and reference counts.
@@ -109,6 +121,11 @@ pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
 pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
+pub extern fn PyType_GetSlot(t: *TypeObject, slot: c_int) ?*anyopaque;
+pub extern fn PyObject_GetAttrString(o: *Object, name: [*:0]const u8) ?*Object;
+pub extern fn PySequence_Check(o: *Object) c_int;
+pub extern fn PySequence_Size(o: *Object) isize;
+pub extern fn PySequence_GetItem(o: *Object, i: isize) ?*Object;
 
 // Numbers, strings, tuples.
 pub extern fn PyLong_FromLong(v: c_long) ?*Object;
@@ -116,6 +133,7 @@ pub extern fn PyLong_FromUnsignedLongLong(v: c_ulonglong) ?*Object;
 pub extern fn PyLong_FromSsize_t(v: isize) ?*Object;
 pub extern fn PyLong_AsLong(o: *Object) c_long;
 pub extern fn PyLong_AsLongLong(o: *Object) c_longlong;
+pub extern fn PyLong_AsUnsignedLongLongMask(o: *Object) c_ulonglong;
 pub extern fn PyLong_AsSsize_t(o: *Object) isize;
 pub extern fn PyNumber_Index(o: *Object) ?*Object;
 pub extern fn PyFloat_AsDouble(o: *Object) f64;
@@ -225,6 +243,10 @@ pub inline fn isLong(o: *const Object) bool {
 
 pub inline fn isTuple(o: *const Object) bool {
     return hasFlag(o, Py_TPFLAGS_TUPLE_SUBCLASS);
+}
+
+pub inline fn isBytes(o: *const Object) bool {
+    return hasFlag(o, Py_TPFLAGS_BYTES_SUBCLASS);
 }
 
 pub inline fn isDict(o: *const Object) bool {

@@ -207,3 +207,16 @@ fn badKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, names: []
         return;
     }
 }
+
+/// The type's C-level name (tp_name), which CPython's messages print: `__name__` for heap types and
+/// builtins, `module.name` for other static types. A new reference, or null with an exception set.
+pub fn typeName(obj: *Object) ?*Object {
+    const tp = abi.typeObject(obj.ob_type);
+    const name = abi.PyObject_GetAttrString(tp, "__name__") orelse return null;
+    if (abi.PyType_GetFlags(obj.ob_type) & abi.Py_TPFLAGS_HEAPTYPE != 0) return name;
+    defer abi.decRef(name);
+    const module = abi.PyObject_GetAttrString(tp, "__module__") orelse return null;
+    defer abi.decRef(module);
+    if (abi.PyUnicode_CompareWithASCIIString(module, "builtins") == 0) return abi.newRef(name);
+    return abi.PyUnicode_FromFormat("%U.%U", module, name);
+}

@@ -7,6 +7,7 @@ const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const version = @import("version.zig");
+const wait = @import("wait.zig");
 
 const Object = abi.Object;
 
@@ -60,22 +61,9 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
     return waitFor(self, parsed.timeout_ns);
 }
 
-/// The blocking part of acquire: the GIL is released while the thread waits, and a signal handler
-/// that raises (Ctrl-C) ends the wait with its exception.
 fn waitFor(self: *LockObject, timeout_ns: i64) ?*Object {
-    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
-    while (true) {
-        const tstate = abi.PyEval_SaveThread();
-        const result = self.lock.acquire(deadline);
-        abi.PyEval_RestoreThread(tstate);
-        switch (result) {
-            .acquired => return abi.boolean(true),
-            .timed_out => return abi.boolean(false),
-            // Run Python's signal handlers; if one raised (KeyboardInterrupt) propagate it, the lock
-            // untouched. Otherwise wait again until the same absolute deadline.
-            .interrupted => if (abi.Py_MakePendingCalls() < 0) return null,
-        }
-    }
+    const acquired = wait.acquire(&self.lock, timeout_ns) orelse return null;
+    return abi.boolean(acquired);
 }
 
 fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {

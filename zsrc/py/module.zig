@@ -5,6 +5,7 @@ const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const lock = @import("lock.zig");
+const rlock = @import("rlock.zig");
 const threads = @import("threads.zig");
 const version = @import("version.zig");
 
@@ -148,6 +149,9 @@ fn exec(module: *Object) callconv(.c) c_int {
     const lock_type = lock.createType() orelse return -1;
     state(module).lock_type = lock_type; // the state owns the reference
     if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
+    const rlock_type = rlock.createType() orelse return -1;
+    defer abi.decRef(rlock_type);
+    if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
     const timeout_max = abi.PyFloat_FromDouble(args.timeoutMaxSeconds()) orelse return -1;
     defer abi.decRef(timeout_max);
     if (abi.PyModule_AddObjectRef(module, "TIMEOUT_MAX", timeout_max) != 0) return -1;

@@ -1,0 +1,240 @@
+//! `_thread.RLock`: a reentrant lock owned by the thread that acquired it, over the core's RecursiveLock.
+//! Subclassable, like CPython's; every blocking wait releases the GIL.
+const std = @import("std");
+const core = @import("core");
+const abi = @import("abi.zig");
+const args = @import("args.zig");
+const version = @import("version.zig");
+const wait = @import("wait.zig");
+
+const Object = abi.Object;
+
+pub const RLockObject = extern struct {
+    ob_base: Object,
+    rlock: core.RecursiveLock,
+    weakreflist: ?*Object,
+};
+
+inline fn cast(o: *Object) *RLockObject {
+    return @ptrCast(@alignCast(o));
+}
+
+inline fn currentIdent() u64 {
+    return core.thread.currentIdent();
+}
+
+const AllocFunc = *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object;
+const FreeFunc = *const fn (?*anyopaque) callconv(.c) void;
+
+/// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14.
+fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
+    // tp_alloc, not PyObject_Malloc: a Python subclass may add a __dict__ and the GC.
+    const alloc: AllocFunc = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_alloc).?);
+    const o = alloc(tp, 0) orelse return null;
+    const self = cast(o);
+    self.rlock = .{};
+    self.weakreflist = null;
+    return o;
+}
+
+fn dealloc(o: *Object) callconv(.c) void {
+    const self = cast(o);
+    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+    const tp = o.ob_type;
+    const free: FreeFunc = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_free).?);
+    free(o);
+    abi.decRef(abi.typeObject(tp)); // instances of a heap type own a reference to it
+}
+
+fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    const self = cast(o);
+    const timeout_ns: i64 = if (nargs == 0 and kwnames == null)
+        -1
+    else
+        (args.parseAcquire(argv, nargs, kwnames) orelse return null).timeout_ns;
+    const ident = currentIdent();
+    const reentered = self.rlock.reenter(ident) catch {
+        abi.PyErr_SetString(abi.PyExc_OverflowError, "Internal lock count overflowed");
+        return null;
+    };
+    if (reentered) return abi.boolean(true);
+    const acquired = self.rlock.lock.tryAcquire() or
+        (timeout_ns != 0 and (wait.acquire(&self.rlock.lock, timeout_ns) orelse return null));
+    if (acquired) self.rlock.setOwner(ident, 1);
+    return abi.boolean(acquired);
+}
+
+fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    cast(o).rlock.release(currentIdent()) catch return notAcquired();
+    return abi.none();
+}
+
+/// `__exit__(*exc_info)`, as CPython's METH_VARARGS method: any positional arguments, no keywords.
+fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "RLock.__exit__" else "__exit__");
+    return release(o, null);
+}
+
+fn notAcquired() ?*Object {
+    abi.PyErr_SetString(abi.PyExc_RuntimeError, "cannot release un-acquired lock");
+    return null;
+}
+
+fn isOwned(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.boolean(cast(o).rlock.isOwnedBy(currentIdent()));
+}
+
+fn recursionCount(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.PyLong_FromUnsignedLongLong(cast(o).rlock.recursionCount(currentIdent()));
+}
+
+fn locked(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.boolean(cast(o).rlock.isLocked());
+}
+
+/// `_release_save()` -> (count, owner): gives the lock up entirely (threading.Condition.wait).
+fn releaseSave(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    const saved = cast(o).rlock.releaseSave() catch return notAcquired();
+    const count = abi.PyLong_FromUnsignedLongLong(saved.count) orelse return null;
+    defer abi.decRef(count);
+    const owner = abi.PyLong_FromUnsignedLongLong(saved.owner) orelse return null;
+    defer abi.decRef(owner);
+    return abi.PyTuple_Pack(2, count, owner);
+}
+
+/// `_acquire_restore((count, owner))`, parsed as CPython's "(kk):_acquire_restore".
+fn acquireRestore(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "RLock._acquire_restore" else "_acquire_restore");
+    if (nargs != 1) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() takes exactly 1 argument (%zd given)", nargs);
+        return null;
+    }
+    var pair: [2]u64 = undefined;
+    if (!parseUnsignedPair(argv[0], &pair)) return null;
+    const self = cast(o);
+    if (!self.rlock.lock.tryAcquire()) wait.acquireUninterruptibly(&self.rlock.lock);
+    self.rlock.setOwner(pair[1], pair[0]);
+    return abi.none();
+}
+
+fn parseUnsignedPair(seq: *Object, out: *[2]u64) bool {
+    if (abi.PySequence_Check(seq) == 0 or abi.isBytes(seq)) return restoreTypeError(seq, "argument 1 must be 2-item sequence, not %U");
+    const len = abi.PySequence_Size(seq);
+    if (len < 0) return false;
+    if (len != 2) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() argument 1 must be sequence of length 2, not %zd", len);
+        return false;
+    }
+    for (out, 0..) |*value, i| {
+        const item = abi.PySequence_GetItem(seq, @intCast(i)) orelse {
+            abi.PyErr_Clear();
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() argument 1, item %zd is not retrievable", @as(isize, @intCast(i)));
+            return false;
+        };
+        defer abi.decRef(item);
+        if (!abi.isLong(item)) {
+            const name = args.typeName(item) orelse return false;
+            defer abi.decRef(name);
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() argument 1, item %zd must be int, not %U", @as(isize, @intCast(i)), name);
+            return false;
+        }
+        value.* = abi.PyLong_AsUnsignedLongLongMask(item); // "k": no overflow check, as CPython
+    }
+    return true;
+}
+
+fn restoreTypeError(obj: *Object, comptime fmt: []const u8) bool {
+    const name = if (obj == &abi._Py_NoneStruct) abi.PyUnicode_FromString("None") else args.typeName(obj);
+    const n = name orelse return false;
+    defer abi.decRef(n);
+    _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() " ++ fmt, n);
+    return false;
+}
+
+fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    cast(o).rlock.resetAfterFork();
+    return abi.none();
+}
+
+
+fn repr(o: *Object) callconv(.c) ?*Object {
+    const self = cast(o);
+    const state: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
+    // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
+    const exact = abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+    const name = (if (exact) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return null;
+    defer abi.decRef(name);
+    return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", state, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
+}
+
+const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;
+const acquire_doc =
+    \\acquire($self, /, blocking=True, timeout=-1)
+    \\--
+    \\
+    \\Lock the lock.  `blocking` indicates whether we should wait
+    \\for the lock to be available or not.  If `blocking` is False
+    \\and another thread holds the lock, the method will return False
+    \\immediately.  If `blocking` is True and another thread holds
+    \\the lock, the method will wait for the lock to be released,
+    \\take it and then return True.
+    \\(note: the blocking operation is interruptible.)
+    \\
+    \\In all other cases, the method will return True immediately.
+    \\Precisely, if the current thread already holds the lock, its
+    \\internal counter is simply incremented. If nobody holds the lock,
+    \\the lock is taken and its internal counter initialized to 1.
+;
+const release_doc =
+    \\release($self, /)
+    \\--
+    \\
+    \\Release the lock, allowing another thread that is blocked waiting for
+    \\the lock to acquire the lock.  The lock must be in the locked state,
+    \\and must be locked by the same thread that unlocks it; otherwise a
+    \\`RuntimeError` is raised.
+    \\
+    \\Do note that if the lock was acquire()d several times in a row by the
+    \\current thread, release() needs to be called as many times for the lock
+    \\to be available for other threads.
+;
+
+var methods = [_]abi.MethodDef{
+    .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
+    .{ .ml_name = "release", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = release_doc },
+    .{ .ml_name = "locked", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = "locked($self, /)\n--\n\nReturn a boolean indicating whether this object is locked right now." },
+    .{ .ml_name = "_is_owned", .ml_meth = @ptrCast(&isOwned), .ml_flags = abi.METH_NOARGS, .ml_doc = "_is_owned($self, /)\n--\n\nFor internal use by `threading.Condition`." },
+    .{ .ml_name = "_recursion_count", .ml_meth = @ptrCast(&recursionCount), .ml_flags = abi.METH_NOARGS, .ml_doc = "_recursion_count($self, /)\n--\n\nFor internal use by reentrancy checks." },
+    .{ .ml_name = "_acquire_restore", .ml_meth = @ptrCast(&acquireRestore), .ml_flags = fastcall_kw, .ml_doc = "_acquire_restore($self, state, /)\n--\n\nFor internal use by `threading.Condition`." },
+    .{ .ml_name = "_release_save", .ml_meth = @ptrCast(&releaseSave), .ml_flags = abi.METH_NOARGS, .ml_doc = "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`." },
+    .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
+    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
+    abi.sentinel_method,
+};
+
+var members = [_]abi.MemberDef{
+    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(RLockObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
+};
+
+var slots = [_]abi.TypeSlot{
+    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+    .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
+    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+    .{ .slot = 0, .pfunc = null },
+};
+
+var spec: abi.TypeSpec = .{
+    .name = "_thread.RLock",
+    .basicsize = @sizeOf(RLockObject),
+    .itemsize = 0,
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE),
+    .slots = &slots,
+};
+
+pub fn createType() ?*Object {
+    return abi.PyType_FromSpec(&spec);
+}

@@ -1,0 +1,32 @@
+//! Blocking on a core lock from Python: the GIL is released while the thread waits, and signal
+//! handlers run when a signal interrupts the wait.
+const core = @import("core");
+const abi = @import("abi.zig");
+
+/// Waits for `lock` for at most `timeout_ns` (-1: forever). Returns whether it was acquired, or null
+/// with the exception of a signal handler that raised (Ctrl-C), the lock untouched.
+pub fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
+    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
+    while (true) {
+        switch (acquireWithoutGil(lock, deadline)) {
+            .acquired => return true,
+            .timed_out => return false,
+            // Run Python's signal handlers; if one raised, propagate it. Otherwise wait again until
+            // the same absolute deadline.
+            .interrupted => if (abi.Py_MakePendingCalls() < 0) return null,
+        }
+    }
+}
+
+/// Waits for `lock` with no timeout and no interruption (CPython's `RLock._acquire_restore`: an
+/// exception there would leave a Condition's lock unheld under its `with` block). Signals that arrive
+/// meanwhile are handled after the wait, by the interpreter's usual check.
+pub fn acquireUninterruptibly(lock: *core.Lock) void {
+    while (acquireWithoutGil(lock, .forever) != .acquired) {}
+}
+
+fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline) core.Lock.AcquireResult {
+    const tstate = abi.PyEval_SaveThread();
+    defer abi.PyEval_RestoreThread(tstate);
+    return lock.acquire(deadline);
+}
