@@ -118,6 +118,10 @@ pub extern fn PyObject_CallFunctionObjArgs(callable: *Object, ...) ?*Object;
 pub extern fn PyObject_IsTrue(o: *Object) c_int;
 pub extern fn PyObject_SetAttrString(o: *Object, name: [*:0]const u8, v: *Object) c_int;
 pub extern fn PyCallable_Check(o: *Object) c_int;
+pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;
+pub extern fn PyObject_GenericSetAttr(o: *Object, name: *Object, v: ?*Object) c_int;
+pub extern fn PyObject_GC_UnTrack(o: *anyopaque) void;
+pub extern fn PyWeakref_NewRef(o: *Object, callback: ?*Object) ?*Object;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
 pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
@@ -140,6 +144,7 @@ pub extern fn PyFloat_AsDouble(o: *Object) f64;
 pub extern fn PyFloat_FromDouble(v: f64) ?*Object;
 pub extern fn PyUnicode_FromString(s: [*:0]const u8) ?*Object;
 pub extern fn PyUnicode_FromFormat(fmt: [*:0]const u8, ...) ?*Object;
+pub extern fn PyUnicode_InternFromString(s: [*:0]const u8) ?*Object;
 pub extern fn PyUnicode_CompareWithASCIIString(o: *Object, s: [*:0]const u8) c_int;
 pub extern fn PyTuple_New(n: isize) ?*Object;
 pub extern fn PyTuple_Size(o: *Object) isize;
@@ -174,6 +179,7 @@ pub extern fn PyThreadState_New(i: *InterpreterState) ?*ThreadState;
 pub extern fn PyThreadState_Clear(t: *ThreadState) void;
 pub extern fn PyThreadState_Delete(t: *ThreadState) void;
 pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
+pub extern fn PyThreadState_GetDict() ?*Object;
 
 // Modules.
 pub extern fn PyModuleDef_Init(def: *ModuleDef) ?*Object;
@@ -181,6 +187,11 @@ pub extern fn PyModule_AddObjectRef(m: *Object, name: [*:0]const u8, v: *Object)
 pub extern fn PyModule_GetState(m: *Object) ?*anyopaque;
 pub const VisitProc = *const fn (o: *Object, arg: ?*anyopaque) callconv(.c) c_int;
 pub extern fn PyDict_Size(d: *Object) isize;
+pub extern fn PyDict_New() ?*Object;
+pub extern fn PyDict_GetItemWithError(d: *Object, key: *Object) ?*Object;
+pub extern fn PyDict_SetItem(d: *Object, key: *Object, v: *Object) c_int;
+pub extern fn PyDict_DelItem(d: *Object, key: *Object) c_int;
+pub extern fn PyDict_Next(d: *Object, pos: *isize, key: ?*?*Object, value: ?*?*Object) c_int;
 pub extern fn PySys_SetObject(name: [*:0]const u8, v: ?*Object) c_int;
 pub extern fn PyCFunction_NewEx(def: *MethodDef, self: ?*Object, module: ?*Object) ?*Object;
 
@@ -189,11 +200,14 @@ pub extern var _Py_NoneStruct: Object;
 pub extern var _Py_TrueStruct: Object;
 pub extern var _Py_FalseStruct: Object;
 pub extern var PyFloat_Type: TypeObject;
+pub extern var PyBaseObject_Type: TypeObject;
 pub extern var PyExc_RuntimeError: *Object;
 pub extern var PyExc_ValueError: *Object;
 pub extern var PyExc_TypeError: *Object;
 pub extern var PyExc_OverflowError: *Object;
 pub extern var PyExc_SystemExit: *Object;
+pub extern var PyExc_SystemError: *Object;
+pub extern var PyExc_AttributeError: *Object;
 
 // Helpers for what Python.h spells as macros.
 
@@ -247,6 +261,10 @@ pub inline fn isTuple(o: *const Object) bool {
 
 pub inline fn isBytes(o: *const Object) bool {
     return hasFlag(o, Py_TPFLAGS_BYTES_SUBCLASS);
+}
+
+pub inline fn isUnicode(o: *const Object) bool {
+    return hasFlag(o, Py_TPFLAGS_UNICODE_SUBCLASS);
 }
 
 pub inline fn isDict(o: *const Object) bool {

@@ -6,6 +6,7 @@ const abi = @import("abi.zig");
 const args = @import("args.zig");
 const lock = @import("lock.zig");
 const rlock = @import("rlock.zig");
+const local = @import("local.zig");
 const threads = @import("threads.zig");
 const version = @import("version.zig");
 
@@ -152,6 +153,9 @@ fn exec(module: *Object) callconv(.c) c_int {
     const rlock_type = rlock.createType() orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
+    const local_type = local.createType() orelse return -1;
+    defer abi.decRef(local_type);
+    if (abi.PyModule_AddObjectRef(module, "_local", local_type) != 0) return -1;
     const timeout_max = abi.PyFloat_FromDouble(args.timeoutMaxSeconds()) orelse return -1;
     defer abi.decRef(timeout_max);
     if (abi.PyModule_AddObjectRef(module, "TIMEOUT_MAX", timeout_max) != 0) return -1;

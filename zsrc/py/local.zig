@@ -1,0 +1,356 @@
+//! `_thread._local` (`threading.local`): an object whose attributes are per thread.
+//!
+//! Ownership mirrors CPython's `_threadmodule.c`, with one change that keeps it in the stable ABI
+//! (which cannot walk other threads' states):
+//! - each thread has one Registry, held by its thread-state dict, mapping a local's key to that local's
+//!   dict for the thread (borrowed pointers, in a Zig hash map);
+//! - each local owns its per-thread dicts, keyed by weak references to the registries. When a thread
+//!   ends its Registry dies and the weak reference's callback drops the local's dict for it; when a
+//!   local dies it removes its key from every live registry it has a dict in.
+//! So a thread's data dies with the thread or with the local, whichever goes first, and a cycle through a
+//! local's own attributes stays collectable (the thread holds no strong reference to the dicts).
+const std = @import("std");
+const abi = @import("abi.zig");
+const args = @import("args.zig");
+
+const Object = abi.Object;
+const Map = std.AutoHashMapUnmanaged(u64, *Object);
+
+const LocalObject = extern struct {
+    ob_base: Object,
+    /// Unique for the life of the process (never an address, which could be reused).
+    key: u64,
+    /// True for `_local` itself, false for subclasses (which need the generic attribute lookup).
+    is_exact: bool,
+    /// Arguments of the constructor, replayed to `__init__` in each new thread.
+    init_args: ?*Object,
+    init_kwargs: ?*Object,
+    /// {weakref(registry, on_registry_death): dict of this local in that registry's thread}
+    dicts: ?*Object,
+    /// Bound to a weak reference to this local, so the callback does not keep it alive.
+    on_registry_death: ?*Object,
+    /// The tp_dictoffset slot: the calling thread's dict during a generic attribute call, null otherwise.
+    dict: ?*Object,
+    weakreflist: ?*Object,
+};
+
+const Registry = extern struct {
+    ob_base: Object,
+    map: ?*Map,
+    weakreflist: ?*Object,
+};
+
+var next_key = std.atomic.Value(u64).init(1);
+/// Process-wide, created once under the GIL and never freed, like a static type.
+var registry_type: ?*abi.TypeObject = null;
+var registry_key: ?*Object = null;
+var object_init: ?*anyopaque = null;
+
+inline fn cast(o: *Object) *LocalObject {
+    return @ptrCast(@alignCast(o));
+}
+
+inline fn castRegistry(o: *Object) *Registry {
+    return @ptrCast(@alignCast(o));
+}
+
+// ---- per-thread registries ----
+
+fn registryDealloc(o: *Object) callconv(.c) void {
+    const self = castRegistry(o);
+    // First let every local drop its dict for this thread (weak reference callbacks), then forget them.
+    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+    if (self.map) |m| {
+        m.deinit(std.heap.c_allocator);
+        std.heap.c_allocator.destroy(m);
+    }
+    const tp = o.ob_type;
+    abi.PyObject_Free(o);
+    abi.decRef(abi.typeObject(tp));
+}
+
+var registry_members = [_]abi.MemberDef{
+    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(Registry, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
+};
+var registry_slots = [_]abi.TypeSlot{
+    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&registryDealloc) },
+    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&registry_members) },
+    .{ .slot = 0, .pfunc = null },
+};
+var registry_spec: abi.TypeSpec = .{
+    .name = "_thread._localregistry",
+    .basicsize = @sizeOf(Registry),
+    .itemsize = 0,
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .slots = &registry_slots,
+};
+
+/// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use.
+fn currentRegistry() ?*Registry {
+    const tdict = abi.PyThreadState_GetDict() orelse {
+        abi.PyErr_SetString(abi.PyExc_SystemError, "Couldn't get thread-state dictionary");
+        return null;
+    };
+    if (abi.PyDict_GetItemWithError(tdict, registry_key.?)) |r| return castRegistry(r);
+    if (abi.PyErr_Occurred() != null) return null;
+    const mem = abi.PyObject_Malloc(@sizeOf(Registry)) orelse {
+        _ = abi.PyErr_NoMemory();
+        return null;
+    };
+    const self: *Registry = @ptrCast(@alignCast(mem));
+    self.map = null;
+    self.weakreflist = null;
+    const o = abi.PyObject_Init(&self.ob_base, registry_type.?) orelse return null;
+    defer abi.decRef(o);
+    if (abi.PyDict_SetItem(tdict, registry_key.?, o) != 0) return null;
+    return self;
+}
+
+// ---- the local's dict for the calling thread ----
+
+/// The calling thread's dict of `self` (borrowed), created and initialised on first use in a thread.
+fn localDict(self: *LocalObject) ?*Object {
+    const registry = currentRegistry() orelse return null;
+    if (registry.map) |m| if (m.get(self.key)) |d| return d;
+    const ldict = createDict(self, registry) orelse return null;
+    const tp = self.ob_base.ob_type;
+    const init = abi.PyType_GetSlot(tp, abi.Py_tp_init);
+    if (init != object_init) {
+        const init_fn: *const fn (*Object, *Object, ?*Object) callconv(.c) c_int = @ptrCast(init.?);
+        if (init_fn(&self.ob_base, self.init_args.?, self.init_kwargs) < 0) {
+            // Forget the dict, so the next access in this thread tries __init__ again.
+            removeDict(self, registry);
+            return null;
+        }
+    }
+    return ldict;
+}
+
+fn createDict(self: *LocalObject, registry: *Registry) ?*Object {
+    const ldict = abi.PyDict_New() orelse return null;
+    defer abi.decRef(ldict); // self.dicts holds it
+    const wr = abi.PyWeakref_NewRef(&registry.ob_base, self.on_registry_death) orelse return null;
+    defer abi.decRef(wr);
+    if (abi.PyDict_SetItem(self.dicts.?, wr, ldict) != 0) return null;
+    const map = registry.map orelse blk: {
+        const m = std.heap.c_allocator.create(Map) catch return noMemory();
+        m.* = .empty;
+        registry.map = m;
+        break :blk m;
+    };
+    map.put(std.heap.c_allocator, self.key, ldict) catch {
+        _ = abi.PyDict_DelItem(self.dicts.?, wr);
+        return noMemory();
+    };
+    return ldict;
+}
+
+fn noMemory() ?*Object {
+    return abi.PyErr_NoMemory();
+}
+
+fn removeDict(self: *LocalObject, registry: *Registry) void {
+    const saved = saveError();
+    defer restoreError(saved);
+    if (registry.map) |m| _ = m.remove(self.key);
+    const wr = abi.PyWeakref_NewRef(&registry.ob_base, null) orelse return;
+    defer abi.decRef(wr);
+    if (abi.PyDict_DelItem(self.dicts.?, wr) != 0) abi.PyErr_Clear();
+}
+
+/// Weak reference callback, bound to a weak reference to the local: a registry died (its thread
+/// ended), so drop the local's dict for that thread.
+fn onRegistryDeath(local_ref: ?*Object, dead_ref: *Object) callconv(.c) ?*Object {
+    const local = abi.PyObject_CallFunctionObjArgs(local_ref.?, @as(?*Object, null)) orelse return null;
+    defer abi.decRef(local);
+    if (local == &abi._Py_NoneStruct) return abi.none();
+    const dicts = cast(local).dicts orelse return abi.none();
+    if (abi.PyDict_DelItem(dicts, dead_ref) != 0) abi.PyErr_Clear(); // already gone: nothing to do
+    return abi.none();
+}
+
+var on_registry_death_def: abi.MethodDef = .{ .ml_name = "_localdummy_destroyed", .ml_meth = @ptrCast(&onRegistryDeath), .ml_flags = abi.METH_O, .ml_doc = null };
+
+const SavedError = [3]?*Object;
+
+fn saveError() SavedError {
+    var e: SavedError = .{ null, null, null };
+    abi.PyErr_Fetch(&e[0], &e[1], &e[2]);
+    return e;
+}
+
+fn restoreError(e: SavedError) void {
+    abi.PyErr_Restore(e[0], e[1], e[2]);
+}
+
+// ---- the type ----
+
+fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
+    if (abi.PyType_GetSlot(tp, abi.Py_tp_init) == object_init) {
+        const has_kwargs = if (init_kwargs) |kw| abi.PyDict_Size(kw) != 0 else false;
+        if (abi.PyTuple_Size(init_args) != 0 or has_kwargs) {
+            abi.PyErr_SetString(abi.PyExc_TypeError, "Initialization arguments are not supported");
+            return null;
+        }
+    }
+    const alloc: *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_alloc).?);
+    const o = alloc(tp, 0) orelse return null; // zero-filled
+    const self = cast(o);
+    self.key = next_key.fetchAdd(1, .monotonic);
+    self.is_exact = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+    self.init_args = abi.newRef(init_args);
+    self.init_kwargs = if (init_kwargs) |kw| abi.newRef(kw) else null;
+    if (!finishNew(self)) {
+        abi.decRef(o);
+        return null;
+    }
+    return o;
+}
+
+fn finishNew(self: *LocalObject) bool {
+    self.dicts = abi.PyDict_New() orelse return false;
+    const self_ref = abi.PyWeakref_NewRef(&self.ob_base, null) orelse return false;
+    defer abi.decRef(self_ref);
+    self.on_registry_death = abi.PyCFunction_NewEx(&on_registry_death_def, self_ref, null) orelse return false;
+    // The creating thread's dict, without __init__: the constructor call runs it right after.
+    const registry = currentRegistry() orelse return false;
+    return createDict(self, registry) != null;
+}
+
+fn forgetAllThreads(self: *LocalObject) void {
+    const dicts = self.dicts orelse return;
+    const saved = saveError();
+    defer restoreError(saved);
+    var pos: isize = 0;
+    var wr: ?*Object = null;
+    while (abi.PyDict_Next(dicts, &pos, &wr, null) != 0) {
+        const registry = abi.PyObject_CallFunctionObjArgs(wr.?, @as(?*Object, null)) orelse {
+            abi.PyErr_Clear();
+            continue;
+        };
+        defer abi.decRef(registry);
+        if (registry == &abi._Py_NoneStruct) continue;
+        if (castRegistry(registry).map) |m| _ = m.remove(self.key);
+    }
+}
+
+fn clear(o: *Object) callconv(.c) c_int {
+    const self = cast(o);
+    forgetAllThreads(self);
+    clearRef(&self.init_args);
+    clearRef(&self.init_kwargs);
+    clearRef(&self.dicts);
+    clearRef(&self.on_registry_death);
+    return 0;
+}
+
+fn clearRef(slot: *?*Object) void {
+    const old = slot.*;
+    slot.* = null;
+    abi.xDecRef(old);
+}
+
+fn traverse(o: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
+    const self = cast(o);
+    // Instances of a heap type reference it (3.9+); `dict` is only ever a transient borrowed pointer.
+    const refs = [_]?*Object{ abi.typeObject(o.ob_type), self.init_args, self.init_kwargs, self.dicts, self.on_registry_death };
+    for (refs) |r| if (r) |p| {
+        const rc = visit(p, arg);
+        if (rc != 0) return rc;
+    };
+    return 0;
+}
+
+fn dealloc(o: *Object) callconv(.c) void {
+    const self = cast(o);
+    abi.PyObject_GC_UnTrack(o);
+    // Weak references first: code run below must not reach an object whose count is 0.
+    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+    _ = clear(o);
+    const tp = o.ob_type;
+    const free: *const fn (?*anyopaque) callconv(.c) void = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_free).?);
+    free(o);
+    abi.decRef(abi.typeObject(tp));
+}
+
+fn isDictName(name: *Object) bool {
+    return abi.isUnicode(name) and abi.PyUnicode_CompareWithASCIIString(name, "__dict__") == 0;
+}
+
+fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
+    const self = cast(o);
+    const ldict = localDict(self) orelse return null;
+    if (isDictName(name)) return abi.newRef(ldict);
+    if (self.is_exact) {
+        // No class attributes to honour first: look in the thread's dict directly.
+        if (abi.PyDict_GetItemWithError(ldict, name)) |v| return abi.newRef(v);
+        if (abi.PyErr_Occurred() != null) return null;
+    }
+    const saved = swapDict(self, ldict);
+    defer restoreDict(self, saved);
+    return abi.PyObject_GenericGetAttr(o, name);
+}
+
+fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
+    const self = cast(o);
+    const ldict = localDict(self) orelse return -1;
+    if (isDictName(name)) {
+        const tp_name = (if (self.is_exact) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return -1;
+        defer abi.decRef(tp_name);
+        _ = abi.PyErr_Format(abi.PyExc_AttributeError, "'%U' object attribute '%U' is read-only", tp_name, name);
+        return -1;
+    }
+    const saved = swapDict(self, ldict);
+    defer restoreDict(self, saved);
+    return abi.PyObject_GenericSetAttr(o, name, value);
+}
+
+/// Points the instance dict slot at the thread's dict for one generic attribute call. Nested calls
+/// (a property reading another attribute) swap and restore in turn.
+fn swapDict(self: *LocalObject, ldict: *Object) ?*Object {
+    const saved = self.dict;
+    self.dict = abi.newRef(ldict);
+    return saved;
+}
+
+fn restoreDict(self: *LocalObject, saved: ?*Object) void {
+    const current = self.dict;
+    self.dict = saved;
+    abi.xDecRef(current);
+}
+
+var members = [_]abi.MemberDef{
+    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LocalObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    .{ .name = "__dictoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LocalObject, "dict"), .flags = abi.READONLY, .doc = null },
+    .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
+};
+
+var slots = [_]abi.TypeSlot{
+    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&traverse) },
+    .{ .slot = abi.Py_tp_clear, .pfunc = @ptrCast(&clear) },
+    .{ .slot = abi.Py_tp_getattro, .pfunc = @ptrCast(&getattro) },
+    .{ .slot = abi.Py_tp_setattro, .pfunc = @ptrCast(&setattro) },
+    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+    .{ .slot = abi.Py_tp_doc, .pfunc = "Thread-local data" },
+    .{ .slot = 0, .pfunc = null },
+};
+
+var spec: abi.TypeSpec = .{
+    .name = "_thread._local",
+    .basicsize = @sizeOf(LocalObject),
+    .itemsize = 0,
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_HAVE_GC),
+    .slots = &slots,
+};
+
+pub fn createType() ?*Object {
+    if (registry_type == null) {
+        object_init = abi.PyType_GetSlot(&abi.PyBaseObject_Type, abi.Py_tp_init);
+        registry_key = abi.PyUnicode_InternFromString("zthread._local registry") orelse return null;
+        registry_type = @ptrCast(abi.PyType_FromSpec(&registry_spec) orelse return null);
+    }
+    return abi.PyType_FromSpec(&spec);
+}
