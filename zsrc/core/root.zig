@@ -4,6 +4,7 @@ pub const futex = @import("futex.zig");
 pub const Lock = @import("lock.zig").Lock;
 pub const RecursiveLock = @import("rlock.zig").RecursiveLock;
 pub const thread = @import("thread.zig");
+pub const Event = @import("event.zig").Event;
 
 test {
     _ = clock;
@@ -11,4 +12,5 @@ test {
     _ = @import("lock.zig");
     _ = @import("rlock.zig");
     _ = thread;
+    _ = @import("event.zig");
 }

@@ -67,6 +67,31 @@ pub fn currentNativeId() u64 {
     return Impl.currentNativeId();
 }
 
+/// The longest thread name the OS keeps, in bytes, without the terminating NUL (CPython's _NAME_MAXLEN).
+pub const name_max_bytes: usize = switch (os) {
+    .linux, .netbsd => 15,
+    .freebsd => 19,
+    else => if (os.isDarwin()) 63 else 15,
+};
+
+pub const NameError = error{ NameTooLong, Unexpected };
+
+/// Names the calling thread at the OS level (visible in /proc/self/task/*/comm, debuggers and top).
+pub fn setCurrentName(name: [:0]const u8) NameError!void {
+    if (name.len > name_max_bytes) return error.NameTooLong;
+    return Impl.setCurrentName(name);
+}
+
+/// The calling thread's OS name, in `buf`.
+pub fn currentName(buf: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
+    return Impl.currentName(buf);
+}
+
+/// True in the process's initial thread (the one that ran main()).
+pub fn isProcessMainThread() bool {
+    return Impl.isProcessMainThread();
+}
+
 const Impl = if (os == .linux or os.isDarwin() or os == .freebsd)
     PosixImpl
 else
@@ -125,6 +150,39 @@ const PosixImpl = struct {
 
     fn handleIdent(handle: Handle) u64 {
         return @intFromPtr(handle);
+    }
+
+    extern "c" fn pthread_setname_np(thread: c.pthread_t, name: [*:0]const u8) c_int;
+    extern "c" fn pthread_getname_np(thread: c.pthread_t, name: [*]u8, len: usize) c_int;
+    extern "c" fn pthread_main_np() c_int;
+    extern "c" fn getpid() c_int;
+
+    // https://man7.org/linux/man-pages/man3/pthread_setname_np.3.html
+    fn setCurrentName(name: [:0]const u8) NameError!void {
+        const rc = if (os.isDarwin())
+            pthread_setname_np_darwin(name.ptr)
+        else
+            pthread_setname_np(c.pthread_self(), name.ptr);
+        return switch (rc) {
+            0 => {},
+            @intFromEnum(std.posix.E.RANGE) => error.NameTooLong, // longer than the OS keeps
+            else => error.Unexpected,
+        };
+    }
+
+    extern "c" fn pthread_setname_np_darwin(name: [*:0]const u8) c_int; // never linked: macOS is planned
+
+    fn currentName(buf: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
+        // ERANGE only if the buffer is shorter than the OS's limit, which it is not.
+        if (pthread_getname_np(c.pthread_self(), buf, buf.len) != 0) return error.Unexpected;
+        const len = std.mem.indexOfScalar(u8, buf, 0) orelse name_max_bytes;
+        buf[len] = 0;
+        return buf[0..len :0];
+    }
+
+    fn isProcessMainThread() bool {
+        if (os == .linux) return std.os.linux.gettid() == getpid();
+        return pthread_main_np() == 1;
     }
 
     extern "c" fn pthread_threadid_np(thread: ?c.pthread_t, thread_id: *u64) c_int;
@@ -189,4 +247,22 @@ test "stack sizes below the minimum are refused" {
     try testing.expect(!stackSizeIsValid(1));
     try testing.expect(!stackSizeIsValid(min_stack_size_bytes - 1));
     try testing.expect(stackSizeIsValid(1024 * 1024));
+}
+
+test "a thread's OS name can be set and read back" {
+    if (os != .linux) return error.SkipZigTest;
+    const Ctx = struct {
+        read_back: [name_max_bytes + 1]u8 = undefined,
+        len: usize = 0,
+        fn run(ctx: *@This()) void {
+            setCurrentName("zthread-test") catch unreachable;
+            ctx.len = (currentName(&ctx.read_back) catch unreachable).len;
+        }
+    };
+    var ctx: Ctx = .{};
+    const t = try spawn(Ctx, Ctx.run, &ctx, 0);
+    t.join();
+    try testing.expectEqualStrings("zthread-test", ctx.read_back[0..ctx.len]);
+    const too_long: [name_max_bytes + 1:0]u8 = @splat('x');
+    try testing.expectError(error.NameTooLong, setCurrentName(&too_long));
 }

@@ -57,6 +57,14 @@ pub const ModuleDef = extern struct {
     m_free: ?*const anyopaque,
 };
 
+pub const GetSetDef = extern struct {
+    name: ?[*:0]const u8,
+    get: ?*const anyopaque,
+    set: ?*const anyopaque,
+    doc: ?[*:0]const u8,
+    closure: ?*anyopaque,
+};
+
 pub const TypeSlot = extern struct { slot: c_int, pfunc: ?*const anyopaque };
 pub const TypeSpec = extern struct {
     name: [*:0]const u8,
@@ -137,6 +145,7 @@ pub extern fn PyLong_FromUnsignedLongLong(v: c_ulonglong) ?*Object;
 pub extern fn PyLong_FromSsize_t(v: isize) ?*Object;
 pub extern fn PyLong_AsLong(o: *Object) c_long;
 pub extern fn PyLong_AsLongLong(o: *Object) c_longlong;
+pub extern fn PyLong_AsUnsignedLongLong(o: *Object) c_ulonglong;
 pub extern fn PyLong_AsUnsignedLongLongMask(o: *Object) c_ulonglong;
 pub extern fn PyLong_AsSsize_t(o: *Object) isize;
 pub extern fn PyNumber_Index(o: *Object) ?*Object;
@@ -144,6 +153,11 @@ pub extern fn PyFloat_AsDouble(o: *Object) f64;
 pub extern fn PyFloat_FromDouble(v: f64) ?*Object;
 pub extern fn PyUnicode_FromString(s: [*:0]const u8) ?*Object;
 pub extern fn PyUnicode_FromFormat(fmt: [*:0]const u8, ...) ?*Object;
+pub extern fn PyUnicode_AsUTF8AndSize(o: *Object, size: ?*isize) ?[*:0]const u8;
+pub extern fn PyUnicode_AsEncodedString(o: *Object, encoding: [*:0]const u8, errors: [*:0]const u8) ?*Object;
+pub extern fn PyUnicode_DecodeFSDefault(s: [*:0]const u8) ?*Object;
+pub extern fn PyBytes_AsString(o: *Object) ?[*]const u8;
+pub extern fn PyBytes_Size(o: *Object) isize;
 pub extern fn PyUnicode_InternFromString(s: [*:0]const u8) ?*Object;
 pub extern fn PyUnicode_CompareWithASCIIString(o: *Object, s: [*:0]const u8) c_int;
 pub extern fn PyTuple_New(n: isize) ?*Object;
@@ -180,14 +194,17 @@ pub extern fn PyThreadState_Clear(t: *ThreadState) void;
 pub extern fn PyThreadState_Delete(t: *ThreadState) void;
 pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
 pub extern fn PyThreadState_GetDict() ?*Object;
+pub extern fn PyInterpreterState_GetID(i: *InterpreterState) i64;
 
 // Modules.
+pub extern fn PyImport_ImportModule(name: [*:0]const u8) ?*Object;
 pub extern fn PyModuleDef_Init(def: *ModuleDef) ?*Object;
 pub extern fn PyModule_AddObjectRef(m: *Object, name: [*:0]const u8, v: *Object) c_int;
 pub extern fn PyModule_GetState(m: *Object) ?*anyopaque;
 pub const VisitProc = *const fn (o: *Object, arg: ?*anyopaque) callconv(.c) c_int;
 pub extern fn PyDict_Size(d: *Object) isize;
 pub extern fn PyDict_New() ?*Object;
+pub extern fn PyDict_SetItemString(d: *Object, key: [*:0]const u8, v: *Object) c_int;
 pub extern fn PyDict_GetItemWithError(d: *Object, key: *Object) ?*Object;
 pub extern fn PyDict_SetItem(d: *Object, key: *Object, v: *Object) c_int;
 pub extern fn PyDict_DelItem(d: *Object, key: *Object) c_int;
@@ -207,6 +224,7 @@ pub extern var PyExc_TypeError: *Object;
 pub extern var PyExc_OverflowError: *Object;
 pub extern var PyExc_SystemExit: *Object;
 pub extern var PyExc_SystemError: *Object;
+pub extern var PyExc_OSError: *Object;
 pub extern var PyExc_AttributeError: *Object;
 
 // Helpers for what Python.h spells as macros.

@@ -105,6 +105,44 @@ pub inline fn keywordCount(kwnames: ?*Object) isize {
     return if (kwnames) |k| abi.PyTuple_Size(k) else 0;
 }
 
+/// PyArg_ParseTupleAndKeywords for objects ("O|OO..."): fills `out` (null where not given) from
+/// positional and keyword arguments, with CPython's messages for every misuse.
+pub fn parseKeywords(
+    fname: [*:0]const u8,
+    comptime names: []const [*:0]const u8,
+    required: usize,
+    argv: [*]const *Object,
+    nargs: isize,
+    kwnames: ?*Object,
+    out: *[names.len]?*Object,
+) bool {
+    const nkw = keywordCount(kwnames);
+    const max: isize = names.len;
+    if (nargs + nkw > max) {
+        const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes at most %zd %sargument%s (%zd given)", fname, max, kind, @as([*:0]const u8, if (max == 1) "" else "s"), nargs + nkw);
+        return false;
+    }
+    var matched: isize = 0;
+    for (out, names, 0..) |*value, name, i| {
+        value.* = null;
+        if (i < nargs) {
+            value.* = argv[i];
+        } else if (findKeyword(argv, nargs, kwnames, name)) |v| {
+            value.* = v;
+            matched += 1;
+        } else if (i < required) {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() missing required argument '%s' (pos %zd)", fname, name, @as(isize, @intCast(i + 1)));
+            return false;
+        }
+    }
+    if (nkw > matched) {
+        badKeyword(fname, argv, nargs, kwnames, names);
+        return false;
+    }
+    return true;
+}
+
 pub const Acquire = struct {
     /// -1: wait forever; 0: do not wait; otherwise the longest wait.
     timeout_ns: i64,
@@ -133,7 +171,7 @@ pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Ac
     var blocking = true;
     if (values[0]) |obj| blocking = toBlocking(obj) orelse return null;
     if (nkw > matched) {
-        badKeyword(args, nargs, kwnames, &names);
+        badKeyword("acquire", args, nargs, kwnames, &names);
         return null;
     }
     var timeout_ns = unset_timeout_ns;
@@ -184,11 +222,11 @@ fn findKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, name: [*
 
 /// Sets the TypeError PyArg_ParseTupleAndKeywords raises for a keyword that repeats a positional
 /// argument or names no parameter.
-fn badKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, names: []const [*:0]const u8) void {
+fn badKeyword(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object, names: []const [*:0]const u8) void {
     for (names, 0..) |name, i| {
         if (i >= nargs) break;
         if (findKeyword(args, nargs, kwnames, name) != null) {
-            _ = abi.PyErr_Format(abi.PyExc_TypeError, "argument for acquire() given by name ('%s') and position (%zd)", name, @as(isize, @intCast(i + 1)));
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "argument for %s() given by name ('%s') and position (%zd)", fname, name, @as(isize, @intCast(i + 1)));
             return;
         }
     }
@@ -200,9 +238,9 @@ fn badKeyword(args: [*]const *Object, nargs: isize, kwnames: ?*Object, names: []
         for (names) |name| known = known or abi.PyUnicode_CompareWithASCIIString(key, name) == 0;
         if (known) continue;
         if (version.atLeast(13)) {
-            _ = abi.PyErr_Format(abi.PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
         } else {
-            _ = abi.PyErr_Format(abi.PyExc_TypeError, "'%U' is an invalid keyword argument for acquire()", key);
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "'%U' is an invalid keyword argument for %s()", key, fname);
         }
         return;
     }

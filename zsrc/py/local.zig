@@ -12,6 +12,7 @@
 const std = @import("std");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
+const errors = @import("errors.zig");
 
 const Object = abi.Object;
 const Map = std.AutoHashMapUnmanaged(u64, *Object);
@@ -151,8 +152,8 @@ fn noMemory() ?*Object {
 }
 
 fn removeDict(self: *LocalObject, registry: *Registry) void {
-    const saved = saveError();
-    defer restoreError(saved);
+    const saved = errors.save();
+    defer errors.restore(saved);
     if (registry.map) |m| _ = m.remove(self.key);
     const wr = abi.PyWeakref_NewRef(&registry.ob_base, null) orelse return;
     defer abi.decRef(wr);
@@ -171,18 +172,6 @@ fn onRegistryDeath(local_ref: ?*Object, dead_ref: *Object) callconv(.c) ?*Object
 }
 
 var on_registry_death_def: abi.MethodDef = .{ .ml_name = "_localdummy_destroyed", .ml_meth = @ptrCast(&onRegistryDeath), .ml_flags = abi.METH_O, .ml_doc = null };
-
-const SavedError = [3]?*Object;
-
-fn saveError() SavedError {
-    var e: SavedError = .{ null, null, null };
-    abi.PyErr_Fetch(&e[0], &e[1], &e[2]);
-    return e;
-}
-
-fn restoreError(e: SavedError) void {
-    abi.PyErr_Restore(e[0], e[1], e[2]);
-}
 
 // ---- the type ----
 
@@ -220,8 +209,8 @@ fn finishNew(self: *LocalObject) bool {
 
 fn forgetAllThreads(self: *LocalObject) void {
     const dicts = self.dicts orelse return;
-    const saved = saveError();
-    defer restoreError(saved);
+    const saved = errors.save();
+    defer errors.restore(saved);
     var pos: isize = 0;
     var wr: ?*Object = null;
     while (abi.PyDict_Next(dicts, &pos, &wr, null) != 0) {

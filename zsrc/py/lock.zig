@@ -21,6 +21,11 @@ inline fn cast(o: *Object) *LockObject {
     return @ptrCast(@alignCast(o));
 }
 
+/// The core lock inside a lock object (for `_set_sentinel`, released by the thread machinery).
+pub fn coreLock(o: *Object) *core.Lock {
+    return &cast(o).lock;
+}
+
 /// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).
 pub fn newLock(tp: *abi.TypeObject) ?*Object {
     const mem = abi.PyObject_Malloc(@sizeOf(LockObject)) orelse return abi.PyErr_NoMemory();

@@ -8,6 +8,9 @@ const lock = @import("lock.zig");
 const rlock = @import("rlock.zig");
 const local = @import("local.zig");
 const threads = @import("threads.zig");
+const handles = @import("handles.zig");
+const names = @import("names.zig");
+const state = @import("state.zig");
 const version = @import("version.zig");
 
 const Object = abi.Object;
@@ -33,17 +36,21 @@ fn getNativeId(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyLong_FromUnsignedLongLong(core.thread.currentNativeId());
 }
 
-/// Per-module state: each interpreter that imports zthread gets its own types.
-const State = extern struct {
-    lock_type: ?*Object,
-};
-
-inline fn state(module: *Object) *State {
-    return @ptrCast(@alignCast(abi.PyModule_GetState(module).?));
+fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return lock.newLock(state.lockType(module.?));
 }
 
-fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    return lock.newLock(@ptrCast(state(module.?).lock_type.?));
+/// The ident of the thread that imported zthread first in the main interpreter, or, on Linux, of the
+/// process's initial thread when it calls first (CPython: `_PyRuntime.main_thread`).
+var main_thread_ident: u64 = 0;
+
+fn getMainThreadIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.PyLong_FromUnsignedLongLong(main_thread_ident);
+}
+
+fn isMainInterpreter(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
+    return abi.boolean(abi.PyInterpreterState_GetID(interp) == 0);
 }
 
 fn exitThread(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
@@ -126,6 +133,14 @@ var functions = [_]abi.MethodDef{
     method("get_native_id", getNativeId, abi.METH_NOARGS, get_native_id_doc),
     method("_count", threads.count, abi.METH_NOARGS, "_count($module, /)\n--\n\nReturn the number of currently running Python threads, excluding\nthe main thread."),
     method("stack_size", threads.stackSize, fastcall_kw, stack_size_doc),
+    method("start_joinable_thread", threads.startJoinableThread, fastcall_kw, "start_joinable_thread($module, /, function, handle=None, daemon=True)\n--\n\n*For internal use only*: start a new thread.\n\nLike start_new_thread(), this starts a new thread calling the given function.\nUnlike start_new_thread(), this returns a handle object with methods to join\nor detach the given thread.\nThis function is not for third-party code, please use the\n`threading` module instead. During finalization the daemon parameter\nis ignored and the thread is joined."),
+    method("_make_thread_handle", handles.makeThreadHandle, abi.METH_O, "_make_thread_handle($module, ident, /)\n--\n\nInternal only. Make a thread handle for threads not spawned\nby the _thread or threading module."),
+    method("_shutdown", handles.shutdown, abi.METH_NOARGS, "_shutdown($module, /)\n--\n\nWait for all non-daemon threads (other than the calling thread) to stop."),
+    method("_set_sentinel", threads.setSentinel, abi.METH_NOARGS, "_set_sentinel($module, /)\n--\n\nSet a sentinel lock that will be released when the current thread\nstate is finalized (for threading on CPython 3.10-3.12)."),
+    method("_get_main_thread_ident", getMainThreadIdent, abi.METH_NOARGS, "_get_main_thread_ident($module, /)\n--\n\nInternal only. Return a non-zero integer that uniquely identifies the main thread\nof the main interpreter."),
+    method("_is_main_interpreter", isMainInterpreter, abi.METH_NOARGS, "_is_main_interpreter($module, /)\n--\n\nReturn True if the current interpreter is the main Python interpreter."),
+    method("set_name", names.setName, fastcall_kw, "set_name($module, /, name)\n--\n\nSet the name of the current thread."),
+    method("_get_name", names.getName, abi.METH_NOARGS, "_get_name($module, /)\n--\n\nGet the name of the current thread."),
 };
 
 const module_doc = "This module provides primitive operations to write multi-threaded programs.\nThe 'threading' module provides a more convenient interface.";
@@ -133,14 +148,16 @@ const module_doc = "This module provides primitive operations to write multi-thr
 /// Adds the functions with `__module__ == "_thread"`, so CPython's own messages about them read as
 /// they do for `_thread` ("_thread.exit() takes no arguments (1 given)").
 fn addFunctions(module: *Object) bool {
+    for (&functions) |*def| if (!addFunction(module, def)) return false;
+    return true;
+}
+
+fn addFunction(module: *Object, def: *abi.MethodDef) bool {
     const module_name = abi.PyUnicode_FromString("_thread") orelse return false;
     defer abi.decRef(module_name);
-    for (&functions) |*def| {
-        const f = abi.PyCFunction_NewEx(def, module, module_name) orelse return false;
-        defer abi.decRef(f);
-        if (abi.PyModule_AddObjectRef(module, def.ml_name.?, f) != 0) return false;
-    }
-    return true;
+    const f = abi.PyCFunction_NewEx(def, module, module_name) orelse return false;
+    defer abi.decRef(f);
+    return abi.PyModule_AddObjectRef(module, def.ml_name.?, f) == 0;
 }
 
 fn exec(module: *Object) callconv(.c) c_int {
@@ -148,8 +165,16 @@ fn exec(module: *Object) callconv(.c) c_int {
     if (!addFunctions(module)) return -1;
     if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
     const lock_type = lock.createType() orelse return -1;
-    state(module).lock_type = lock_type; // the state owns the reference
+    state.of(module).lock_type = lock_type; // the state owns the reference
     if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
+    if (abi.PyModule_AddObjectRef(module, "lock", lock_type) != 0) return -1;
+    const handle_type = handles.createType() orelse return -1;
+    state.of(module).handle_type = handle_type;
+    if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", handle_type) != 0) return -1;
+    if (!names.addConstants(module)) return -1;
+    if (!addFromCPython(module)) return -1;
+    handles.registerForkHook();
+    if (main_thread_ident == 0 and core.thread.isProcessMainThread()) main_thread_ident = core.thread.currentIdent();
     const rlock_type = rlock.createType() orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
@@ -168,16 +193,51 @@ var module_slots = [_]abi.ModuleDefSlot{
 };
 
 fn traverse(module: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
-    if (state(module).lock_type) |t| return visit(t, arg);
+    const s = state.of(module);
+    inline for (state.State.fields) |f| if (@field(s, f)) |t| {
+        const rc = visit(t, arg);
+        if (rc != 0) return rc;
+    };
     return 0;
 }
 
 fn clear(module: *Object) callconv(.c) c_int {
-    const s = state(module);
-    abi.xDecRef(s.lock_type);
-    s.lock_type = null;
+    const s = state.of(module);
+    inline for (state.State.fields) |f| {
+        abi.xDecRef(@field(s, f));
+        @field(s, f) = null;
+    }
     return 0;
 }
+
+/// Names whose behaviour belongs to the interpreter, not to threads or locks, are CPython's own objects
+/// where the running version has them (`_excepthook`, `_ExceptHookArgs`: the formatting of a thread's
+/// uncaught exception; `daemon_threads_allowed`: the interpreter's configuration, 3.12+). Before 3.12
+/// every interpreter allows daemon threads.
+fn addFromCPython(module: *Object) bool {
+    const cpython = abi.PyImport_ImportModule("_thread") orelse return false;
+    defer abi.decRef(cpython);
+    for ([_][*:0]const u8{ "_excepthook", "_ExceptHookArgs", "daemon_threads_allowed" }) |name| {
+        const obj = abi.PyObject_GetAttrString(cpython, name) orelse {
+            abi.PyErr_Clear();
+            continue;
+        };
+        defer abi.decRef(obj);
+        if (abi.PyModule_AddObjectRef(module, name, obj) != 0) return false;
+    }
+    if (!version.atLeast(12)) {
+        for (&extra_functions) |*def| if (!addFunction(module, def)) return false;
+    }
+    return true;
+}
+
+fn daemonThreadsAllowed(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return abi.boolean(true);
+}
+
+var extra_functions = [_]abi.MethodDef{
+    method("daemon_threads_allowed", daemonThreadsAllowed, abi.METH_NOARGS, "daemon_threads_allowed($module, /)\n--\n\nReturn True if daemon threads are allowed in the current interpreter,\nand False otherwise.\n"),
+};
 
 fn free(module: *Object) callconv(.c) void {
     _ = clear(module);
@@ -187,7 +247,7 @@ var module_def: abi.ModuleDef = .{
     .m_base = abi.module_def_head_init,
     .m_name = "zthread._zthread",
     .m_doc = module_doc,
-    .m_size = @sizeOf(State),
+    .m_size = @sizeOf(state.State),
     .m_methods = null,
     .m_slots = &module_slots,
     .m_traverse = @ptrCast(&traverse),

@@ -1,12 +1,17 @@
-//! Starting Python threads on the core's OS threads: `start_new_thread`, `stack_size`, `_count`, and
-//! the reporting of exceptions that escape a thread.
+//! Starting Python threads on the core's OS threads: `start_new_thread`, `start_joinable_thread`,
+//! `_set_sentinel`, `stack_size`, `_count`, and what a thread does with an exception that escapes it.
 const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
+const errors = @import("errors.zig");
+const handles = @import("handles.zig");
+const lock = @import("lock.zig");
+const state = @import("state.zig");
 const version = @import("version.zig");
 
 const Object = abi.Object;
+const Handle = handles.Handle;
 
 /// `stack_size()`: the size requested for new threads, 0 for the default. CPython keeps it per
 /// interpreter; zthread keeps one per process.
@@ -21,6 +26,7 @@ const Bootstrap = struct {
     function: *Object,
     args: *Object,
     kwargs: ?*Object,
+    handle: *Handle,
 };
 
 pub fn startNewThread(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -33,8 +39,49 @@ pub fn startNewThread(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames
     if (abi.PyCallable_Check(function) == 0) return typeError("first arg must be callable");
     if (!abi.isTuple(call_args)) return typeError("2nd arg must be a tuple");
     if (kwargs) |kw| if (!abi.isDict(kw)) return typeError("optional 3rd arg must be a dictionary");
-    const ident = spawn(function, call_args, kwargs) orelse return null;
-    return abi.PyLong_FromUnsignedLongLong(ident);
+    const h = Handle.create() orelse return null;
+    defer h.decRef(); // nobody will join it: only the thread keeps its handle
+    if (!start(h, function, call_args, kwargs)) return null;
+    return abi.PyLong_FromUnsignedLongLong(h.ident.load(.monotonic));
+}
+
+/// `start_joinable_thread(function, handle=None, daemon=True)` -> handle (3.13's API, on every version).
+pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    var values = [_]?*Object{ null, null, null };
+    if (!args.parseKeywords("start_joinable_thread", &.{ "function", "handle", "daemon" }, 1, argv, nargs, kwnames, &values)) return null;
+    const function = values[0].?;
+    if (abi.PyCallable_Check(function) == 0) return typeError("thread function must be callable");
+    var daemon = true;
+    if (values[2]) |d| {
+        const truth = abi.PyObject_IsTrue(d);
+        if (truth < 0) return null;
+        daemon = truth != 0;
+    }
+    const handle_obj = if (values[1] != null and values[1] != &abi._Py_NoneStruct) blk: {
+        const o = values[1].?;
+        if (!handles.isHandleObject(o)) return typeError("'handle' must be a _ThreadHandle");
+        break :blk abi.newRef(o);
+    } else blk: {
+        const h = Handle.create() orelse return null;
+        break :blk handles.newObject(state.handleType(module.?), h) orelse {
+            h.decRef();
+            return null;
+        };
+    };
+    const h = handles.handleOf(handle_obj);
+    if (h.state.load(.acquire) != .not_started) {
+        abi.decRef(handle_obj);
+        abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread already started");
+        return null;
+    }
+    h.daemon = daemon;
+    const no_args = abi.PyTuple_New(0) orelse return null;
+    defer abi.decRef(no_args);
+    if (!start(h, function, no_args, null)) {
+        abi.decRef(handle_obj);
+        return null;
+    }
+    return handle_obj;
 }
 
 fn argCountError(bound: [*:0]const u8, limit: isize, given: isize) ?*Object {
@@ -48,28 +95,42 @@ fn typeError(msg: [*:0]const u8) ?*Object {
     return null;
 }
 
-/// Starts a detached OS thread running the call; returns its ident, or null with RuntimeError set.
-fn spawn(function: *Object, call_args: *Object, kwargs: ?*Object) ?u64 {
+/// Starts an OS thread running the call, with `h` as its handle. False with RuntimeError set on failure.
+fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object) bool {
+    handles.buryDead();
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
         _ = abi.PyErr_NoMemory();
-        return null;
+        return false;
     };
     boot.* = .{
         .interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get()),
         .function = abi.newRef(function),
         .args = abi.newRef(call_args),
         .kwargs = if (kwargs) |kw| abi.newRef(kw) else null,
+        .handle = h,
     };
+    h.incRef(); // the thread's reference
+    h.state.store(.starting, .release);
+    if (!handles.register(h)) {
+        h.state.store(.not_started, .release);
+        h.decRef();
+        freeBootstrap(boot);
+        return false;
+    }
     _ = running_count.fetchAdd(1, .monotonic);
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size_bytes.load(.monotonic)) catch {
         _ = running_count.fetchSub(1, .monotonic);
+        handles.unregister(h);
+        h.state.store(.not_started, .release);
+        h.decRef();
         freeBootstrap(boot);
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "can't start new thread");
-        return null;
+        return false;
     };
-    const ident = thread.ident();
-    thread.detach();
-    return ident;
+    h.ident.store(thread.ident(), .monotonic);
+    h.os_thread = thread;
+    if (h.state.cmpxchgStrong(.starting, .running, .acq_rel, .monotonic)) |_| {} // the thread may be done already
+    return true;
 }
 
 fn freeBootstrap(boot: *Bootstrap) void {
@@ -80,9 +141,16 @@ fn freeBootstrap(boot: *Bootstrap) void {
 }
 
 /// The new thread's body: a thread state of its own in the creator's interpreter, the call, then the
-/// thread state's teardown. Runs no Python without holding the GIL.
+/// thread state's teardown; only then, without the GIL, the handle says "done".
 fn run(boot: *Bootstrap) void {
-    defer _ = running_count.fetchSub(1, .monotonic);
+    const h = boot.handle;
+    handles.current = h;
+    h.ident.store(core.thread.currentIdent(), .monotonic);
+    defer {
+        _ = running_count.fetchSub(1, .monotonic);
+        handles.finishWithoutGil(h);
+        h.decRef();
+    }
     // PyThreadState_New needs no GIL; it fails only when out of memory, and then no Python object can
     // be touched here: the references in `boot` are leaked rather than released without the GIL.
     const tstate = abi.PyThreadState_New(boot.interp) orelse return;
@@ -104,84 +172,28 @@ fn reportThreadException(function: *Object) void {
         abi.PyErr_Clear();
         return;
     }
-    var exc_type: ?*Object = null;
-    var exc_value: ?*Object = null;
-    var exc_tb: ?*Object = null;
-    abi.PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-    abi.PyErr_NormalizeException(&exc_type, &exc_value, &exc_tb);
-    if (exc_value != null and exc_tb != null) _ = abi.PyException_SetTraceback(exc_value.?, exc_tb.?);
-    defer {
-        abi.xDecRef(exc_type);
-        abi.xDecRef(exc_value);
-        abi.xDecRef(exc_tb);
-    }
     // 3.10-3.12: err_msg "Exception ignored in thread started by", object=function;
     // 3.13+: the function's repr is in err_msg and object is None (test_thread asserts both).
     const err_msg = if (version.atLeast(13))
         abi.PyUnicode_FromFormat("Exception ignored in thread started by %R", function)
     else
         abi.PyUnicode_FromString("Exception ignored in thread started by");
-    const object = if (version.atLeast(13)) abi.none() else abi.newRef(function);
-    defer abi.decRef(object);
     const msg = err_msg orelse return abi.PyErr_WriteUnraisable(function);
     defer abi.decRef(msg);
-    callUnraisableHook(.{ exc_type, exc_value, exc_tb, msg, object }, function);
+    errors.writeUnraisable(msg, if (version.atLeast(13)) null else function);
 }
 
-/// Calls sys.unraisablehook with a real `UnraisableHookArgs` (the default hook accepts nothing else).
-/// The structseq type is not exposed by `sys`: learn it once from a call of the hook itself.
-fn callUnraisableHook(fields: [5]?*Object, function: *Object) void {
-    const hook_args_type = unraisableArgsType() orelse return abi.PyErr_WriteUnraisable(function);
-    var items: [5]*Object = undefined;
-    for (fields, &items) |f, *item| item.* = f orelse &abi._Py_NoneStruct;
-    const hook_args = abi.PyObject_CallFunctionObjArgs(hook_args_type, tuplePack(items) orelse return abi.PyErr_WriteUnraisable(function), @as(?*Object, null)) orelse
-        return abi.PyErr_WriteUnraisable(function);
-    defer abi.decRef(hook_args);
-    const hook = abi.PySys_GetObject("unraisablehook") orelse return abi.PyErr_WriteUnraisable(function);
-    const result = abi.PyObject_CallFunctionObjArgs(hook, hook_args, @as(?*Object, null)) orelse
-        return abi.PyErr_WriteUnraisable(hook);
-    abi.decRef(result);
-}
-
-fn tuplePack(items: [5]*Object) ?*Object {
-    return abi.PyTuple_Pack(5, items[0], items[1], items[2], items[3], items[4]);
-}
-
-var unraisable_args_type: ?*Object = null;
-
-fn captureHookArgs(_: ?*Object, hook_args: *Object) callconv(.c) ?*Object {
-    unraisable_args_type = abi.newRef(abi.typeObject(hook_args.ob_type));
-    return abi.none();
-}
-
-var capture_def: abi.MethodDef = .{ .ml_name = "capture", .ml_meth = @ptrCast(&captureHookArgs), .ml_flags = abi.METH_O, .ml_doc = null };
-
-fn unraisableArgsType() ?*Object {
-    if (unraisable_args_type) |t| return t;
-    const saved_exc = saveError();
-    defer restoreError(saved_exc);
-    const capture = abi.PyCFunction_NewEx(&capture_def, null, null) orelse return null;
-    defer abi.decRef(capture);
-    const user_hook = abi.PySys_GetObject("unraisablehook") orelse return null;
-    abi.incRef(user_hook);
-    defer abi.decRef(user_hook);
-    if (abi.PySys_SetObject("unraisablehook", capture) != 0) return null;
-    abi.PyErr_SetNone(abi.PyExc_RuntimeError);
-    abi.PyErr_WriteUnraisable(null);
-    _ = abi.PySys_SetObject("unraisablehook", user_hook);
-    return unraisable_args_type;
-}
-
-const SavedError = [3]?*Object;
-
-fn saveError() SavedError {
-    var e: SavedError = .{ null, null, null };
-    abi.PyErr_Fetch(&e[0], &e[1], &e[2]);
-    return e;
-}
-
-fn restoreError(e: SavedError) void {
-    abi.PyErr_Restore(e[0], e[1], e[2]);
+/// `_set_sentinel()`: a new lock that zthread releases, if it is held then, when the calling thread has
+/// ended (threading 3.10-3.12 acquires it at once and joins threads with it). For a thread zthread did
+/// not start it is never released automatically (threading releases the main thread's own at shutdown).
+pub fn setSentinel(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    handles.buryDead();
+    const o = lock.newLock(state.lockType(module.?)) orelse return null;
+    if (handles.current) |h| {
+        if (h.sentinel) |old| abi.decRef(old); // called twice: only the latest is released, as CPython
+        h.sentinel = abi.newRef(o);
+    }
+    return o;
 }
 
 pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -205,5 +217,11 @@ pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*O
 }
 
 pub fn count(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    handles.buryDead();
     return abi.PyLong_FromSsize_t(running_count.load(.monotonic));
+}
+
+/// In a forked child only the forking thread runs: it alone may still count.
+pub fn afterForkInChild(forking_thread_is_ours: bool) void {
+    running_count.store(if (forking_thread_is_ours) 1 else 0, .monotonic);
 }

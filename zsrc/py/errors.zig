@@ -1,0 +1,74 @@
+//! Exceptions that cannot propagate to a caller: saved and restored around cleanup, or reported to
+//! `sys.unraisablehook` as CPython's own `_PyErr_WriteUnraisableMsg` would.
+const abi = @import("abi.zig");
+
+const Object = abi.Object;
+
+pub const Saved = [3]?*Object;
+
+/// Takes the current exception (if any) out of the way, e.g. while cleanup code runs.
+pub fn save() Saved {
+    var e: Saved = .{ null, null, null };
+    abi.PyErr_Fetch(&e[0], &e[1], &e[2]);
+    return e;
+}
+
+pub fn restore(e: Saved) void {
+    abi.PyErr_Restore(e[0], e[1], e[2]);
+}
+
+/// Reports the current exception to sys.unraisablehook with CPython's `err_msg` and `object` fields
+/// (the default hook prints "<err_msg>: <object>" and the traceback). Clears the exception.
+pub fn writeUnraisable(err_msg: *Object, object: ?*Object) void {
+    var exc: Saved = save();
+    abi.PyErr_NormalizeException(&exc[0], &exc[1], &exc[2]);
+    if (exc[1] != null and exc[2] != null) _ = abi.PyException_SetTraceback(exc[1].?, exc[2].?);
+    defer for (exc) |o| abi.xDecRef(o);
+    const hook_args_type = unraisableArgsType() orelse return fallback(exc, object);
+    const fields = [5]?*Object{ exc[0], exc[1], exc[2], err_msg, object };
+    var items: [5]*Object = undefined;
+    for (fields, &items) |f, *item| item.* = f orelse &abi._Py_NoneStruct;
+    const tuple = abi.PyTuple_Pack(5, items[0], items[1], items[2], items[3], items[4]) orelse return fallback(exc, object);
+    defer abi.decRef(tuple);
+    const hook_args = abi.PyObject_CallFunctionObjArgs(hook_args_type, tuple, @as(?*Object, null)) orelse return fallback(exc, object);
+    defer abi.decRef(hook_args);
+    const hook = abi.PySys_GetObject("unraisablehook") orelse return fallback(exc, object);
+    const result = abi.PyObject_CallFunctionObjArgs(hook, hook_args, @as(?*Object, null)) orelse
+        return abi.PyErr_WriteUnraisable(hook);
+    abi.decRef(result);
+}
+
+/// If the hook cannot be called as CPython would, still report: with CPython's generic message.
+fn fallback(exc: Saved, object: ?*Object) void {
+    abi.PyErr_Clear();
+    for (exc) |o| if (o) |p| abi.incRef(p);
+    restore(exc);
+    abi.PyErr_WriteUnraisable(object);
+}
+
+/// `UnraisableHookArgs`, the structseq type the default hook insists on. `sys` does not expose it, so
+/// it is learnt once from a call of the hook itself, with a capturing hook swapped in.
+var unraisable_args_type: ?*Object = null;
+
+fn captureHookArgs(_: ?*Object, hook_args: *Object) callconv(.c) ?*Object {
+    if (unraisable_args_type == null) unraisable_args_type = abi.newRef(abi.typeObject(hook_args.ob_type));
+    return abi.none();
+}
+
+var capture_def: abi.MethodDef = .{ .ml_name = "capture", .ml_meth = @ptrCast(&captureHookArgs), .ml_flags = abi.METH_O, .ml_doc = null };
+
+fn unraisableArgsType() ?*Object {
+    if (unraisable_args_type) |t| return t;
+    const saved = save();
+    defer restore(saved);
+    const capture = abi.PyCFunction_NewEx(&capture_def, null, null) orelse return null;
+    defer abi.decRef(capture);
+    const user_hook = abi.PySys_GetObject("unraisablehook") orelse return null;
+    abi.incRef(user_hook);
+    defer abi.decRef(user_hook);
+    if (abi.PySys_SetObject("unraisablehook", capture) != 0) return null;
+    abi.PyErr_SetNone(abi.PyExc_RuntimeError);
+    abi.PyErr_WriteUnraisable(null);
+    _ = abi.PySys_SetObject("unraisablehook", user_hook);
+    return unraisable_args_type;
+}

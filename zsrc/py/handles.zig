@@ -1,0 +1,378 @@
+//! Thread handles: the native record of one thread (ident, OS thread, "done" event), shared by the
+//! thread itself and the Python `_ThreadHandle` object that lets other threads join it.
+//!
+//! A thread signals "done" only after its thread state is deleted, without the GIL, so a joiner that
+//! goes on to finalize the interpreter never races with the thread's own teardown. That is why the
+//! record is native and reference counted, not a Python object.
+const std = @import("std");
+const core = @import("core");
+const abi = @import("abi.zig");
+const args = @import("args.zig");
+const errors = @import("errors.zig");
+const version = @import("version.zig");
+
+const Object = abi.Object;
+const allocator = std.heap.c_allocator;
+
+pub const Handle = struct {
+    /// One for each holder: the running thread, the Python object, `_shutdown`'s list, a joiner.
+    refs: std.atomic.Value(u32) = .init(1),
+    ident: std.atomic.Value(u64) = .init(0),
+    state: std.atomic.Value(State) = .init(.not_started),
+    exited: core.Event = .{},
+    /// The OS thread while it can still be joined; taken by the one joiner, or detached.
+    os_thread: ?core.thread.Thread = null,
+    daemon: bool = true,
+    /// `_set_sentinel()`'s lock for this thread (3.10-3.12 threading), released once the thread is gone.
+    sentinel: ?*Object = null,
+
+    pub const State = enum(u8) { not_started, starting, running, done };
+
+    pub fn create() ?*Handle {
+        const h = allocator.create(Handle) catch {
+            _ = abi.PyErr_NoMemory();
+            return null;
+        };
+        h.* = .{};
+        return h;
+    }
+
+    pub fn incRef(self: *Handle) void {
+        _ = self.refs.fetchAdd(1, .monotonic);
+    }
+
+    /// Takes a reference unless the handle is already being destroyed (count 0).
+    fn tryIncRef(self: *Handle) bool {
+        var n = self.refs.load(.monotonic);
+        while (n != 0) n = self.refs.cmpxchgWeak(n, n + 1, .acquire, .monotonic) orelse return true;
+        return false;
+    }
+
+    /// Needs no GIL.
+    pub fn decRef(self: *Handle) void {
+        if (self.refs.fetchSub(1, .acq_rel) != 1) return;
+        unregister(self);
+        // Nobody can join it any more: let the OS reclaim the thread when it ends.
+        if (self.os_thread) |t| t.detach();
+        allocator.destroy(self);
+    }
+
+    pub fn isDone(self: *const Handle) bool {
+        return self.exited.isSet();
+    }
+};
+
+// ---- registry of live handles (fork, _shutdown) ----
+
+/// Guards `live` and `graveyard`; held only for short, non-blocking sections, with or without the GIL.
+var registry_lock: core.Lock = .{};
+/// Every handle that has started (or was made for an existing thread), until it is destroyed. Not
+/// owning: a handle removes itself when its last reference goes.
+var live: std.ArrayList(*Handle) = .empty;
+/// Sentinel locks released by threads that had no GIL any more; decref'd by the next caller with the GIL.
+var graveyard: std.ArrayList(*Object) = .empty;
+
+fn lockRegistry() void {
+    while (registry_lock.acquire(.forever) != .acquired) {}
+}
+
+fn unlockRegistry() void {
+    registry_lock.release() catch unreachable;
+}
+
+pub fn register(h: *Handle) bool {
+    lockRegistry();
+    defer unlockRegistry();
+    live.append(allocator, h) catch {
+        _ = abi.PyErr_NoMemory();
+        return false;
+    };
+    return true;
+}
+
+pub fn unregister(h: *Handle) void {
+    lockRegistry();
+    defer unlockRegistry();
+    for (live.items, 0..) |x, i| {
+        if (x == h) {
+            _ = live.swapRemove(i);
+            return;
+        }
+    }
+}
+
+/// Called by the thread itself once its thread state is deleted: no GIL, no Python.
+pub fn finishWithoutGil(h: *Handle) void {
+    if (h.sentinel) |lock_obj| {
+        const lock = @import("lock.zig");
+        lock.coreLock(lock_obj).release() catch {}; // Python may have released it already
+        lockRegistry();
+        graveyard.append(allocator, lock_obj) catch {}; // on OOM the lock object leaks, harmlessly
+        unlockRegistry();
+        h.sentinel = null;
+    }
+    h.state.store(.done, .release);
+    h.exited.set();
+}
+
+/// Drops the references that finished threads could not drop without the GIL. Call with the GIL.
+pub fn buryDead() void {
+    if (graveyard.items.len == 0) return;
+    lockRegistry();
+    const dead = graveyard.toOwnedSlice(allocator) catch &.{};
+    unlockRegistry();
+    defer allocator.free(dead);
+    for (dead) |o| abi.decRef(o);
+}
+
+/// The handle of the calling thread if zthread started it.
+pub threadlocal var current: ?*Handle = null;
+
+// ---- after fork ----
+
+/// os.register_at_fork(after_in_child=...): only the forking thread exists in the child. Every other
+/// handle is done and can never be joined at the OS level.
+fn afterForkInChild(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    registry_lock.resetAfterFork();
+    const me = core.thread.currentIdent();
+    for (live.items) |h| {
+        if (h.ident.load(.monotonic) == me and h.state.load(.monotonic) != .done) continue;
+        h.os_thread = null; // that thread does not exist here
+        h.state.store(.done, .monotonic);
+        h.exited.set();
+    }
+    const threads = @import("threads.zig");
+    threads.afterForkInChild(current != null);
+    return abi.none();
+}
+
+var after_fork_def: abi.MethodDef = .{ .ml_name = "_after_fork_child", .ml_meth = @ptrCast(&afterForkInChild), .ml_flags = abi.METH_NOARGS, .ml_doc = null };
+var fork_hook_registered = false;
+
+/// Registers the at-fork hook once per process.
+pub fn registerForkHook() void {
+    if (fork_hook_registered) return;
+    const saved = errors.save();
+    defer errors.restore(saved);
+    const os_mod = abi.PyImport_ImportModule("os") orelse return abi.PyErr_Clear();
+    defer abi.decRef(os_mod);
+    const register_at_fork = abi.PyObject_GetAttrString(os_mod, "register_at_fork") orelse return abi.PyErr_Clear();
+    defer abi.decRef(register_at_fork);
+    const hook = abi.PyCFunction_NewEx(&after_fork_def, null, null) orelse return abi.PyErr_Clear();
+    defer abi.decRef(hook);
+    const no_args = abi.PyTuple_New(0) orelse return abi.PyErr_Clear();
+    defer abi.decRef(no_args);
+    const kwargs = abi.PyDict_New() orelse return abi.PyErr_Clear();
+    defer abi.decRef(kwargs);
+    if (abi.PyDict_SetItemString(kwargs, "after_in_child", hook) != 0) return abi.PyErr_Clear();
+    const r = abi.PyObject_Call(register_at_fork, no_args, kwargs) orelse return abi.PyErr_Clear();
+    abi.decRef(r);
+    fork_hook_registered = true;
+}
+
+// ---- joining ----
+
+pub const JoinError = error{ NotStarted, JoinSelf, Interrupted };
+
+/// Waits for the thread to exit, at most `timeout_ns` (-1: forever), then reaps the OS thread once.
+/// Returns false on timeout. Releases the GIL while waiting; a signal handler that raises ends the wait.
+pub fn join(h: *Handle, timeout_ns: i64) JoinError!bool {
+    if (h.state.load(.acquire) == .not_started) return error.NotStarted;
+    if (!h.isDone() and h.ident.load(.monotonic) == core.thread.currentIdent()) return error.JoinSelf;
+    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
+    while (!h.isDone()) {
+        const tstate = abi.PyEval_SaveThread();
+        const result = h.exited.wait(deadline);
+        abi.PyEval_RestoreThread(tstate);
+        switch (result) {
+            .set => {},
+            .timed_out => return false,
+            .interrupted => {
+                if (abi.Py_MakePendingCalls() < 0) return error.Interrupted;
+                if (deadline.hasPassed()) return h.isDone();
+            },
+        }
+    }
+    reap(h);
+    return true;
+}
+
+/// Joins the finished OS thread, once (the first caller takes it; under the GIL, so no race).
+fn reap(h: *Handle) void {
+    const t = h.os_thread orelse return;
+    h.os_thread = null;
+    const tstate = abi.PyEval_SaveThread();
+    t.join(); // the thread has signalled its exit: only its last instructions remain
+    abi.PyEval_RestoreThread(tstate);
+}
+
+/// Joins every non-daemon thread still running, except the caller's (3.13's `_thread._shutdown`).
+pub fn shutdown(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    buryDead();
+    const me = core.thread.currentIdent();
+    while (true) {
+        lockRegistry();
+        const next: ?*Handle = for (live.items) |h| {
+            if (!h.daemon and !h.isDone() and h.ident.load(.monotonic) != me and h.tryIncRef()) break h;
+        } else null;
+        unlockRegistry();
+        const h = next orelse break;
+        defer h.decRef();
+        _ = join(h, -1) catch {
+            const msg = abi.PyUnicode_FromString("Exception ignored while joining a thread in _thread._shutdown()") orelse return null;
+            defer abi.decRef(msg);
+            errors.writeUnraisable(msg, null);
+            return abi.none();
+        };
+    }
+    return abi.none();
+}
+
+// ---- the Python type `_thread._ThreadHandle` ----
+
+pub const HandleObject = extern struct {
+    ob_base: Object,
+    handle: *Handle,
+};
+
+inline fn cast(o: *Object) *HandleObject {
+    return @ptrCast(@alignCast(o));
+}
+
+pub fn handleOf(o: *Object) *Handle {
+    return cast(o).handle;
+}
+
+/// `_make_thread_handle(ident, /)`: a handle for a thread zthread did not start (the main thread, a
+/// dummy thread): running, not joinable at the OS level, done when `_set_done()` says so.
+pub fn makeThreadHandle(module: ?*Object, ident_obj: *Object) callconv(.c) ?*Object {
+    if (!abi.isLong(ident_obj)) {
+        abi.PyErr_SetString(abi.PyExc_TypeError, "ident must be an integer");
+        return null;
+    }
+    const ident = abi.PyLong_AsUnsignedLongLong(ident_obj);
+    if (ident == std.math.maxInt(c_ulonglong) and abi.PyErr_Occurred() != null) return null;
+    const h = Handle.create() orelse return null;
+    h.ident.store(ident, .monotonic);
+    h.state.store(.running, .release);
+    if (!register(h)) {
+        h.decRef();
+        return null;
+    }
+    return newObject(@import("state.zig").handleType(module.?), h) orelse {
+        h.decRef();
+        return null;
+    };
+}
+
+/// Per-interpreter type object, looked up through the module state by callers.
+pub fn newObject(tp: *abi.TypeObject, h: *Handle) ?*Object {
+    const mem = abi.PyObject_Malloc(@sizeOf(HandleObject)) orelse return abi.PyErr_NoMemory();
+    const self: *HandleObject = @ptrCast(@alignCast(mem));
+    self.handle = h;
+    return abi.PyObject_Init(&self.ob_base, tp);
+}
+
+pub fn isHandleObject(o: *Object) bool {
+    return abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+}
+
+/// `_ThreadHandle(*args, **kwargs)`: arguments ignored, as in CPython.
+fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
+    const h = Handle.create() orelse return null;
+    return newObject(tp, h) orelse {
+        h.decRef();
+        return null;
+    };
+}
+
+fn dealloc(o: *Object) callconv(.c) void {
+    cast(o).handle.decRef();
+    const tp = o.ob_type;
+    abi.PyObject_Free(o);
+    abi.decRef(abi.typeObject(tp));
+}
+
+fn repr(o: *Object) callconv(.c) ?*Object {
+    return abi.PyUnicode_FromFormat("<_thread._ThreadHandle object: ident=%llu>", cast(o).handle.ident.load(.monotonic));
+}
+
+fn getIdent(o: *Object, _: ?*anyopaque) callconv(.c) ?*Object {
+    return abi.PyLong_FromUnsignedLongLong(cast(o).handle.ident.load(.monotonic));
+}
+
+/// `join(timeout=None, /)`.
+fn joinMethod(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    buryDead();
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords("_ThreadHandle.join");
+    if (nargs > 1) return args.tooManyPositional("join", 1, nargs);
+    var timeout_ns: i64 = -1;
+    if (nargs == 1 and argv[0] != &abi._Py_NoneStruct) timeout_ns = args.secondsToNs(argv[0]) orelse return null;
+    _ = join(cast(o).handle, timeout_ns) catch |e| return joinError(e);
+    return abi.none();
+}
+
+pub fn joinError(e: JoinError) ?*Object {
+    switch (e) {
+        error.NotStarted => abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread not started"),
+        error.JoinSelf => abi.PyErr_SetString(abi.PyExc_RuntimeError, "Cannot join current thread"),
+        error.Interrupted => {},
+    }
+    return null;
+}
+
+fn isDoneMethod(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    const h = cast(o).handle;
+    if (!h.isDone()) return abi.boolean(false);
+    reap(h);
+    return abi.boolean(true);
+}
+
+/// `_set_done()`: for handles of threads zthread did not start (the main thread, dummy threads).
+fn setDone(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    const h = cast(o).handle;
+    if (h.state.load(.acquire) == .not_started) {
+        abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread not started");
+        return null;
+    }
+    if (h.os_thread) |t| {
+        h.os_thread = null;
+        t.detach();
+    }
+    h.state.store(.done, .release);
+    h.exited.set();
+    return abi.none();
+}
+
+var methods = [_]abi.MethodDef{
+    .{ .ml_name = "join", .ml_meth = @ptrCast(&joinMethod), .ml_flags = abi.METH_FASTCALL | abi.METH_KEYWORDS, .ml_doc = "join($self, timeout=None, /)\n--\n\nWait for the thread to finish, at most `timeout` seconds (None: no limit)." },
+    .{ .ml_name = "is_done", .ml_meth = @ptrCast(&isDoneMethod), .ml_flags = abi.METH_NOARGS, .ml_doc = "is_done($self, /)\n--\n\nReturn whether the thread has finished." },
+    .{ .ml_name = "_set_done", .ml_meth = @ptrCast(&setDone), .ml_flags = abi.METH_NOARGS, .ml_doc = "_set_done($self, /)\n--\n\nMark the thread as finished (for threads zthread did not start)." },
+    abi.sentinel_method,
+};
+
+var getset = [_]abi.GetSetDef{
+    .{ .name = "ident", .get = @ptrCast(&getIdent), .set = null, .doc = "The thread's identifier (get_ident()), 0 before it starts.", .closure = null },
+    .{ .name = null, .get = null, .set = null, .doc = null, .closure = null },
+};
+
+var slots = [_]abi.TypeSlot{
+    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+    .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
+    .{ .slot = abi.Py_tp_getset, .pfunc = @ptrCast(&getset) },
+    .{ .slot = 0, .pfunc = null },
+};
+
+var spec: abi.TypeSpec = .{
+    .name = "_thread._ThreadHandle",
+    .basicsize = @sizeOf(HandleObject),
+    .itemsize = 0,
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = &slots,
+};
+
+pub fn createType() ?*Object {
+    return abi.PyType_FromSpec(&spec);
+}
