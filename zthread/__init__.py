@@ -1,11 +1,13 @@
 """zthread: CPython's ``_thread`` API (threads and timed locks) implemented in Zig.
 
 Every name here is the native object itself (no Python wrapper on a hot path). Importing zthread never
-imports ``threading``.
+imports ``threading``. ``install()`` puts zthread under ``threading``.
 """
 
+import sys
+
 try:
-    import zthread._zthread  # noqa: F401
+    from zthread import _zthread
 except ModuleNotFoundError as e:  # pragma: no cover - only in a source checkout
     if e.name != "zthread._zthread":
         raise
@@ -16,6 +18,7 @@ except ModuleNotFoundError as e:  # pragma: no cover - only in a source checkout
 
 from zthread._zthread import (
     LockType as LockType,
+    RLock as RLock,
     TIMEOUT_MAX as TIMEOUT_MAX,
     _count as _count,
     allocate as allocate,
@@ -31,8 +34,33 @@ from zthread._zthread import (
     start_new_thread as start_new_thread,
 )
 
+
+def install() -> None:
+    """Make zthread the ``_thread`` module, so that ``threading`` (and everything built on it) runs on it.
+
+    Must run before ``threading`` is imported: ``threading`` binds ``_thread``'s functions when it is
+    imported, so a later swap would leave it half on CPython's ``_thread``. Raises ``RuntimeError`` then.
+    Calling it again once installed does nothing.
+    """
+    if sys.modules.get("_thread") is _zthread:
+        return
+    if "threading" in sys.modules:
+        raise RuntimeError(
+            "zthread.install() must run before 'threading' is imported; threading is already imported "
+            "and bound to CPython's _thread (use 'python -m zthread run ...' to start a program on zthread)"
+        )
+    sys.modules["_thread"] = _zthread
+
+
+def installed() -> bool:
+    """Whether ``import _thread`` gives zthread in this process."""
+    return sys.modules.get("_thread") is _zthread
+
 __all__ = [
     "LockType",
+    "RLock",
+    "install",
+    "installed",
     "TIMEOUT_MAX",
     "allocate",
     "allocate_lock",
