@@ -143,6 +143,7 @@ fn afterForkInChild(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     }
     const threads = @import("threads.zig");
     threads.afterForkInChild(current != null);
+    @import("module.zig").afterForkInChild();
     return abi.none();
 }
 

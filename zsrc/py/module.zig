@@ -44,6 +44,40 @@ fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 /// process's initial thread when it calls first (CPython: `_PyRuntime.main_thread`).
 var main_thread_ident: u64 = 0;
 
+/// In a forked child the forking thread is the main thread (CPython resets `_PyRuntime.main_thread`).
+pub fn afterForkInChild() void {
+    main_thread_ident = core.thread.currentIdent();
+}
+
+/// Whether this interpreter may start threads: 3.13+ says so in `_interpreters.get_config()`; before,
+/// zthread cannot tell (see docs/DESIGN.md) and allows them.
+fn threadsAllowed() bool {
+    if (!version.atLeast(13)) return true;
+    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
+    if (abi.PyInterpreterState_GetID(interp) == 0) return true; // the main interpreter always may
+    const saved = @import("errors.zig").save();
+    defer @import("errors.zig").restore(saved);
+    const interpreters = abi.PyImport_ImportModule("_interpreters") orelse return clearAnd(true);
+    defer abi.decRef(interpreters);
+    const get_current = abi.PyObject_GetAttrString(interpreters, "get_current") orelse return clearAnd(true);
+    defer abi.decRef(get_current);
+    const current = abi.PyObject_CallFunctionObjArgs(get_current, @as(?*Object, null)) orelse return clearAnd(true);
+    defer abi.decRef(current);
+    const id = (if (abi.isTuple(current)) abi.PyTuple_GetItem(current, 0) else current) orelse return clearAnd(true);
+    const get_config = abi.PyObject_GetAttrString(interpreters, "get_config") orelse return clearAnd(true);
+    defer abi.decRef(get_config);
+    const config = abi.PyObject_CallFunctionObjArgs(get_config, id, @as(?*Object, null)) orelse return clearAnd(true);
+    defer abi.decRef(config);
+    const allow = abi.PyObject_GetAttrString(config, "allow_threads") orelse return clearAnd(true);
+    defer abi.decRef(allow);
+    return abi.PyObject_IsTrue(allow) != 0;
+}
+
+fn clearAnd(value: bool) bool {
+    abi.PyErr_Clear();
+    return value;
+}
+
 fn getMainThreadIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyLong_FromUnsignedLongLong(main_thread_ident);
 }
@@ -172,6 +206,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     state.of(module).handle_type = handle_type;
     if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", handle_type) != 0) return -1;
     if (!names.addConstants(module)) return -1;
+    state.of(module).threads_allowed = threadsAllowed();
     if (!addFromCPython(module)) return -1;
     handles.registerForkHook();
     if (main_thread_ident == 0 and core.thread.isProcessMainThread()) main_thread_ident = core.thread.currentIdent();

@@ -6,7 +6,10 @@ const Object = abi.Object;
 pub const State = extern struct {
     lock_type: ?*Object,
     handle_type: ?*Object,
+    /// False in a subinterpreter configured without threads (3.13+: read from `_interpreters`).
+    threads_allowed: bool,
 
+    /// The fields that hold references.
     pub const fields = .{ "lock_type", "handle_type" };
 };
 

@@ -29,7 +29,7 @@ const Bootstrap = struct {
     handle: *Handle,
 };
 
-pub fn startNewThread(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("start_new_thread");
     if (nargs < 2) return argCountError("least", 2, nargs);
     if (nargs > 3) return argCountError("most", 3, nargs);
@@ -39,6 +39,7 @@ pub fn startNewThread(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames
     if (abi.PyCallable_Check(function) == 0) return typeError("first arg must be callable");
     if (!abi.isTuple(call_args)) return typeError("2nd arg must be a tuple");
     if (kwargs) |kw| if (!abi.isDict(kw)) return typeError("optional 3rd arg must be a dictionary");
+    if (!mayStartThread(module.?)) return null;
     const h = Handle.create() orelse return null;
     defer h.decRef(); // nobody will join it: only the thread keeps its handle
     if (!start(h, function, call_args, kwargs)) return null;
@@ -74,6 +75,10 @@ pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isiz
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread already started");
         return null;
     }
+    if (!mayStartThread(module.?)) {
+        abi.decRef(handle_obj);
+        return null;
+    }
     h.daemon = daemon;
     const no_args = abi.PyTuple_New(0) orelse return null;
     defer abi.decRef(no_args);
@@ -82,6 +87,41 @@ pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isiz
         return null;
     }
     return handle_obj;
+}
+
+/// CPython's refusals: a subinterpreter without threads (3.12+), an interpreter shutting down (3.12+:
+/// RuntimeError, 3.13+: PythonFinalizationError). Finalization is what `sys.is_finalizing()` reports,
+/// the only view of it the stable ABI gives.
+fn mayStartThread(module: *Object) bool {
+    if (!state.of(module).threads_allowed) {
+        abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread is not supported for isolated subinterpreters");
+        return false;
+    }
+    if (!version.atLeast(12)) return true;
+    const finalizing = isFinalizing() orelse return false;
+    if (!finalizing) return true;
+    const exc_type = finalizationError() orelse return false;
+    defer abi.decRef(exc_type);
+    abi.PyErr_SetString(exc_type, "can't create new thread at interpreter shutdown");
+    return false;
+}
+
+fn isFinalizing() ?bool {
+    const f = abi.PySys_GetObject("is_finalizing") orelse return false;
+    const r = abi.PyObject_CallFunctionObjArgs(f, @as(?*Object, null)) orelse return null;
+    defer abi.decRef(r);
+    return r == &abi._Py_TrueStruct;
+}
+
+fn finalizationError() ?*Object {
+    if (version.atLeast(13)) {
+        if (abi.PyImport_ImportModule("builtins")) |builtins| {
+            defer abi.decRef(builtins);
+            if (abi.PyObject_GetAttrString(builtins, "PythonFinalizationError")) |t| return t;
+        }
+        abi.PyErr_Clear();
+    }
+    return abi.newRef(abi.PyExc_RuntimeError);
 }
 
 fn argCountError(bound: [*:0]const u8, limit: isize, given: isize) ?*Object {

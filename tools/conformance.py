@@ -1,0 +1,152 @@
+"""Conformance: CPython's own test_thread, lock_tests (LockTests, RLockTests) and test_threading, run on
+each interpreter twice, on CPython's `_thread` and with zthread swapped in as `_thread`, side by side.
+
+    python tools/conformance.py [--wheel WHEEL] [PYTHON ...]
+
+Each interpreter gets a fresh venv with the zthread wheel and a .pth file that swaps zthread in at
+start-up when ZTHREAD_CONFORMANCE=1, so child processes and subinterpreters started by the suites run on
+zthread too. A test that passes on CPython's `_thread` must pass on zthread, unless it is listed with its
+reason in tools/conformance_exclusions.txt. Exits 1 on any other difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "tools" / "conformance_suite.py"
+EXCLUSIONS = ROOT / "tools" / "conformance_exclusions.txt"
+PTH_LINE = 'import os; exec("import zthread; zthread.install()") if os.environ.get("ZTHREAD_CONFORMANCE") == "1" else None\n'
+SUITES = ("test_thread", "lock_tests", "test_threading")
+
+
+def load_exclusions() -> dict[str, str]:
+    """`<minor or *> <test id>  # reason` lines -> {"3.13 test.id": reason}."""
+    out: dict[str, str] = {}
+    for line in EXCLUSIONS.read_text().splitlines():
+        body, _, reason = line.partition("#")
+        fields = body.split()
+        if len(fields) == 2:
+            out[f"{fields[0]} {fields[1]}"] = reason.strip()
+    return out
+
+
+def build_wheel(dest: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest), str(ROOT)], check=True)
+    return next(dest.glob("zthread-*.whl"))
+
+
+def make_venv(python: str, wheel: Path, where: Path) -> Path:
+    subprocess.run([python, "-m", "venv", str(where)], check=True)
+    venv_python = where / "bin" / "python"
+    subprocess.run([str(venv_python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    purelib = subprocess.run(
+        [str(venv_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    Path(purelib, "zthread_conformance.pth").write_text(PTH_LINE)
+    return venv_python
+
+
+def run_side(venv_python: Path, on_zthread: bool, work: Path) -> list[dict[str, str]]:
+    out = work / ("zthread.json" if on_zthread else "cpython.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.pop("ZTHREAD_CONFORMANCE", None)
+    if on_zthread:
+        env["ZTHREAD_CONFORMANCE"] = "1"
+    proc = subprocess.run(
+        [str(venv_python), "-X", "faulthandler", str(SUITE), str(out)],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=3000,
+    )
+    (work / ("zthread.log" if on_zthread else "cpython.log")).write_text(proc.stdout + proc.stderr)
+    if not out.exists():
+        raise SystemExit(f"{venv_python}: the suite wrote no results (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    records: list[dict[str, str]] = json.loads(out.read_text())
+    if proc.returncode != 0:
+        records.append({"suite": "(runner)", "test": "(process)", "outcome": "fail", "detail": proc.stderr[-4000:]})
+    return records
+
+
+def minor_of(python: str) -> str:
+    return subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def compare(minor: str, cpython: list[dict[str, str]], zthread: list[dict[str, str]],
+            exclusions: dict[str, str]) -> tuple[list[str], list[str]]:
+    base = {r["test"]: r for r in cpython}
+    problems: list[str] = []
+    excused: list[str] = []
+    for r in zthread:
+        if r["outcome"] != "fail":
+            continue
+        ref = base.get(r["test"])
+        if ref is not None and ref["outcome"] == "fail":
+            continue  # fails on CPython's own _thread too
+        for key in (f"{minor} {r['test']}", f"* {r['test']}"):
+            if key in exclusions:
+                excused.append(f"  excluded: {r['test']}  ({exclusions[key]})")
+                break
+        else:
+            problems.append(f"  FAIL on zthread only: {r['test']}\n" + "\n".join("      " + l for l in r["detail"].splitlines()[-12:]))
+    return problems, excused
+
+
+def counts(records: list[dict[str, str]], suite: str) -> str:
+    c = Counter(r["outcome"] for r in records if r["suite"] == suite)
+    return f"{c['pass']:4d} pass {c['fail']:3d} fail {c['skip']:3d} skip"
+
+
+def default_pythons() -> list[str]:
+    found = []
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for minor in ("3.10", "3.11", "3.12", "3.13"):
+        cands = sorted(root.glob(f"{minor}.*/bin/python"))
+        if cands:
+            found.append(str(cands[-1]))
+    extra = ROOT / ".pythons"
+    if extra.exists():
+        found += [str(p) for p in sorted(extra.glob("*/bin/python3.1*")) if p.is_file()]
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wheel", type=Path, help="zthread wheel to test (default: build one)")
+    parser.add_argument("pythons", nargs="*", help="interpreters (default: pyenv's 3.10-3.13 and .pythons/)")
+    opts = parser.parse_args()
+    exclusions = load_exclusions()
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="zthread-conformance-") as tmp:
+        work_root = Path(tmp)
+        wheel = opts.wheel or build_wheel(work_root / "wheel")
+        print(f"{'python':8} {'suite':15} {'CPython _thread':>28}   {'zthread':>28}")
+        for python in opts.pythons or default_pythons():
+            minor = minor_of(python)
+            work = work_root / minor
+            work.mkdir()
+            venv_python = make_venv(python, wheel, work / "venv")
+            cpython = run_side(venv_python, False, work)
+            zthread = run_side(venv_python, True, work)
+            for suite in SUITES + ("(runner)",):
+                if suite == "(runner)" and not any(r["suite"] == suite for r in cpython + zthread):
+                    continue
+                print(f"{minor:8} {suite:15} {counts(cpython, suite):>28}   {counts(zthread, suite):>28}")
+            problems, excused = compare(minor, cpython, zthread, exclusions)
+            for line in excused + problems:
+                print(line)
+            failed = failed or bool(problems)
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Child of tools/conformance.py: runs CPython's own thread test suites in THIS interpreter and writes
+one JSON record per test. With ZTHREAD_CONFORMANCE=1 in the environment, the venv's .pth file has
+already made zthread the `_thread` module (in this process, in its subinterpreters and in every child
+process the suites start); the suite checks that before running anything."""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import unittest
+
+PER_TEST_TIMEOUT_S = 180
+
+
+def main() -> int:
+    out_path = sys.argv[1]
+    on_zthread = os.environ.get("ZTHREAD_CONFORMANCE") == "1"
+    import _thread
+
+    if on_zthread:
+        import zthread
+
+        assert _thread is zthread._zthread, "zthread was not installed as _thread"
+    else:
+        assert type(_thread).__name__ == "module" and "zthread" not in sys.modules
+
+    from test import lock_tests, test_thread, test_threading
+
+    class LockTests(lock_tests.LockTests):
+        locktype = staticmethod(_thread.allocate_lock)
+
+    class RLockTests(lock_tests.RLockTests):
+        locktype = staticmethod(_thread.RLock)
+
+    loader = unittest.TestLoader()
+    suites = {
+        "test_thread": loader.loadTestsFromModule(test_thread),
+        "lock_tests": unittest.TestSuite(
+            [loader.loadTestsFromTestCase(LockTests), loader.loadTestsFromTestCase(RLockTests)]
+        ),
+        "test_threading": loader.loadTestsFromModule(test_threading),
+    }
+    records: list[dict[str, str]] = []
+
+    class Recorder(unittest.TestResult):
+        def startTest(self, test: unittest.TestCase) -> None:
+            faulthandler.dump_traceback_later(PER_TEST_TIMEOUT_S, exit=True)
+            print(f"  {suite_name}: {test.id()}", file=sys.stderr, flush=True)
+            super().startTest(test)
+
+        def stopTest(self, test: unittest.TestCase) -> None:
+            faulthandler.cancel_dump_traceback_later()
+            super().stopTest(test)
+
+        def _add(self, test: unittest.TestCase, outcome: str, detail: str = "") -> None:
+            records.append({"suite": suite_name, "test": test.id(), "outcome": outcome, "detail": detail[-2000:]})
+
+        def addSuccess(self, test: unittest.TestCase) -> None:
+            self._add(test, "pass")
+
+        def addFailure(self, test: unittest.TestCase, err: object) -> None:
+            self._add(test, "fail", self._exc_info_to_string(err, test))  # type: ignore[arg-type]
+
+        def addError(self, test: unittest.TestCase, err: object) -> None:
+            self._add(test, "fail", self._exc_info_to_string(err, test))  # type: ignore[arg-type]
+
+        def addSkip(self, test: unittest.TestCase, reason: str) -> None:
+            self._add(test, "skip", reason)
+
+        def addExpectedFailure(self, test: unittest.TestCase, err: object) -> None:
+            self._add(test, "pass", "expected failure")
+
+        def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
+            self._add(test, "fail", "unexpected success")
+
+        def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: object) -> None:
+            if err is not None:
+                self._add(subtest, "fail", self._exc_info_to_string(err, test))  # type: ignore[arg-type]
+
+    for suite_name, suite in suites.items():
+        suite.run(Recorder())
+        with open(out_path, "w") as f:
+            json.dump(records, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
