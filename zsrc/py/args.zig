@@ -246,6 +246,12 @@ fn badKeyword(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwname
     }
 }
 
+/// What PyArg's converters print for a wrong argument: "None" for None, else the type's tp_name.
+pub fn argTypeName(obj: *Object) ?*Object {
+    if (obj == &abi._Py_NoneStruct) return abi.PyUnicode_FromString("None");
+    return typeName(obj);
+}
+
 /// The type's C-level name (tp_name), which CPython's messages print: `__name__` for heap types and
 /// builtins, `module.name` for other static types. A new reference, or null with an exception set.
 pub fn typeName(obj: *Object) ?*Object {

@@ -305,7 +305,7 @@ fn getIdent(o: *Object, _: ?*anyopaque) callconv(.c) ?*Object {
 /// `join(timeout=None, /)`.
 fn joinMethod(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     buryDead();
-    if (args.keywordCount(kwnames) != 0) return args.noKeywords("_ThreadHandle.join");
+    if (args.keywordCount(kwnames) != 0) return args.noKeywords("join");
     if (nargs > 1) return args.tooManyPositional("join", 1, nargs);
     var timeout_ns: i64 = -1;
     if (nargs == 1 and argv[0] != &abi._Py_NoneStruct) timeout_ns = args.secondsToNs(argv[0]) orelse return null;

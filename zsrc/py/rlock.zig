@@ -133,7 +133,7 @@ fn parseUnsignedPair(seq: *Object, out: *[2]u64) bool {
         };
         defer abi.decRef(item);
         if (!abi.isLong(item)) {
-            const name = args.typeName(item) orelse return false;
+            const name = args.argTypeName(item) orelse return false;
             defer abi.decRef(name);
             _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() argument 1, item %zd must be int, not %U", @as(isize, @intCast(i)), name);
             return false;
@@ -144,8 +144,7 @@ fn parseUnsignedPair(seq: *Object, out: *[2]u64) bool {
 }
 
 fn restoreTypeError(obj: *Object, comptime fmt: []const u8) bool {
-    const name = if (obj == &abi._Py_NoneStruct) abi.PyUnicode_FromString("None") else args.typeName(obj);
-    const n = name orelse return false;
+    const n = args.argTypeName(obj) orelse return false;
     defer abi.decRef(n);
     _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() " ++ fmt, n);
     return false;
