@@ -125,6 +125,8 @@ def main() -> int:
     opts = parser.parse_args()
     exclusions = load_exclusions()
     failed = False
+    passed_total = 0
+    failed_total = 0
     with tempfile.TemporaryDirectory(prefix="zthread-conformance-") as tmp:
         work_root = Path(tmp)
         wheel = opts.wheel or build_wheel(work_root / "wheel")
@@ -144,7 +146,10 @@ def main() -> int:
             for line in excused + problems:
                 print(line)
             failed = failed or bool(problems)
+            passed_total += sum(r["outcome"] == "pass" for r in zthread)
+            failed_total += len(problems)
             sys.stdout.flush()
+    print(f"conformance: {passed_total} passed, {failed_total} failed")
     return 1 if failed else 0
 
 
