@@ -32,8 +32,14 @@ pub fn wake(word: *const Atomic, max_waiters: u32) void {
 
 const Impl = if (os == .linux)
     LinuxImpl
+else if (os.isDarwin())
+    DarwinImpl
+else if (os == .windows)
+    WindowsImpl
+else if (os == .freebsd)
+    FreeBsdImpl
 else
-    @compileError("zthread: no wait-on-address primitive for this OS yet (macOS __ulock, Windows WaitOnAddress and FreeBSD _umtx_op are planned)");
+    @compileError("zthread: no wait-on-address primitive for this OS");
 
 const LinuxImpl = struct {
     const linux = std.os.linux;
@@ -76,6 +82,115 @@ const LinuxImpl = struct {
             .SUCCESS => {}, // rc = number of waiters woken, possibly 0
             .FAULT => {}, // the word was unmapped after its last use: nobody can be waiting on it
             else => |e| std.debug.panic("futex wake: unexpected errno {t}", .{e}),
+        }
+    }
+};
+
+const DarwinImpl = struct {
+    const c = std.c;
+    /// __ulock_wait2 (nanoseconds, 64-bit) exists from macOS 11; older targets get __ulock_wait.
+    const has_wait2 = builtin.os.isAtLeast(.macos, .{ .major = 11, .minor = 0, .patch = 0 }) orelse false;
+
+    // https://github.com/apple/darwin-xnu/blob/main/bsd/sys/ulock.h (private but stable; macOS 11+ has
+    // __ulock_wait2, whose timeout is RELATIVE nanoseconds, 0 meaning none): recompute it per call.
+    fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+        var timeout_ns: u64 = 0;
+        if (!deadline.isForever()) {
+            timeout_ns = deadline.remainingNs();
+            if (timeout_ns == 0) return .timed_out;
+        }
+        const op: c.UL = .{ .op = .COMPARE_AND_WAIT, .NO_ERRNO = true };
+        const rc = if (has_wait2)
+            c.__ulock_wait2(op, &word.raw, expect, timeout_ns, 0)
+        else
+            // macOS 10.12-10.15: microseconds in a u32 (~71 minutes). A longer wait returns as timed out
+            // early here, so report it as a wake instead and let the caller wait again.
+            c.__ulock_wait(op, &word.raw, expect, std.math.lossyCast(u32, std.math.divCeil(u64, timeout_ns, 1000) catch unreachable));
+        if (rc >= 0) return .woken; // woken, or the word no longer held `expect`
+        return switch (@as(c.E, @enumFromInt(-rc))) {
+            .INTR => .interrupted, // a signal handler ran: let the caller run Python's handlers
+            .TIMEDOUT => if (deadline.hasPassed()) .timed_out else .woken, // see the u32 cap above
+            .FAULT => .woken, // the page was out; the caller re-checks and waits again
+            else => |e| std.debug.panic("__ulock_wait: unexpected errno {t}", .{e}),
+        };
+    }
+
+    fn wake(word: *const Atomic, max_waiters: u32) void {
+        const op: c.UL = .{ .op = .COMPARE_AND_WAIT, .NO_ERRNO = true, .WAKE_ALL = max_waiters > 1 };
+        while (true) {
+            const rc = c.__ulock_wake(op, &word.raw, 0);
+            if (rc >= 0) return;
+            switch (@as(c.E, @enumFromInt(-rc))) {
+                .INTR => continue, // retry: the wake must happen
+                .NOENT => return, // nobody was waiting
+                else => |e| std.debug.panic("__ulock_wake: unexpected errno {t}", .{e}),
+            }
+        }
+    }
+};
+
+const WindowsImpl = struct {
+    const windows = std.os.windows;
+    const ntdll = windows.ntdll;
+
+    // https://learn.microsoft.com/en-us/windows/win32/api/synchapi/nf-synchapi-waitonaddress (the ntdll
+    // function behind it). The timeout is RELATIVE, in 100 ns units, given as a negative number.
+    // Windows has no signals: Ctrl-C does not interrupt this wait (planned: a console control handler).
+    fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+        var timeout: windows.LARGE_INTEGER = undefined;
+        var timeout_ptr: ?*const windows.LARGE_INTEGER = null;
+        if (!deadline.isForever()) {
+            const remaining_ns = deadline.remainingNs();
+            if (remaining_ns == 0) return .timed_out;
+            timeout = -@as(i64, @intCast(std.math.divCeil(u64, remaining_ns, 100) catch unreachable));
+            timeout_ptr = &timeout;
+        }
+        const status = ntdll.RtlWaitOnAddress(&word.raw, &expect, @sizeOf(u32), timeout_ptr);
+        return switch (status) {
+            .SUCCESS => .woken, // woken, spuriously or not, or the word no longer held `expect`
+            .TIMEOUT => .timed_out,
+            else => std.debug.panic("RtlWaitOnAddress: unexpected status 0x{x}", .{@intFromEnum(status)}),
+        };
+    }
+
+    fn wake(word: *const Atomic, max_waiters: u32) void {
+        if (max_waiters > 1) ntdll.RtlWakeAddressAll(&word.raw) else ntdll.RtlWakeAddressSingle(&word.raw);
+    }
+};
+
+const FreeBsdImpl = struct {
+    const c = std.c;
+
+    // https://man.freebsd.org/cgi/man.cgi?query=_umtx_op: UMTX_OP_WAIT_UINT_PRIVATE takes an absolute
+    // CLOCK_MONOTONIC deadline with UMTX_ABSTIME, like Linux's FUTEX_WAIT_BITSET.
+    fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+        var tm: c._umtx_time = undefined;
+        var tm_size: usize = 0;
+        var tm_ptr: usize = 0;
+        if (!deadline.isForever()) {
+            tm = .{
+                .timeout = .{ .sec = @intCast(deadline.ns / clock.ns_per_s), .nsec = @intCast(deadline.ns % clock.ns_per_s) },
+                .flags = c.UMTX_ABSTIME,
+                .clockid = .MONOTONIC,
+            };
+            tm_size = @sizeOf(c._umtx_time);
+            tm_ptr = @intFromPtr(&tm);
+        }
+        const rc = c._umtx_op(@intFromPtr(&word.raw), @intFromEnum(c.UMTX_OP.WAIT_UINT_PRIVATE), expect, tm_size, tm_ptr);
+        return switch (std.posix.errno(rc)) {
+            .SUCCESS => .woken, // woken, or the word no longer held `expect`
+            .INTR => .interrupted, // a signal handler ran: let the caller run Python's handlers
+            .TIMEDOUT => .timed_out,
+            else => |e| std.debug.panic("_umtx_op wait: unexpected errno {t}", .{e}),
+        };
+    }
+
+    fn wake(word: *const Atomic, max_waiters: u32) void {
+        const n: c_ulong = @min(max_waiters, std.math.maxInt(i32));
+        const rc = c._umtx_op(@intFromPtr(&word.raw), @intFromEnum(c.UMTX_OP.WAKE_PRIVATE), n, 0, 0);
+        switch (std.posix.errno(rc)) {
+            .SUCCESS => {},
+            else => |e| std.debug.panic("_umtx_op wake: unexpected errno {t}", .{e}),
         }
     }
 };

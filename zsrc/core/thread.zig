@@ -12,6 +12,8 @@ pub const SpawnError = error{
 
 /// The smallest stack `setStackSize` accepts: CPython's THREAD_STACK_MIN (0x8000).
 pub const min_stack_size_bytes: usize = 0x8000;
+/// Windows only: CPython's THREAD_MAX_STACKSIZE (0x10000000).
+pub const max_stack_size_bytes_windows: usize = 0x1000_0000;
 
 /// The stack a new thread gets when Python asked for none (`stack_size() == 0`): CPython's effective
 /// default, and never less than 1 MiB. 0 means "the OS default", which is what CPython uses there.
@@ -74,7 +76,7 @@ pub const name_max_bytes: usize = switch (os) {
     else => if (os.isDarwin()) 63 else 15,
 };
 
-pub const NameError = error{ NameTooLong, Unexpected };
+pub const NameError = error{ NameTooLong, Unsupported, Unexpected };
 
 /// Names the calling thread at the OS level (visible in /proc/self/task/*/comm, debuggers and top).
 pub fn setCurrentName(name: [:0]const u8) NameError!void {
@@ -87,15 +89,90 @@ pub fn currentName(buf: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
     return Impl.currentName(buf);
 }
 
-/// True in the process's initial thread (the one that ran main()).
-pub fn isProcessMainThread() bool {
+/// True in the process's initial thread (the one that ran main()), null where the OS cannot tell.
+pub fn isProcessMainThread() ?bool {
     return Impl.isProcessMainThread();
 }
 
 const Impl = if (os == .linux or os.isDarwin() or os == .freebsd)
     PosixImpl
+else if (os == .windows)
+    WindowsImpl
 else
-    @compileError("zthread: no thread implementation for this OS yet (Windows _beginthreadex is planned)");
+    @compileError("zthread: no thread implementation for this OS");
+
+const WindowsImpl = struct {
+    const windows = std.os.windows;
+    const Handle = windows.HANDLE;
+    const INFINITE: u32 = 0xFFFF_FFFF;
+    const STACK_SIZE_PARAM_IS_A_RESERVATION: c_uint = 0x0001_0000;
+
+    extern "c" fn _beginthreadex(
+        security: ?*anyopaque,
+        stack_size: c_uint,
+        start: *const fn (?*anyopaque) callconv(.winapi) c_uint,
+        arg: ?*anyopaque,
+        flags: c_uint,
+        thread_id: ?*c_uint,
+    ) usize;
+    extern "kernel32" fn WaitForSingleObject(h: Handle, ms: u32) callconv(.winapi) u32;
+    extern "kernel32" fn CloseHandle(h: Handle) callconv(.winapi) windows.BOOL;
+    extern "kernel32" fn GetCurrentThreadId() callconv(.winapi) u32;
+    extern "kernel32" fn GetThreadId(h: Handle) callconv(.winapi) u32;
+
+    // https://learn.microsoft.com/en-us/cpp/c-runtime-library/reference/beginthread-beginthreadex
+    // As CPython: the CRT's thread start (its per-thread state is set up), the stack size a reservation.
+    fn spawn(comptime Ctx: type, comptime entry: fn (*Ctx) void, ctx: *Ctx, stack_size_bytes: usize) SpawnError!Handle {
+        const Trampoline = struct {
+            fn run(arg: ?*anyopaque) callconv(.winapi) c_uint {
+                entry(@ptrCast(@alignCast(arg.?)));
+                return 0;
+            }
+        };
+        const size = std.math.cast(c_uint, stack_size_bytes) orelse return error.SystemResources;
+        const h = _beginthreadex(null, size, Trampoline.run, ctx, STACK_SIZE_PARAM_IS_A_RESERVATION, null);
+        if (h == 0) return error.SystemResources; // errno EAGAIN/EINVAL/EACCES: "can't start new thread"
+        return @ptrFromInt(h);
+    }
+
+    fn detach(handle: Handle) void {
+        _ = CloseHandle(handle); // the thread runs on; only our handle to it goes
+    }
+
+    fn join(handle: Handle) void {
+        const rc = WaitForSingleObject(handle, INFINITE);
+        std.debug.assert(rc == 0); // WAIT_OBJECT_0: anything else means a bad handle, a bug here
+        _ = CloseHandle(handle);
+    }
+
+    fn stackSizeIsValid(size_bytes: usize) bool {
+        return size_bytes < max_stack_size_bytes_windows;
+    }
+
+    fn handleIdent(handle: Handle) u64 {
+        return GetThreadId(handle);
+    }
+
+    fn currentIdent() u64 {
+        return GetCurrentThreadId();
+    }
+
+    fn currentNativeId() u64 {
+        return GetCurrentThreadId();
+    }
+
+    fn setCurrentName(_: [:0]const u8) NameError!void {
+        return error.Unsupported; // SetThreadDescription (UTF-16): planned
+    }
+
+    fn currentName(_: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
+        return error.Unsupported;
+    }
+
+    fn isProcessMainThread() ?bool {
+        return null;
+    }
+};
 
 const PosixImpl = struct {
     const c = std.c;
@@ -157,10 +234,11 @@ const PosixImpl = struct {
     extern "c" fn pthread_main_np() c_int;
     extern "c" fn getpid() c_int;
 
-    // https://man7.org/linux/man-pages/man3/pthread_setname_np.3.html
+    // https://man7.org/linux/man-pages/man3/pthread_setname_np.3.html; macOS names only the calling
+    // thread and takes just the name.
     fn setCurrentName(name: [:0]const u8) NameError!void {
         const rc = if (os.isDarwin())
-            pthread_setname_np_darwin(name.ptr)
+            Darwin.pthread_setname_np(name.ptr)
         else
             pthread_setname_np(c.pthread_self(), name.ptr);
         return switch (rc) {
@@ -170,7 +248,9 @@ const PosixImpl = struct {
         };
     }
 
-    extern "c" fn pthread_setname_np_darwin(name: [*:0]const u8) c_int; // never linked: macOS is planned
+    const Darwin = struct {
+        extern "c" fn pthread_setname_np(name: [*:0]const u8) c_int;
+    };
 
     fn currentName(buf: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
         // ERANGE only if the buffer is shorter than the OS's limit, which it is not.
@@ -180,7 +260,7 @@ const PosixImpl = struct {
         return buf[0..len :0];
     }
 
-    fn isProcessMainThread() bool {
+    fn isProcessMainThread() ?bool {
         if (os == .linux) return std.os.linux.gettid() == getpid();
         return pthread_main_np() == 1;
     }

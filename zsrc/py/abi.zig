@@ -257,6 +257,11 @@ pub inline fn boolean(v: bool) *Object {
     return newRef(if (v) &_Py_TrueStruct else &_Py_FalseStruct);
 }
 
+/// A type slot as the function type it holds (function pointers are 4-byte aligned on arm64).
+pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
+    return @ptrCast(@alignCast(PyType_GetSlot(tp, slot).?));
+}
+
 pub inline fn typeObject(tp: *TypeObject) *Object {
     return @ptrCast(@alignCast(tp));
 }

@@ -118,7 +118,7 @@ fn localDict(self: *LocalObject) ?*Object {
     const tp = self.ob_base.ob_type;
     const init = abi.PyType_GetSlot(tp, abi.Py_tp_init);
     if (init != object_init) {
-        const init_fn: *const fn (*Object, *Object, ?*Object) callconv(.c) c_int = @ptrCast(init.?);
+        const init_fn: *const fn (*Object, *Object, ?*Object) callconv(.c) c_int = @ptrCast(@alignCast(init.?));
         if (init_fn(&self.ob_base, self.init_args.?, self.init_kwargs) < 0) {
             // Forget the dict, so the next access in this thread tries __init__ again.
             removeDict(self, registry);
@@ -183,7 +183,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
             return null;
         }
     }
-    const alloc: *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_alloc).?);
+    const alloc = abi.slotFn(*const fn (*abi.TypeObject, isize) callconv(.c) ?*Object, tp, abi.Py_tp_alloc);
     const o = alloc(tp, 0) orelse return null; // zero-filled
     const self = cast(o);
     self.key = next_key.fetchAdd(1, .monotonic);
@@ -258,7 +258,7 @@ fn dealloc(o: *Object) callconv(.c) void {
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
     _ = clear(o);
     const tp = o.ob_type;
-    const free: *const fn (?*anyopaque) callconv(.c) void = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_free).?);
+    const free = abi.slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, abi.Py_tp_free);
     free(o);
     abi.decRef(abi.typeObject(tp));
 }

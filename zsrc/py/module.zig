@@ -21,11 +21,20 @@ pub const panic = std.debug.FullPanic(fatal);
 
 fn fatal(msg: []const u8, _: ?usize) noreturn {
     @branchHint(.cold);
-    const prefix = "zthread: fatal error: ";
-    _ = std.c.write(2, prefix, prefix.len);
-    _ = std.c.write(2, msg.ptr, msg.len);
-    _ = std.c.write(2, "\n", 1);
+    writeStderr("zthread: fatal error: ");
+    writeStderr(msg);
+    writeStderr("\n");
     std.c.abort();
+}
+
+extern "c" fn _write(fd: c_int, buf: [*]const u8, len: c_uint) c_int;
+
+fn writeStderr(bytes: []const u8) void {
+    if (@import("builtin").os.tag == .windows) {
+        _ = _write(2, bytes.ptr, @intCast(bytes.len));
+    } else {
+        _ = std.c.write(2, bytes.ptr, bytes.len);
+    }
 }
 
 fn getIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
@@ -209,7 +218,8 @@ fn exec(module: *Object) callconv(.c) c_int {
     state.of(module).threads_allowed = threadsAllowed();
     if (!addFromCPython(module)) return -1;
     handles.registerForkHook();
-    if (main_thread_ident == 0 and core.thread.isProcessMainThread()) main_thread_ident = core.thread.currentIdent();
+    // The first import in the process's initial thread; where the OS cannot tell, the first import.
+    if (main_thread_ident == 0 and (core.thread.isProcessMainThread() orelse true)) main_thread_ident = core.thread.currentIdent();
     const rlock_type = rlock.createType() orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;

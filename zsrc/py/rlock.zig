@@ -29,7 +29,7 @@ const FreeFunc = *const fn (?*anyopaque) callconv(.c) void;
 /// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14.
 fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
     // tp_alloc, not PyObject_Malloc: a Python subclass may add a __dict__ and the GC.
-    const alloc: AllocFunc = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_alloc).?);
+    const alloc = abi.slotFn(AllocFunc, tp, abi.Py_tp_alloc);
     const o = alloc(tp, 0) orelse return null;
     const self = cast(o);
     self.rlock = .{};
@@ -41,7 +41,7 @@ fn dealloc(o: *Object) callconv(.c) void {
     const self = cast(o);
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
     const tp = o.ob_type;
-    const free: FreeFunc = @ptrCast(abi.PyType_GetSlot(tp, abi.Py_tp_free).?);
+    const free = abi.slotFn(FreeFunc, tp, abi.Py_tp_free);
     free(o);
     abi.decRef(abi.typeObject(tp)); // instances of a heap type own a reference to it
 }
