@@ -1,0 +1,302 @@
+"""Behaviour of the documented `_thread` API on zthread: locks, threads, signals, stack size, ids."""
+
+from __future__ import annotations
+
+import _thread
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import zthread
+
+WAIT = 10.0  # every wait in these tests is bounded: a bug fails, it does not hang
+
+
+def start(function: Callable[..., object], *args: Any) -> None:
+    zthread.start_new_thread(function, args)
+
+
+def wait_for_threads() -> None:
+    deadline = time.monotonic() + WAIT
+    while zthread._count() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert zthread._count() == 0
+
+
+# ---- locks ----
+
+
+def test_a_lock_is_a_binary_semaphore() -> None:
+    lock = zthread.allocate_lock()
+    assert not lock.locked()
+    assert lock.acquire() is True
+    assert lock.locked()
+    assert lock.acquire(False) is False
+    assert lock.acquire(timeout=0) is False
+    lock.release()
+    assert not lock.locked()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+
+
+@pytest.mark.parametrize("timeout", [0.01, 0.05, 0.2])
+def test_a_timed_acquire_never_returns_before_its_deadline(timeout: float) -> None:
+    lock = zthread.allocate_lock()
+    lock.acquire()
+    t0 = time.monotonic()
+    assert lock.acquire(timeout=timeout) is False
+    elapsed = time.monotonic() - t0
+    assert elapsed >= timeout
+    assert elapsed < timeout * 10 + 2  # only catches a wait that never ended
+    assert lock.locked()
+
+
+def test_a_lock_released_by_another_thread_wakes_the_waiter() -> None:
+    lock = zthread.allocate_lock()
+    lock.acquire()
+    start(lambda: (time.sleep(0.05), lock.release()))
+    assert lock.acquire(timeout=WAIT) is True  # the other thread released what main acquired
+    lock.release()
+    wait_for_threads()
+
+
+def test_a_blocked_acquire_releases_the_gil() -> None:
+    lock = zthread.allocate_lock()
+    lock.acquire()
+    progress = [0]
+
+    def spin() -> None:
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            progress[0] += 1
+        lock.release()
+
+    start(spin)
+    assert lock.acquire(timeout=WAIT)
+    assert progress[0] > 1000  # the spinning Python thread ran while main was blocked
+    lock.release()
+    wait_for_threads()
+
+
+def test_mutual_exclusion_under_contention() -> None:
+    lock = zthread.allocate_lock()
+    done = [zthread.allocate_lock() for _ in range(8)]
+    state = {"inside": 0, "max_inside": 0, "count": 0}
+
+    def worker(finished: Any) -> None:
+        for i in range(2000):
+            ok = lock.acquire(timeout=WAIT) if i % 2 else lock.acquire()
+            assert ok
+            state["inside"] += 1
+            state["max_inside"] = max(state["max_inside"], state["inside"])
+            state["count"] += 1
+            state["inside"] -= 1
+            lock.release()
+        finished.release()
+
+    for d in done:
+        d.acquire()
+        start(worker, d)
+    for d in done:
+        assert d.acquire(timeout=WAIT * 3)
+    assert state == {"inside": 0, "max_inside": 1, "count": 16000}
+    wait_for_threads()
+
+
+def test_context_manager_aliases_and_fork_reinit() -> None:
+    lock = zthread.allocate_lock()
+    with lock as entered:
+        assert entered is True and lock.locked()
+    assert not lock.locked()
+    assert lock.acquire_lock() and lock.locked_lock()
+    lock.release_lock()
+    lock.acquire()
+    lock._at_fork_reinit()
+    assert not lock.locked()
+
+
+def test_locks_are_weakly_referenceable_and_not_subclassable() -> None:
+    lock = zthread.allocate_lock()
+    died = []
+    ref = weakref.ref(lock, lambda r: died.append(r))
+    assert ref() is lock
+    del lock
+    assert died and ref() is None
+    with pytest.raises(TypeError, match="is not an acceptable base type"):
+        type("Sub", (zthread.LockType,), {})
+
+
+# ---- threads ----
+
+
+def test_start_new_thread_runs_the_call_and_returns_its_ident() -> None:
+    got: dict[str, Any] = {}
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def run(a: int, b: int = 0) -> None:
+        got.update(args=(a, b), ident=zthread.get_ident(), cpython=_thread.get_ident(),
+                   native=zthread.get_native_id(), cpython_native=_thread.get_native_id())
+        done.release()
+
+    ident = zthread.start_new_thread(run, (1,), {"b": 2})
+    assert done.acquire(timeout=WAIT)
+    assert got["args"] == (1, 2)
+    assert got["ident"] == got["cpython"] == ident != zthread.get_ident()
+    assert got["native"] == got["cpython_native"] != zthread.get_native_id()
+    wait_for_threads()
+
+
+def test_ids_match_cpython_in_the_main_thread() -> None:
+    assert zthread.get_ident() == _thread.get_ident()
+    assert zthread.get_native_id() == _thread.get_native_id()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_native_id_is_right_in_a_forked_child() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, f"{zthread.get_native_id()} {_thread.get_native_id()}".encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child[0] == child[1] != str(zthread.get_native_id())
+
+
+def test_unhandled_exception_goes_to_unraisablehook(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def hook(unraisable: Any) -> None:
+        seen.append(unraisable)
+        done.release()
+
+    def fail() -> None:
+        raise ValueError("task failed")
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    start(fail)
+    assert done.acquire(timeout=WAIT)
+    wait_for_threads()
+    (u,) = seen
+    assert u.exc_type is ValueError and str(u.exc_value) == "task failed" and u.exc_traceback is not None
+    if sys.version_info >= (3, 13):
+        assert u.err_msg == f"Exception ignored in thread started by {fail!r}" and u.object is None
+    else:
+        assert u.err_msg == "Exception ignored in thread started by" and u.object is fail
+
+
+def test_system_exit_ends_a_thread_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def quit_early() -> None:
+        try:
+            zthread.exit()
+        finally:
+            done.release()
+
+    start(quit_early)
+    start(lambda: (_ for _ in ()).throw(SystemExit(3)))
+    assert done.acquire(timeout=WAIT)
+    wait_for_threads()
+    assert seen == []
+
+
+def stack_size_of_current_thread() -> int:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.pthread_self.restype = ctypes.c_ulong
+    libc.pthread_getattr_np.argtypes = [ctypes.c_ulong, ctypes.c_char_p]
+    attr = ctypes.create_string_buffer(128)
+    size = ctypes.c_size_t()
+    assert libc.pthread_getattr_np(libc.pthread_self(), attr) == 0
+    assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
+    libc.pthread_attr_destroy(attr)
+    return size.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the stack with glibc's pthread_getattr_np")
+def test_stack_size_applies_to_new_threads() -> None:
+    sizes: list[int] = []
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def record() -> None:
+        sizes.append(stack_size_of_current_thread())
+        done.release()
+
+    old = zthread.stack_size(4 * 1024 * 1024)
+    try:
+        assert zthread.stack_size() == 4 * 1024 * 1024
+        start(record)
+        assert done.acquire(timeout=WAIT)
+    finally:
+        assert zthread.stack_size(old) == 4 * 1024 * 1024
+    assert sizes[0] >= 4 * 1024 * 1024
+    wait_for_threads()
+
+
+# ---- signals ----
+
+pytestmark_posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def send_soon(signum: int, delay: float = 0.1) -> None:
+    main = zthread.get_ident()
+    start(lambda: (time.sleep(delay), signal.pthread_kill(main, signum)))
+
+
+@pytestmark_posix
+@pytest.mark.parametrize("timeout", [-1, 30.0])
+def test_sigint_interrupts_a_blocked_acquire(timeout: float) -> None:
+    lock = zthread.allocate_lock()
+    lock.acquire()
+    send_soon(signal.SIGINT)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire(timeout=timeout)
+    assert time.monotonic() - t0 < 10
+    assert lock.locked()  # still held by us, consistent
+    assert lock.acquire(False) is False
+    lock.release()
+    assert lock.acquire(False) is True
+    wait_for_threads()
+
+
+@pytestmark_posix
+def test_a_handler_that_does_not_raise_lets_the_wait_go_on() -> None:
+    calls: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    try:
+        lock = zthread.allocate_lock()
+        lock.acquire()
+        send_soon(signal.SIGUSR1, 0.05)
+        t0 = time.monotonic()
+        assert lock.acquire(timeout=0.3) is False
+        assert time.monotonic() - t0 >= 0.3  # the deadline did not move, nor come early
+        assert calls == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    wait_for_threads()
+
+
+@pytestmark_posix
+def test_interrupt_main_raises_in_the_main_thread() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        zthread.interrupt_main()
+        for _ in range(1000):
+            time.sleep(0.001)

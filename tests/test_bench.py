@@ -1,0 +1,54 @@
+"""The bench runs and reports every metric for both sides (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from zthread._bench import METRICS
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zthread", "bench", "--quick", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_json_reports_every_metric_for_both_sides(tmp_path: Path) -> None:
+    proc = bench("--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    reported = {m["metric"]: m for m in doc["metrics"]}
+    assert list(reported) == [m.name for m in METRICS]
+    for name, m in reported.items():
+        for side in ("cpython", "zthread"):
+            value = m[side]
+            assert isinstance(value, float) and math.isfinite(value), (name, side, value)
+            if name != "overshoot_us":  # lateness can be ~0 either way
+                assert value > 0, (name, side, value)
+
+
+def test_text_table_names_every_metric_and_the_machine(tmp_path: Path) -> None:
+    proc = bench(cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("zthread bench: CPython ")
+    for m in METRICS:
+        assert any(line.split()[:1] == [m.name] for line in lines), m.name
+    assert "round" in proc.stderr  # the progress line
+
+
+def test_only_picks_metrics_and_rejects_unknown_ones(tmp_path: Path) -> None:
+    proc = bench("--json", "--only", "acq_rel,locked", cwd=tmp_path)
+    assert [m["metric"] for m in json.loads(proc.stdout)["metrics"]] == ["acq_rel", "locked"]
+    bad = bench("--only", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown metric" in bad.stderr
+
+
+def test_the_bench_does_not_import_threading(tmp_path: Path) -> None:
+    code = "import sys; from zthread._bench import main; main(['--quick', '--only', 'handoff,spawn']); print('threading' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "False"
