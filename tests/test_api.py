@@ -62,7 +62,12 @@ def test_a_timed_acquire_never_returns_before_its_deadline(timeout: float) -> No
 def test_a_lock_released_by_another_thread_wakes_the_waiter() -> None:
     lock = zthread.allocate_lock()
     lock.acquire()
-    start(lambda: (time.sleep(0.05), lock.release()))
+
+    def release_later() -> None:
+        time.sleep(0.05)
+        lock.release()
+
+    start(release_later)
     assert lock.acquire(timeout=WAIT) is True  # the other thread released what main acquired
     lock.release()
     wait_for_threads()
@@ -257,7 +262,12 @@ pytestmark_posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX sig
 
 def send_soon(signum: int, delay: float = 0.1) -> None:
     main = zthread.get_ident()
-    start(lambda: (time.sleep(delay), signal.pthread_kill(main, signum)))
+
+    def send() -> None:
+        time.sleep(delay)
+        signal.pthread_kill(main, signum)
+
+    start(send)
 
 
 @pytestmark_posix
