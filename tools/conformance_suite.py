@@ -44,6 +44,10 @@ def main() -> int:
     }
     records: list[dict[str, str]] = []
 
+    def save() -> None:
+        with open(out_path, "w") as f:
+            json.dump(records, f)
+
     class Recorder(unittest.TestResult):
         def startTest(self, test: unittest.TestCase) -> None:
             faulthandler.dump_traceback_later(PER_TEST_TIMEOUT_S, exit=True)
@@ -56,6 +60,7 @@ def main() -> int:
 
         def _add(self, test: unittest.TestCase, outcome: str, detail: str = "") -> None:
             records.append({"suite": suite_name, "test": test.id(), "outcome": outcome, "detail": detail[-2000:]})
+            save()  # after every test: a run killed by the per-test timeout keeps what it has
 
         def addSuccess(self, test: unittest.TestCase) -> None:
             self._add(test, "pass")
@@ -79,10 +84,10 @@ def main() -> int:
             if err is not None:
                 self._add(subtest, "fail", self._exc_info_to_string(err, test))  # type: ignore[arg-type]
 
+    save()
     for suite_name, suite in suites.items():
         suite.run(Recorder())
-        with open(out_path, "w") as f:
-            json.dump(records, f)
+    save()
     return 0
 
 

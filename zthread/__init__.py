@@ -8,8 +8,10 @@ import sys
 
 try:
     from zthread import _zthread
-except ModuleNotFoundError as e:  # pragma: no cover - only in a source checkout
-    if e.name != "zthread._zthread":
+except ImportError:  # pragma: no cover - only in a source checkout
+    import os
+
+    if any(name.startswith("_zthread.") and not name.endswith(".pyi") for name in os.listdir(__path__[0])):
         raise
     raise ImportError(
         f"zthread's native module is not built in {__path__[0]}: this is the source folder. "

@@ -149,6 +149,7 @@ pub extern fn PyLong_AsUnsignedLongLong(o: *Object) c_ulonglong;
 pub extern fn PyLong_AsUnsignedLongLongMask(o: *Object) c_ulonglong;
 pub extern fn PyLong_AsSsize_t(o: *Object) isize;
 pub extern fn PyNumber_Index(o: *Object) ?*Object;
+pub extern fn PyIndex_Check(o: *Object) c_int;
 pub extern fn PyFloat_AsDouble(o: *Object) f64;
 pub extern fn PyFloat_FromDouble(v: f64) ?*Object;
 pub extern fn PyUnicode_FromString(s: [*:0]const u8) ?*Object;

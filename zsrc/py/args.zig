@@ -38,6 +38,7 @@ pub fn secondsToNs(obj: *Object) ?i64 {
         if (!(ns >= -limit and ns < limit)) return floatOverflow();
         return @intFromFloat(ns);
     }
+    if (version.atLeast(14) and abi.PyIndex_Check(obj) == 0) return notANumber(obj);
     const seconds = abi.PyLong_AsLongLong(obj);
     if (seconds == -1 and abi.PyErr_Occurred() != null) {
         if (abi.PyErr_ExceptionMatches(abi.PyExc_OverflowError) != 0) return intOverflow();
@@ -47,7 +48,20 @@ pub fn secondsToNs(obj: *Object) ?i64 {
     return ns;
 }
 
+/// 3.14+: the conversion names both accepted kinds (3.14) or says "real number" (3.15).
+fn notANumber(obj: *Object) ?i64 {
+    const name = typeName(obj) orelse return null;
+    defer abi.decRef(name);
+    if (version.atLeast(15)) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "must be real number, not %U", name);
+    } else {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "'%U' object cannot be interpreted as an integer or float", name);
+    }
+    return null;
+}
+
 fn floatOverflow() ?i64 {
+    if (version.atLeast(14)) return pyTimeOverflow();
     const msg = if (version.atLeast(11))
         "timestamp out of range for platform time_t"
     else
@@ -56,7 +70,13 @@ fn floatOverflow() ?i64 {
     return null;
 }
 
+fn pyTimeOverflow() ?i64 {
+    abi.PyErr_SetString(abi.PyExc_OverflowError, "timestamp out of range for C PyTime_t");
+    return null;
+}
+
 fn intOverflow() ?i64 {
+    if (version.atLeast(14)) return pyTimeOverflow();
     const msg = if (version.atLeast(13))
         "timestamp too large to convert to C PyTime_t"
     else
@@ -99,6 +119,19 @@ pub fn tooManyPositional(name: [*:0]const u8, max: isize, given: isize) ?*Object
 pub fn noKeywords(name: [*:0]const u8) ?*Object {
     _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no keyword arguments", name);
     return null;
+}
+
+/// METH_NOARGS's checks for a FASTCALL method: "NAME() takes no arguments (N given)".
+pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
+    if (keywordCount(kwnames) != 0) {
+        _ = noKeywords(name);
+        return false;
+    }
+    if (nargs != 0) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
+        return false;
+    }
+    return true;
 }
 
 pub inline fn keywordCount(kwnames: ?*Object) isize {
@@ -151,10 +184,15 @@ pub const Acquire = struct {
 /// `lock.acquire(blocking=True, timeout=-1)`, as `lock_acquire_parse_args` of the running CPython parses
 /// it (PyArg_ParseTupleAndKeywords "|iO:acquire" on 3.10/3.11, "|pO:acquire" from 3.12).
 pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+    return parseAcquireNamed("acquire", args, nargs, kwnames);
+}
+
+/// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`).
+pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     const nkw = keywordCount(kwnames);
     if (nargs + nkw > 2) {
         const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
-        _ = abi.PyErr_Format(abi.PyExc_TypeError, "acquire() takes at most 2 %sarguments (%zd given)", kind, nargs + nkw);
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes at most 2 %sarguments (%zd given)", fname, kind, nargs + nkw);
         return null;
     }
     const names = [_][*:0]const u8{ "blocking", "timeout" };
@@ -171,7 +209,7 @@ pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Ac
     var blocking = true;
     if (values[0]) |obj| blocking = toBlocking(obj) orelse return null;
     if (nkw > matched) {
-        badKeyword("acquire", args, nargs, kwnames, &names);
+        badKeyword(fname, args, nargs, kwnames, &names);
         return null;
     }
     var timeout_ns = unset_timeout_ns;

@@ -72,3 +72,28 @@ fn unraisableArgsType() ?*Object {
     _ = abi.PySys_SetObject("unraisablehook", user_hook);
     return unraisable_args_type;
 }
+
+/// True, with CPython's exception set (RuntimeError, from 3.13 PythonFinalizationError), if the
+/// interpreter is shutting down: what `sys.is_finalizing()` reports, the only view of it the stable ABI
+/// gives. Also true (with that error) if the check itself failed.
+pub fn refuseAtShutdown(msg: [*:0]const u8) bool {
+    const is_finalizing = abi.PySys_GetObject("is_finalizing") orelse return false;
+    const r = abi.PyObject_CallFunctionObjArgs(is_finalizing, @as(?*Object, null)) orelse return true;
+    defer abi.decRef(r);
+    if (r != &abi._Py_TrueStruct) return false;
+    const exc_type = finalizationError();
+    defer abi.decRef(exc_type);
+    abi.PyErr_SetString(exc_type, msg);
+    return true;
+}
+
+fn finalizationError() *Object {
+    if (@import("version.zig").atLeast(13)) {
+        if (abi.PyImport_ImportModule("builtins")) |builtins| {
+            defer abi.decRef(builtins);
+            if (abi.PyObject_GetAttrString(builtins, "PythonFinalizationError")) |t| return t;
+        }
+        abi.PyErr_Clear();
+    }
+    return abi.newRef(abi.PyExc_RuntimeError);
+}

@@ -173,13 +173,15 @@ pub fn registerForkHook() void {
 
 // ---- joining ----
 
-pub const JoinError = error{ NotStarted, JoinSelf, Interrupted };
+pub const JoinError = error{ NotStarted, JoinSelf, Interrupted, Finalizing };
 
 /// Waits for the thread to exit, at most `timeout_ns` (-1: forever), then reaps the OS thread once.
 /// Returns false on timeout. Releases the GIL while waiting; a signal handler that raises ends the wait.
 pub fn join(h: *Handle, timeout_ns: i64) JoinError!bool {
     if (h.state.load(.acquire) == .not_started) return error.NotStarted;
     if (!h.isDone() and h.ident.load(.monotonic) == core.thread.currentIdent()) return error.JoinSelf;
+    // 3.14 (gh-123940): during finalization the thread cannot run on to its end: refuse, do not hang.
+    if (!h.isDone() and version.atLeast(14) and errors.refuseAtShutdown("cannot join thread at interpreter shutdown")) return error.Finalizing;
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
     while (!h.isDone()) {
         const tstate = abi.PyEval_SaveThread();
@@ -317,7 +319,7 @@ pub fn joinError(e: JoinError) ?*Object {
     switch (e) {
         error.NotStarted => abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread not started"),
         error.JoinSelf => abi.PyErr_SetString(abi.PyExc_RuntimeError, "Cannot join current thread"),
-        error.Interrupted => {},
+        error.Interrupted, error.Finalizing => {},
     }
     return null;
 }

@@ -48,19 +48,38 @@ fn new(tp: *abi.TypeObject, tuple: *Object, kwargs: ?*Object) callconv(.c) ?*Obj
     if (kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("lock");
     const n = abi.PyTuple_Size(tuple);
     if (n != 0) {
-        _ = abi.PyErr_Format(abi.PyExc_TypeError, "lock expected 0 arguments, got %zd", n);
+        if (version.atLeast(15)) {
+            abi.PyErr_SetString(abi.PyExc_TypeError, "lock() takes no positional arguments");
+        } else {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "lock expected 0 arguments, got %zd", n);
+        }
         return null;
     }
     return newLock(tp);
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    return acquireNamed("acquire", o, argv, nargs, kwnames);
+}
+
+/// `acquire_lock`: an alias, whose messages say "acquire_lock()" from 3.15 (argument clinic).
+fn acquireLock(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    return acquireNamed(if (version.atLeast(15)) "acquire_lock" else "acquire", o, argv, nargs, kwnames);
+}
+
+/// `__enter__`: acquire's arguments until 3.14; none from 3.15.
+fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (version.atLeast(15) and !args.noArguments("lock.__enter__", nargs, kwnames)) return null;
+    return acquireNamed("acquire", o, argv, nargs, kwnames);
+}
+
+inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     const self = cast(o);
     if (nargs == 0 and kwnames == null) {
         if (self.lock.tryAcquire()) return abi.boolean(true);
         return waitFor(self, -1);
     }
-    const parsed = args.parseAcquire(argv, nargs, kwnames) orelse return null;
+    const parsed = args.parseAcquireNamed(fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);
     if (parsed.timeout_ns == 0) return abi.boolean(false);
     return waitFor(self, parsed.timeout_ns);
@@ -78,8 +97,13 @@ fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
 
 /// `__exit__(*exc_info)`: any positional arguments, no keywords (CPython's METH_VARARGS method, whose
 /// keyword message names the type from 3.11 on), without building an argument tuple on every `with`.
-fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+/// From 3.15 exactly three positional arguments.
+fn exit(o: *Object, _: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "lock.__exit__" else "__exit__");
+    if (version.atLeast(15) and nargs != 3) {
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
+        return null;
+    }
     cast(o).lock.release() catch return releaseError();
     return abi.none();
 }
@@ -131,13 +155,13 @@ const locked_doc =
 ;
 
 var methods = [_]abi.MethodDef{
-    .{ .ml_name = "acquire_lock", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "acquire_lock($self, /, blocking=True, timeout=-1)\n--\n\nAn obsolete synonym of acquire()." },
+    .{ .ml_name = "acquire_lock", .ml_meth = @ptrCast(&acquireLock), .ml_flags = fastcall_kw, .ml_doc = "acquire_lock($self, /, blocking=True, timeout=-1)\n--\n\nAn obsolete synonym of acquire()." },
     .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
     .{ .ml_name = "release_lock", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = "release_lock($self, /)\n--\n\nAn obsolete synonym of release()." },
     .{ .ml_name = "release", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = release_doc },
     .{ .ml_name = "locked_lock", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()." },
     .{ .ml_name = "locked", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = locked_doc },
-    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
     .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
     abi.sentinel_method,

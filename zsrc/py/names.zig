@@ -13,7 +13,7 @@ pub fn setName(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Obj
     if (!args.parseKeywords("set_name", &.{"name"}, 1, argv, nargs, kwnames, &values)) return null;
     const name = values[0].?;
     if (!abi.isUnicode(name)) {
-        const tp_name = args.typeName(name) orelse return null;
+        const tp_name = args.argTypeName(name) orelse return null;
         defer abi.decRef(tp_name);
         _ = abi.PyErr_Format(abi.PyExc_TypeError, "set_name() argument 'name' must be str, not %U", tp_name);
         return null;

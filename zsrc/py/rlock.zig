@@ -26,8 +26,13 @@ inline fn currentIdent() u64 {
 const AllocFunc = *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object;
 const FreeFunc = *const fn (?*anyopaque) callconv(.c) void;
 
-/// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14.
-fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
+/// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14; 3.15 refuses
+/// positional ones (gh-102029).
+fn new(tp: *abi.TypeObject, init_args: *Object, _: ?*Object) callconv(.c) ?*Object {
+    if (version.atLeast(15) and abi.PyTuple_Size(init_args) != 0) {
+        abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
+        return null;
+    }
     // tp_alloc, not PyObject_Malloc: a Python subclass may add a __dict__ and the GC.
     const alloc = abi.slotFn(AllocFunc, tp, abi.Py_tp_alloc);
     const o = alloc(tp, 0) orelse return null;
@@ -64,6 +69,12 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
     return abi.boolean(acquired);
 }
 
+/// `__enter__`: acquire's arguments until 3.14; none from 3.15.
+fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    if (version.atLeast(15) and !args.noArguments("RLock.__enter__", nargs, kwnames)) return null;
+    return acquire(o, argv, nargs, kwnames);
+}
+
 fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     cast(o).rlock.release(currentIdent()) catch return notAcquired();
     return abi.none();
@@ -94,7 +105,10 @@ fn locked(o: *Object, _: ?*Object) callconv(.c) ?*Object {
 
 /// `_release_save()` -> (count, owner): gives the lock up entirely (threading.Condition.wait).
 fn releaseSave(o: *Object, _: ?*Object) callconv(.c) ?*Object {
-    const saved = cast(o).rlock.releaseSave() catch return notAcquired();
+    const self = cast(o);
+    // 3.14+ (_PyRecursiveMutex): only the owner may; before, any thread while the lock is held.
+    if (version.atLeast(14) and self.rlock.owner.load(.monotonic) != currentIdent()) return notAcquired();
+    const saved = self.rlock.releaseSave() catch return notAcquired();
     const count = abi.PyLong_FromUnsignedLongLong(saved.count) orelse return null;
     defer abi.decRef(count);
     const owner = abi.PyLong_FromUnsignedLongLong(saved.owner) orelse return null;
@@ -102,19 +116,61 @@ fn releaseSave(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyTuple_Pack(2, count, owner);
 }
 
-/// `_acquire_restore((count, owner))`, parsed as CPython's "(kk):_acquire_restore".
+/// `_acquire_restore((count, owner))`, parsed as the running CPython does: "(kk)" until 3.13 (any
+/// sequence), "(nK)" over a tuple from 3.14, a one-argument method from 3.15.
 fn acquireRestore(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "RLock._acquire_restore" else "_acquire_restore");
     if (nargs != 1) {
-        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() takes exactly 1 argument (%zd given)", nargs);
+        if (version.atLeast(15)) {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "RLock._acquire_restore() takes exactly one argument (%zd given)", nargs);
+        } else {
+            _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() takes exactly 1 argument (%zd given)", nargs);
+        }
         return null;
     }
     var pair: [2]u64 = undefined;
-    if (!parseUnsignedPair(argv[0], &pair)) return null;
+    const ok = if (version.atLeast(14)) parseCountOwner(argv[0], &pair) else parseUnsignedPair(argv[0], &pair);
+    if (!ok) return null;
     const self = cast(o);
     if (!self.rlock.lock.tryAcquire()) wait.acquireUninterruptibly(&self.rlock.lock);
     self.rlock.setOwner(pair[1], pair[0]);
     return abi.none();
+}
+
+/// 3.14+: a pair (any sequence, though the message says tuple) of count as Py_ssize_t via __index__
+/// and owner as an int, masked.
+fn parseCountOwner(state: *Object, out: *[2]u64) bool {
+    const arg: []const u8 = if (version.atLeast(15)) "argument" else "argument 1";
+    if (abi.PySequence_Check(state) == 0 or abi.isBytes(state) or abi.isUnicode(state)) {
+        const name = args.argTypeName(state) orelse return false;
+        defer abi.decRef(name);
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() %s must be 2-item tuple, not %U", arg.ptr, name);
+        return false;
+    }
+    const len = abi.PySequence_Size(state);
+    if (len < 0) return false;
+    if (len != 2) {
+        const kind: [*:0]const u8 = if (abi.isTuple(state)) "tuple" else "sequence";
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() %s must be %s of length 2, not %zd", arg.ptr, kind, len);
+        return false;
+    }
+    const first = abi.PySequence_GetItem(state, 0) orelse return false;
+    defer abi.decRef(first);
+    const count = args.toSsize(first) orelse return false;
+    const owner = abi.PySequence_GetItem(state, 1) orelse return false;
+    defer abi.decRef(owner);
+    if (abi.PyIndex_Check(owner) == 0) {
+        const name = args.argTypeName(owner) orelse return false;
+        defer abi.decRef(name);
+        const where: [*:0]const u8 = if (version.atLeast(15)) "argument 2" else "argument 1, item 1";
+        _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() %s must be int, not %U", where, name);
+        return false;
+    }
+    const owner_int = abi.PyNumber_Index(owner) orelse return false;
+    defer abi.decRef(owner_int);
+    out[0] = @bitCast(@as(i64, @intCast(count)));
+    out[1] = abi.PyLong_AsUnsignedLongLongMask(owner_int);
+    return true;
 }
 
 fn parseUnsignedPair(seq: *Object, out: *[2]u64) bool {
@@ -207,7 +263,7 @@ var methods = [_]abi.MethodDef{
     .{ .ml_name = "_acquire_restore", .ml_meth = @ptrCast(&acquireRestore), .ml_flags = fastcall_kw, .ml_doc = "_acquire_restore($self, state, /)\n--\n\nFor internal use by `threading.Condition`." },
     .{ .ml_name = "_release_save", .ml_meth = @ptrCast(&releaseSave), .ml_flags = abi.METH_NOARGS, .ml_doc = "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`." },
     .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
-    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
     abi.sentinel_method,
 };

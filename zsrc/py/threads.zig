@@ -89,39 +89,14 @@ pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isiz
     return handle_obj;
 }
 
-/// CPython's refusals: a subinterpreter without threads (3.12+), an interpreter shutting down (3.12+:
-/// RuntimeError, 3.13+: PythonFinalizationError). Finalization is what `sys.is_finalizing()` reports,
-/// the only view of it the stable ABI gives.
+/// CPython's refusals: a subinterpreter without threads (3.12+), an interpreter shutting down (3.12+).
 fn mayStartThread(module: *Object) bool {
     if (!state.of(module).threads_allowed) {
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread is not supported for isolated subinterpreters");
         return false;
     }
     if (!version.atLeast(12)) return true;
-    const finalizing = isFinalizing() orelse return false;
-    if (!finalizing) return true;
-    const exc_type = finalizationError() orelse return false;
-    defer abi.decRef(exc_type);
-    abi.PyErr_SetString(exc_type, "can't create new thread at interpreter shutdown");
-    return false;
-}
-
-fn isFinalizing() ?bool {
-    const f = abi.PySys_GetObject("is_finalizing") orelse return false;
-    const r = abi.PyObject_CallFunctionObjArgs(f, @as(?*Object, null)) orelse return null;
-    defer abi.decRef(r);
-    return r == &abi._Py_TrueStruct;
-}
-
-fn finalizationError() ?*Object {
-    if (version.atLeast(13)) {
-        if (abi.PyImport_ImportModule("builtins")) |builtins| {
-            defer abi.decRef(builtins);
-            if (abi.PyObject_GetAttrString(builtins, "PythonFinalizationError")) |t| return t;
-        }
-        abi.PyErr_Clear();
-    }
-    return abi.newRef(abi.PyExc_RuntimeError);
+    return !errors.refuseAtShutdown("can't create new thread at interpreter shutdown");
 }
 
 fn argCountError(bound: [*:0]const u8, limit: isize, given: isize) ?*Object {
@@ -242,6 +217,12 @@ pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*O
     const old_size = stack_size_bytes.load(.monotonic);
     if (nargs == 1) {
         const new_size = args.toSsize(argv[0]) orelse return null;
+        // 3.14+: the minimum leaves room for CPython's C-stack protection (gh-130398).
+        const min_size: isize = @intCast(0xC000 + std.heap.pageSize());
+        if (version.atLeast(14) and new_size != 0 and new_size < min_size) {
+            _ = abi.PyErr_Format(abi.PyExc_ValueError, "size must be at least %zd bytes", min_size);
+            return null;
+        }
         if (new_size < 0) {
             abi.PyErr_SetString(abi.PyExc_ValueError, "size must be 0 or a positive value");
             return null;

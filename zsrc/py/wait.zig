@@ -2,10 +2,15 @@
 //! handlers run when a signal interrupts the wait.
 const core = @import("core");
 const abi = @import("abi.zig");
+const errors = @import("errors.zig");
+const version = @import("version.zig");
 
 /// Waits for `lock` for at most `timeout_ns` (-1: forever). Returns whether it was acquired, or null
 /// with the exception of a signal handler that raised (Ctrl-C), the lock untouched.
 pub fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
+    // 3.15 (gh-123940): during finalization no other thread can run to release the lock, so refuse
+    // to block rather than hang.
+    if (version.atLeast(15) and errors.refuseAtShutdown("cannot acquire lock at interpreter shutdown")) return null;
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
     while (true) {
         switch (acquireWithoutGil(lock, deadline)) {
