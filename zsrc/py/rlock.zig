@@ -27,11 +27,15 @@ const AllocFunc = *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object;
 const FreeFunc = *const fn (?*anyopaque) callconv(.c) void;
 
 /// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14; 3.15 refuses
-/// positional ones (gh-102029).
-fn new(tp: *abi.TypeObject, init_args: *Object, _: ?*Object) callconv(.c) ?*Object {
-    if (version.atLeast(15) and abi.PyTuple_Size(init_args) != 0) {
-        abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
-        return null;
+/// them for RLock itself (gh-102029), not for subclasses (which may have an `__init__` of their own).
+fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
+    const exact = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+    if (version.atLeast(15) and exact) {
+        if (abi.PyTuple_Size(init_args) != 0) {
+            abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
+            return null;
+        }
+        if (init_kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("RLock");
     }
     // tp_alloc, not PyObject_Malloc: a Python subclass may add a __dict__ and the GC.
     const alloc = abi.slotFn(AllocFunc, tp, abi.Py_tp_alloc);
