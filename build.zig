@@ -29,6 +29,19 @@ pub fn build(b: *std.Build) void {
         .strip = optimize != .debug,
         .imports = &.{.{ .name = "core", .module = core }},
     });
+    if (os == .windows) {
+        // Py* symbols come from python3.dll (the stable ABI): link an import library made from the .def
+        // that lists exactly what zsrc/py/abi.zig declares.
+        const machine = switch (target.result.cpu.arch) {
+            .x86_64 => "i386:x86-64",
+            .aarch64 => "arm64",
+            else => @panic("zthread: no Windows import library for this architecture"),
+        };
+        const dlltool = b.addSystemCommand(&.{ b.graph.zig_exe, "dlltool", "-m", machine, "-d" });
+        dlltool.addFileArg(b.path("zsrc/py/python3.def"));
+        dlltool.addArg("-l");
+        ext_mod.addObjectFile(dlltool.addOutputFileArg("python3.lib"));
+    }
     const ext = b.addLibrary(.{ .name = "_zthread", .linkage = .dynamic, .root_module = ext_mod });
     // Py* symbols are resolved against the interpreter when the module is loaded.
     ext.linker_allow_shlib_undefined = true;

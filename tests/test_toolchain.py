@@ -56,3 +56,26 @@ def test_importing_zthread_does_not_import_threading() -> None:
     proc = run(sys.executable, "-c", code, cwd=Path(zthread.__file__).parent.parent)
     check(proc)
     assert proc.stdout.strip() == "False"
+
+
+def test_python3_def_lists_exactly_what_the_abi_file_declares() -> None:
+    import re
+
+    abi = (ROOT / "zsrc" / "py" / "abi.zig").read_text()
+    declared = set(re.findall(r"^pub extern fn (\w+)\(", abi, re.M))
+    declared_data = set(re.findall(r"^pub extern var (\w+):", abi, re.M))
+    lines = [line.strip() for line in (ROOT / "zsrc" / "py" / "python3.def").read_text().splitlines()]
+    exports = lines[lines.index("EXPORTS") + 1 :]
+    functions = {line for line in exports if line and not line.endswith(" DATA")}
+    data = {line.removesuffix(" DATA") for line in exports if line.endswith(" DATA")}
+    assert functions == declared
+    assert data == declared_data
+    assert "LIBRARY python3.dll" in lines
+
+
+def test_no_other_file_declares_a_cpython_symbol() -> None:
+    for path in (ROOT / "zsrc").rglob("*.zig"):
+        if path.name == "abi.zig":
+            continue
+        text = path.read_text()
+        assert "extern fn Py" not in text and "extern var Py" not in text, path
