@@ -107,7 +107,7 @@ const DarwinImpl = struct {
             // early here, so report it as a wake instead and let the caller wait again.
             c.__ulock_wait(op, &word.raw, expect, std.math.lossyCast(u32, std.math.divCeil(u64, timeout_ns, 1000) catch unreachable));
         if (rc >= 0) return .woken; // woken, or the word no longer held `expect`
-        return switch (@as(c.E, @enumFromInt(-rc))) {
+        return switch (@as(c.E, @fromBackingInt(@intCast(-rc)))) {
             .INTR => .interrupted, // a signal handler ran: let the caller run Python's handlers
             .TIMEDOUT => if (deadline.hasPassed()) .timed_out else .woken, // see the u32 cap above
             .FAULT => .woken, // the page was out; the caller re-checks and waits again
@@ -120,7 +120,7 @@ const DarwinImpl = struct {
         while (true) {
             const rc = c.__ulock_wake(op, &word.raw, 0);
             if (rc >= 0) return;
-            switch (@as(c.E, @enumFromInt(-rc))) {
+            switch (@as(c.E, @fromBackingInt(@intCast(-rc)))) {
                 .INTR => continue, // retry: the wake must happen
                 .NOENT => return, // nobody was waiting
                 else => |e| std.debug.panic("__ulock_wake: unexpected errno {t}", .{e}),
@@ -149,7 +149,7 @@ const WindowsImpl = struct {
         return switch (status) {
             .SUCCESS => .woken, // woken, spuriously or not, or the word no longer held `expect`
             .TIMEOUT => .timed_out,
-            else => std.debug.panic("RtlWaitOnAddress: unexpected status 0x{x}", .{@intFromEnum(status)}),
+            else => std.debug.panic("RtlWaitOnAddress: unexpected status 0x{x}", .{@backingInt(status)}),
         };
     }
 
@@ -176,7 +176,7 @@ const FreeBsdImpl = struct {
             tm_size = @sizeOf(c._umtx_time);
             tm_ptr = @intFromPtr(&tm);
         }
-        const rc = c._umtx_op(@intFromPtr(&word.raw), @intFromEnum(c.UMTX_OP.WAIT_UINT_PRIVATE), expect, tm_size, tm_ptr);
+        const rc = c._umtx_op(@intFromPtr(&word.raw), @backingInt(c.UMTX_OP.WAIT_UINT_PRIVATE), expect, tm_size, tm_ptr);
         return switch (std.posix.errno(rc)) {
             .SUCCESS => .woken, // woken, or the word no longer held `expect`
             .INTR => .interrupted, // a signal handler ran: let the caller run Python's handlers
@@ -187,7 +187,7 @@ const FreeBsdImpl = struct {
 
     fn wake(word: *const Atomic, max_waiters: u32) void {
         const n: c_ulong = @min(max_waiters, std.math.maxInt(i32));
-        const rc = c._umtx_op(@intFromPtr(&word.raw), @intFromEnum(c.UMTX_OP.WAKE_PRIVATE), n, 0, 0);
+        const rc = c._umtx_op(@intFromPtr(&word.raw), @backingInt(c.UMTX_OP.WAKE_PRIVATE), n, 0, 0);
         switch (std.posix.errno(rc)) {
             .SUCCESS => {},
             else => |e| std.debug.panic("_umtx_op wake: unexpected errno {t}", .{e}),

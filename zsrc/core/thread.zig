@@ -243,7 +243,7 @@ const PosixImpl = struct {
             pthread_setname_np(c.pthread_self(), name.ptr);
         return switch (rc) {
             0 => {},
-            @intFromEnum(std.posix.E.RANGE) => error.NameTooLong, // longer than the OS keeps
+            @backingInt(std.posix.E.RANGE) => error.NameTooLong, // longer than the OS keeps
             else => error.Unexpected,
         };
     }

@@ -263,6 +263,45 @@ pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
     return @ptrCast(@alignCast(PyType_GetSlot(tp, slot).?));
 }
 
+/// A new instance of the non-GC, non-subclassable heap type `tp` (struct `T` starting with its Object
+/// header), from the object allocator: the cheap path `allocate_lock()` and friends take.
+pub fn newInstance(comptime T: type, tp: *TypeObject) ?*T {
+    const mem = PyObject_Malloc(@sizeOf(T)) orelse {
+        _ = PyErr_NoMemory();
+        return null;
+    };
+    const self: *T = @ptrCast(@alignCast(mem));
+    _ = PyObject_Init(@ptrCast(self), tp);
+    return self;
+}
+
+/// The end of a `newInstance` object's tp_dealloc: instances of a heap type own a reference to it.
+pub fn freeInstance(o: *Object) void {
+    const tp = o.ob_type;
+    PyObject_Free(o);
+    decRef(typeObject(tp));
+}
+
+/// An instance of `tp` or of a Python subclass of it (which may add a __dict__ and the GC): tp_alloc.
+pub fn allocViaSlot(tp: *TypeObject) ?*Object {
+    const alloc = slotFn(*const fn (*TypeObject, isize) callconv(.c) ?*Object, tp, Py_tp_alloc);
+    return alloc(tp, 0);
+}
+
+/// The end of an `allocViaSlot` object's tp_dealloc (also reached from a subclass's subtype_dealloc).
+pub fn freeViaSlot(o: *Object) void {
+    const tp = o.ob_type;
+    const free = slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, Py_tp_free);
+    free(o);
+    decRef(typeObject(tp));
+}
+
+/// True if `tp` is the type whose tp_dealloc is `dealloc` itself, not a Python subclass of it (whose
+/// tp_dealloc is subtype_dealloc). Works across interpreters, each of which has its own type object.
+pub fn isExactType(tp: *TypeObject, dealloc: *const anyopaque) bool {
+    return PyType_GetSlot(tp, Py_tp_dealloc) == @as(?*anyopaque, @constCast(dealloc));
+}
+
 pub inline fn typeObject(tp: *TypeObject) *Object {
     return @ptrCast(@alignCast(tp));
 }

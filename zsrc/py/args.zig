@@ -35,16 +35,16 @@ pub fn secondsToNs(obj: *Object) ?i64 {
         const ns_unrounded = seconds * 1e9;
         const ns = if (ns_unrounded >= 0) @ceil(ns_unrounded) else @floor(ns_unrounded);
         const limit = @as(f64, @floatFromInt(std.math.maxInt(i64))) + 1.0; // 2**63, exact in f64
-        if (!(ns >= -limit and ns < limit)) return floatOverflow();
+        if (!(ns >= -limit and ns < limit)) return timestampOverflow(.float);
         return @intFromFloat(ns);
     }
     if (version.atLeast(14) and abi.PyIndex_Check(obj) == 0) return notANumber(obj);
     const seconds = abi.PyLong_AsLongLong(obj);
     if (seconds == -1 and abi.PyErr_Occurred() != null) {
-        if (abi.PyErr_ExceptionMatches(abi.PyExc_OverflowError) != 0) return intOverflow();
+        if (abi.PyErr_ExceptionMatches(abi.PyExc_OverflowError) != 0) return timestampOverflow(.int);
         return null;
     }
-    const ns = std.math.mul(i64, seconds, std.time.ns_per_s) catch return intOverflow();
+    const ns = std.math.mul(i64, seconds, std.time.ns_per_s) catch return timestampOverflow(.int);
     return ns;
 }
 
@@ -60,24 +60,13 @@ fn notANumber(obj: *Object) ?i64 {
     return null;
 }
 
-fn floatOverflow() ?i64 {
-    if (version.atLeast(14)) return pyTimeOverflow();
-    const msg = if (version.atLeast(11))
+/// The OverflowError each version's PyTime conversion raises, for a float or an int timeout.
+fn timestampOverflow(comptime from: enum { float, int }) ?i64 {
+    const msg: [*:0]const u8 = if (version.atLeast(14))
+        "timestamp out of range for C PyTime_t"
+    else if (from == .float and version.atLeast(11))
         "timestamp out of range for platform time_t"
-    else
-        "timestamp too large to convert to C _PyTime_t";
-    abi.PyErr_SetString(abi.PyExc_OverflowError, msg);
-    return null;
-}
-
-fn pyTimeOverflow() ?i64 {
-    abi.PyErr_SetString(abi.PyExc_OverflowError, "timestamp out of range for C PyTime_t");
-    return null;
-}
-
-fn intOverflow() ?i64 {
-    if (version.atLeast(14)) return pyTimeOverflow();
-    const msg = if (version.atLeast(13))
+    else if (from == .int and version.atLeast(13))
         "timestamp too large to convert to C PyTime_t"
     else
         "timestamp too large to convert to C _PyTime_t";

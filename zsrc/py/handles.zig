@@ -9,6 +9,10 @@ const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
+const lock = @import("lock.zig");
+const module = @import("module.zig");
+const state = @import("state.zig");
+const threads = @import("threads.zig");
 const version = @import("version.zig");
 
 const Object = abi.Object;
@@ -104,7 +108,6 @@ pub fn unregister(h: *Handle) void {
 /// Called by the thread itself once its thread state is deleted: no GIL, no Python.
 pub fn finishWithoutGil(h: *Handle) void {
     if (h.sentinel) |lock_obj| {
-        const lock = @import("lock.zig");
         lock.coreLock(lock_obj).release() catch {}; // Python may have released it already
         lockRegistry();
         graveyard.append(allocator, lock_obj) catch {}; // on OOM the lock object leaks, harmlessly
@@ -141,9 +144,8 @@ fn afterForkInChild(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
         h.state.store(.done, .monotonic);
         h.exited.set();
     }
-    const threads = @import("threads.zig");
     threads.afterForkInChild(current != null);
-    @import("module.zig").afterForkInChild();
+    module.afterForkInChild();
     return abi.none();
 }
 
@@ -248,7 +250,7 @@ pub fn handleOf(o: *Object) *Handle {
 
 /// `_make_thread_handle(ident, /)`: a handle for a thread zthread did not start (the main thread, a
 /// dummy thread): running, not joinable at the OS level, done when `_set_done()` says so.
-pub fn makeThreadHandle(module: ?*Object, ident_obj: *Object) callconv(.c) ?*Object {
+pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?*Object {
     if (!abi.isLong(ident_obj)) {
         abi.PyErr_SetString(abi.PyExc_TypeError, "ident must be an integer");
         return null;
@@ -262,7 +264,7 @@ pub fn makeThreadHandle(module: ?*Object, ident_obj: *Object) callconv(.c) ?*Obj
         h.decRef();
         return null;
     }
-    return newObject(@import("state.zig").handleType(module.?), h) orelse {
+    return newObject(state.handleType(module_obj.?), h) orelse {
         h.decRef();
         return null;
     };
@@ -270,14 +272,13 @@ pub fn makeThreadHandle(module: ?*Object, ident_obj: *Object) callconv(.c) ?*Obj
 
 /// Per-interpreter type object, looked up through the module state by callers.
 pub fn newObject(tp: *abi.TypeObject, h: *Handle) ?*Object {
-    const mem = abi.PyObject_Malloc(@sizeOf(HandleObject)) orelse return abi.PyErr_NoMemory();
-    const self: *HandleObject = @ptrCast(@alignCast(mem));
+    const self = abi.newInstance(HandleObject, tp) orelse return null;
     self.handle = h;
-    return abi.PyObject_Init(&self.ob_base, tp);
+    return &self.ob_base;
 }
 
 pub fn isHandleObject(o: *Object) bool {
-    return abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+    return abi.isExactType(o.ob_type, &dealloc);
 }
 
 /// `_ThreadHandle(*args, **kwargs)`: arguments ignored, as in CPython.
@@ -291,9 +292,7 @@ fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
 
 fn dealloc(o: *Object) callconv(.c) void {
     cast(o).handle.decRef();
-    const tp = o.ob_type;
-    abi.PyObject_Free(o);
-    abi.decRef(abi.typeObject(tp));
+    abi.freeInstance(o);
 }
 
 fn repr(o: *Object) callconv(.c) ?*Object {

@@ -65,9 +65,7 @@ fn registryDealloc(o: *Object) callconv(.c) void {
         m.deinit(std.heap.c_allocator);
         std.heap.c_allocator.destroy(m);
     }
-    const tp = o.ob_type;
-    abi.PyObject_Free(o);
-    abi.decRef(abi.typeObject(tp));
+    abi.freeInstance(o);
 }
 
 var registry_members = [_]abi.MemberDef{
@@ -95,14 +93,10 @@ fn currentRegistry() ?*Registry {
     };
     if (abi.PyDict_GetItemWithError(tdict, registry_key.?)) |r| return castRegistry(r);
     if (abi.PyErr_Occurred() != null) return null;
-    const mem = abi.PyObject_Malloc(@sizeOf(Registry)) orelse {
-        _ = abi.PyErr_NoMemory();
-        return null;
-    };
-    const self: *Registry = @ptrCast(@alignCast(mem));
+    const self = abi.newInstance(Registry, registry_type.?) orelse return null;
     self.map = null;
     self.weakreflist = null;
-    const o = abi.PyObject_Init(&self.ob_base, registry_type.?) orelse return null;
+    const o = &self.ob_base;
     defer abi.decRef(o);
     if (abi.PyDict_SetItem(tdict, registry_key.?, o) != 0) return null;
     return self;
@@ -135,20 +129,16 @@ fn createDict(self: *LocalObject, registry: *Registry) ?*Object {
     defer abi.decRef(wr);
     if (abi.PyDict_SetItem(self.dicts.?, wr, ldict) != 0) return null;
     const map = registry.map orelse blk: {
-        const m = std.heap.c_allocator.create(Map) catch return noMemory();
+        const m = std.heap.c_allocator.create(Map) catch return abi.PyErr_NoMemory();
         m.* = .empty;
         registry.map = m;
         break :blk m;
     };
     map.put(std.heap.c_allocator, self.key, ldict) catch {
         _ = abi.PyDict_DelItem(self.dicts.?, wr);
-        return noMemory();
+        return abi.PyErr_NoMemory();
     };
     return ldict;
-}
-
-fn noMemory() ?*Object {
-    return abi.PyErr_NoMemory();
 }
 
 fn removeDict(self: *LocalObject, registry: *Registry) void {
@@ -183,11 +173,10 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
             return null;
         }
     }
-    const alloc = abi.slotFn(*const fn (*abi.TypeObject, isize) callconv(.c) ?*Object, tp, abi.Py_tp_alloc);
-    const o = alloc(tp, 0) orelse return null; // zero-filled
+    const o = abi.allocViaSlot(tp) orelse return null; // zero-filled
     const self = cast(o);
     self.key = next_key.fetchAdd(1, .monotonic);
-    self.is_exact = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
+    self.is_exact = abi.isExactType(tp, &dealloc);
     self.init_args = abi.newRef(init_args);
     self.init_kwargs = if (init_kwargs) |kw| abi.newRef(kw) else null;
     if (!finishNew(self)) {
@@ -257,10 +246,7 @@ fn dealloc(o: *Object) callconv(.c) void {
     // Weak references first: code run below must not reach an object whose count is 0.
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
     _ = clear(o);
-    const tp = o.ob_type;
-    const free = abi.slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, abi.Py_tp_free);
-    free(o);
-    abi.decRef(abi.typeObject(tp));
+    abi.freeViaSlot(o);
 }
 
 fn isDictName(name: *Object) bool {

@@ -28,19 +28,16 @@ pub fn coreLock(o: *Object) *core.Lock {
 
 /// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).
 pub fn newLock(tp: *abi.TypeObject) ?*Object {
-    const mem = abi.PyObject_Malloc(@sizeOf(LockObject)) orelse return abi.PyErr_NoMemory();
-    const self: *LockObject = @ptrCast(@alignCast(mem));
+    const self = abi.newInstance(LockObject, tp) orelse return null;
     self.lock = .{};
     self.weakreflist = null;
-    return abi.PyObject_Init(&self.ob_base, tp);
+    return &self.ob_base;
 }
 
 fn dealloc(o: *Object) callconv(.c) void {
     const self = cast(o);
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
-    const tp = o.ob_type;
-    abi.PyObject_Free(o);
-    abi.decRef(abi.typeObject(tp)); // instances of a heap type own a reference to it
+    abi.freeInstance(o);
 }
 
 /// `lock()` from 3.13, where `threading.Lock` is this type; before, the type is not instantiable.

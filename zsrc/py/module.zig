@@ -9,6 +9,7 @@ const rlock = @import("rlock.zig");
 const local = @import("local.zig");
 const threads = @import("threads.zig");
 const handles = @import("handles.zig");
+const errors = @import("errors.zig");
 const names = @import("names.zig");
 const state = @import("state.zig");
 const version = @import("version.zig");
@@ -64,8 +65,8 @@ fn threadsAllowed() bool {
     if (!version.atLeast(13)) return true;
     const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
     if (abi.PyInterpreterState_GetID(interp) == 0) return true; // the main interpreter always may
-    const saved = @import("errors.zig").save();
-    defer @import("errors.zig").restore(saved);
+    const saved = errors.save();
+    defer errors.restore(saved);
     const interpreters = abi.PyImport_ImportModule("_interpreters") orelse return clearAnd(true);
     defer abi.decRef(interpreters);
     const get_current = abi.PyObject_GetAttrString(interpreters, "get_current") orelse return clearAnd(true);

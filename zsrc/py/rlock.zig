@@ -23,23 +23,17 @@ inline fn currentIdent() u64 {
     return core.thread.currentIdent();
 }
 
-const AllocFunc = *const fn (*abi.TypeObject, isize) callconv(.c) ?*Object;
-const FreeFunc = *const fn (?*anyopaque) callconv(.c) void;
-
 /// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14; 3.15 refuses
 /// them for RLock itself (gh-102029), not for subclasses (which may have an `__init__` of their own).
 fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
-    const exact = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
-    if (version.atLeast(15) and exact) {
+    if (version.atLeast(15) and abi.isExactType(tp, &dealloc)) {
         if (abi.PyTuple_Size(init_args) != 0) {
             abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
             return null;
         }
         if (init_kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("RLock");
     }
-    // tp_alloc, not PyObject_Malloc: a Python subclass may add a __dict__ and the GC.
-    const alloc = abi.slotFn(AllocFunc, tp, abi.Py_tp_alloc);
-    const o = alloc(tp, 0) orelse return null;
+    const o = abi.allocViaSlot(tp) orelse return null; // a Python subclass may add a __dict__ and the GC
     const self = cast(o);
     self.rlock = .{};
     self.weakreflist = null;
@@ -49,10 +43,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
 fn dealloc(o: *Object) callconv(.c) void {
     const self = cast(o);
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
-    const tp = o.ob_type;
-    const free = abi.slotFn(FreeFunc, tp, abi.Py_tp_free);
-    free(o);
-    abi.decRef(abi.typeObject(tp)); // instances of a heap type own a reference to it
+    abi.freeViaSlot(o);
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -215,13 +206,11 @@ fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.none();
 }
 
-
 fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const state: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
-    const exact = abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @constCast(@ptrCast(&dealloc)));
-    const name = (if (exact) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return null;
+    const name = (if (abi.isExactType(o.ob_type, &dealloc)) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return null;
     defer abi.decRef(name);
     return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", state, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
 }
