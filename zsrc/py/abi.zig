@@ -191,8 +191,9 @@ pub extern fn PyEval_ReleaseThread(t: *ThreadState) void;
 pub extern fn PyThreadState_Get() *ThreadState;
 pub extern fn PyThreadState_GetInterpreter(t: *ThreadState) *InterpreterState;
 pub extern fn PyThreadState_New(i: *InterpreterState) ?*ThreadState;
-pub extern fn PyThreadState_Clear(t: *ThreadState) void;
-pub extern fn PyThreadState_Delete(t: *ThreadState) void;
+/// PyGILState_STATE is a C enum: PyGILState_LOCKED = 0, PyGILState_UNLOCKED = 1.
+pub const gilstate_unlocked: c_int = 1;
+pub extern fn PyGILState_Release(state: c_int) void;
 pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
 pub extern fn PyThreadState_GetDict() ?*Object;
 pub extern fn PyInterpreterState_GetID(i: *InterpreterState) i64;

@@ -175,9 +175,12 @@ fn run(boot: *Bootstrap) void {
     freeBootstrap(boot);
     if (result) |r| abi.decRef(r) else reportThreadException(function);
     abi.decRef(function);
-    abi.PyThreadState_Clear(tstate);
-    abi.PyEval_ReleaseThread(tstate);
-    abi.PyThreadState_Delete(tstate);
+    // Clear and delete the thread state while still holding the GIL, as CPython's thread_run does
+    // with _PyThreadState_DeleteCurrent: once the GIL is released the main thread may finalize and
+    // free every thread state, so a PyThreadState_Delete after PyEval_ReleaseThread can touch freed
+    // memory. PyThreadState_New made `tstate` this thread's GILState state with a counter of 1, so
+    // one PyGILState_Release (stable ABI) clears it, deletes it and drops the GIL in one step.
+    abi.PyGILState_Release(abi.gilstate_unlocked);
 }
 
 /// What CPython's thread_run does with an exception that escapes the thread's function: SystemExit
