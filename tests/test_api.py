@@ -12,6 +12,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,10 +178,10 @@ lock.acquire()
 """
 
 
-def test_a_thread_ending_while_the_interpreter_exits_does_not_crash() -> None:
+def test_a_thread_ending_while_the_interpreter_exits_does_not_crash(tmp_path: Path) -> None:
     # Three at a time: the race shows far more often when the processes compete for the cores.
     for _ in range(50):
-        procs = [subprocess.Popen([sys.executable, "-c", EXIT_RACE], stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen([sys.executable, "-c", EXIT_RACE], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
                  for _ in range(3)]
         for proc in procs:
             _, err = proc.communicate(timeout=WAIT)
