@@ -1,7 +1,8 @@
 //! The one place that knows how to build zthread, for any target.
 //!
 //!   zig build                      the native module, installed as zig-out/lib/<name> (see -Dext-name)
-//!   zig build test                 the core's tests (no Python needed)
+//!   zig build test                 the core's tests (no Python needed); -Dtest-runner=... for emulators
+//!   zig build test-build           compile and link the core's tests only (targets that cannot run here)
 //!   zig build -Dtarget=aarch64-linux-gnu.2.17 ...   cross builds: always for the target's baseline CPU
 const std = @import("std");
 
@@ -49,7 +50,19 @@ pub fn build(b: *std.Build) void {
     b.getInstallStep().dependOn(&install_ext.step);
 
     const core_tests = b.addTest(.{ .root_module = core });
-    const run_core_tests = b.addRunArtifact(core_tests);
     const test_step = b.step("test", "Run the core's tests");
-    test_step.dependOn(&run_core_tests.step);
+    // -Dtest-runner runs the test binary through an emulator, one argument per option, e.g.
+    //   -Dtarget=aarch64-linux-gnu -Dtest-runner=qemu-aarch64-static -Dtest-runner=-L -Dtest-runner=SYSROOT
+    //   -Dtarget=x86_64-windows-gnu -Dtest-runner=wine
+    // The binary then runs standalone and prints "All N tests passed."; its exit status decides.
+    if (b.option([]const []const u8, "test-runner", "Command (one argument per option) that runs the test binary")) |runner| {
+        const run = b.addSystemCommand(runner);
+        run.addArtifactArg(core_tests);
+        test_step.dependOn(&run.step);
+    } else {
+        test_step.dependOn(&b.addRunArtifact(core_tests).step);
+    }
+    // For targets nothing here can run (macOS, FreeBSD): compile and link the test binary only.
+    const test_build_step = b.step("test-build", "Compile and link the core's tests without running them");
+    test_build_step.dependOn(&b.addInstallArtifact(core_tests, .{}).step);
 }

@@ -7,6 +7,8 @@ next to it. The wheel is tagged cp310-abi3: one binary for CPython 3.10 and late
 Environment:
   ZTHREAD_ZIG_TARGET   a Zig target triple for cross builds (default: this machine, baseline CPU)
   ZTHREAD_ZIG_OPTIMIZE Zig optimize mode (default ReleaseSafe)
+  ZTHREAD_PLAT_NAME    the wheel's platform tag for cross builds (e.g. manylinux_2_17_aarch64)
+tools/wheels.py sets these for each platform of the release.
 """
 
 from __future__ import annotations
@@ -26,18 +28,28 @@ ROOT = Path(__file__).parent.resolve()
 STUB = ROOT / "stubs" / "zthread" / "_zthread.pyi"
 
 
+TARGET = os.environ.get("ZTHREAD_ZIG_TARGET")
+PLAT_NAME = os.environ.get("ZTHREAD_PLAT_NAME")
+
+
 class ZigBuildExt(build_ext):
+    def get_ext_filename(self, fullname: str) -> str:
+        # setuptools names the file after the HOST's suffix; a cross build names it after its target.
+        if TARGET:
+            suffix = ".pyd" if "windows" in TARGET else ".abi3.so"
+            return os.path.join(*fullname.split(".")) + suffix
+        return super().get_ext_filename(fullname)
+
     def build_extension(self, ext: Extension) -> None:
         dest = Path(self.get_ext_fullpath(ext.name))
-        target = os.environ.get("ZTHREAD_ZIG_TARGET")
         optimize = os.environ.get("ZTHREAD_ZIG_OPTIMIZE", "ReleaseSafe")
         with tempfile.TemporaryDirectory() as prefix:
             cmd = [
                 sys.executable, "-m", "ziglang", "build",
                 f"-Doptimize={optimize}", f"-Dext-name={dest.name}", "--prefix", prefix,
             ]
-            if target:
-                cmd.append(f"-Dtarget={target}")
+            if TARGET:
+                cmd.append(f"-Dtarget={TARGET}")
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -55,5 +67,5 @@ class BuildPyWithStub(build_py):
 setup(
     ext_modules=[Extension("zthread._zthread", sources=[], py_limited_api=True)],
     cmdclass={"build_ext": ZigBuildExt, "build_py": BuildPyWithStub},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310", **({"plat_name": PLAT_NAME} if PLAT_NAME else {})}},
 )

@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""zthread's wheels for every platform, cross-built on one Linux machine, and their checks.
+
+    python3 tools/wheels.py build [--out dist] [--only NAME ...]   the sdist, then one cp310-abi3 wheel per platform
+    python3 tools/wheels.py verify [WHEEL_OR_SDIST ...]            inspect each (default: everything in dist/)
+    python3 tools/wheels.py run-tests [--out dist]                 run what this machine can run (see below)
+
+`build` makes the sdist first and builds every wheel from a fresh unpacking of it, so the sdist is proven
+complete. Each wheel is `zig build -Dtarget=...` for the platform's baseline CPU (build.zig decides how).
+
+`verify` checks, for every wheel: the file name's tags against the WHEEL file and against the binary (ELF, Mach-O
+or PE machine; the OS through its C library or format; the minimum macOS version; glibc symbol versions <= 2.17),
+the RECORD hashes, the files shipped, `abi3audit` (no symbol outside the 3.10 stable ABI), `auditwheel show` for
+manylinux, the musllinux binary needing only musl's `libc.so`, the Windows `.pyd` importing Python only from
+`python3.dll`, the macOS binary leaving Python's symbols to dynamic lookup, and nothing exported but
+`PyInit__zthread`. For the sdist: the files a build needs are in it.
+
+`run-tests` executes (needs `apt-get install qemu-user-static wine`):
+  - `zig build test` (the core's tests) for x86_64-linux-musl natively, aarch64-linux-musl and aarch64-linux-gnu
+    under qemu-aarch64-static, x86_64-windows-gnu under wine;
+  - `zig build test-build` (compile and link only) for the targets nothing here can run: macOS, FreeBSD,
+    Windows arm64;
+  - the aarch64 manylinux wheel installed into Debian's arm64 CPython 3.11 under qemu
+    (tools/fetch-arm64-python.sh), and the project's pytest suite run there.
+
+The first run creates .venv-release with the pinned tools of tools/release-requirements.txt and re-runs itself
+in it. Nothing here needs a system compiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS_VENV = ROOT / ".venv-release"
+REQUIREMENTS = ROOT / "tools" / "release-requirements.txt"
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str  # for --only
+    zig_target: str
+    tag: str  # the wheel's platform tag
+    arch: str  # x86_64 or aarch64
+    os: str  # linux-gnu, linux-musl, macos, windows, freebsd
+    macos_min: tuple[int, int] | None = None
+
+
+PLATFORMS = [
+    Platform("manylinux-x86_64", "x86_64-linux-gnu.2.17", "manylinux_2_17_x86_64", "x86_64", "linux-gnu"),
+    Platform("manylinux-aarch64", "aarch64-linux-gnu.2.17", "manylinux_2_17_aarch64", "aarch64", "linux-gnu"),
+    Platform("musllinux-x86_64", "x86_64-linux-musl", "musllinux_1_2_x86_64", "x86_64", "linux-musl"),
+    Platform("musllinux-aarch64", "aarch64-linux-musl", "musllinux_1_2_aarch64", "aarch64", "linux-musl"),
+    Platform("macos-x86_64", "x86_64-macos.10.13", "macosx_10_13_x86_64", "x86_64", "macos", (10, 13)),
+    Platform("macos-arm64", "aarch64-macos.11.0", "macosx_11_0_arm64", "aarch64", "macos", (11, 0)),
+    Platform("windows-x86_64", "x86_64-windows-gnu", "win_amd64", "x86_64", "windows"),
+    Platform("windows-arm64", "aarch64-windows-gnu", "win_arm64", "aarch64", "windows"),
+    # Not for PyPI (it takes no BSD wheels): pip installs it on FreeBSD 14.0-RELEASE as is; on other releases,
+    # build from the sdist (pip install zthread-*.tar.gz).
+    Platform("freebsd-x86_64", "x86_64-freebsd.14.0", "freebsd_14_0_release_amd64", "x86_64", "freebsd"),
+]
+BY_TAG = {p.tag: p for p in PLATFORMS}
+
+# What a wheel must hold besides the binary and its .dist-info.
+PACKAGE_FILES = {"__init__.py", "__main__.py", "_bench.py", "_run.py", "py.typed", "_zthread.pyi"}
+# What the sdist must hold for `pip install zthread-*.tar.gz` to build.
+SDIST_FILES = {"PKG-INFO", "pyproject.toml", "setup.py", "build.zig", "README.md", "LICENSE",
+               "zsrc/py/python3.def", "zsrc/py/module.zig", "zsrc/core/root.zig", "stubs/zthread/_zthread.pyi",
+               "zthread/__init__.py", "zthread/py.typed"}
+# The shared libraries a manylinux_2_17 extension may need (PEP 599's list, those a C library provides).
+MANYLINUX_LIBS = {"libc.so.6", "libpthread.so.0", "libm.so.6", "libdl.so.2", "librt.so.1",
+                  "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+WINDOWS_SYSTEM_DLLS = re.compile(r"(kernel32|ntdll|advapi32|ucrtbase|api-ms-win-crt-[a-z0-9-]+)\.dll", re.I)
+EXPORT = "PyInit__zthread"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build the sdist and every platform's wheel")
+    b.add_argument("--out", type=Path, default=ROOT / "dist")
+    b.add_argument("--only", nargs="+", choices=[p.name for p in PLATFORMS], help="just these platforms")
+    v = sub.add_parser("verify", help="inspect wheels and the sdist")
+    v.add_argument("files", nargs="*", type=Path)
+    r = sub.add_parser("run-tests", help="run the cross-built code under qemu and wine")
+    r.add_argument("--out", type=Path, default=ROOT / "dist", help="where the built wheels are")
+    args = parser.parse_args()
+    ensure_tools()
+    if args.command == "build":
+        return build(args.out.resolve(), [p for p in PLATFORMS if not args.only or p.name in args.only])
+    if args.command == "verify":
+        files = args.files or sorted((ROOT / "dist").glob("zthread-*"))
+        if not files:
+            print("verify: nothing to verify (run `build` first)", file=sys.stderr)
+            return 1
+        return verify(files)
+    return run_tests(args.out.resolve())
+
+
+# ---- the pinned tools ----
+
+
+def ensure_tools() -> None:
+    """Re-run in .venv-release, made on first use, unless already inside it."""
+    if Path(sys.prefix).resolve() == TOOLS_VENV.resolve():
+        return
+    python = TOOLS_VENV / "bin" / "python"
+    stamp = TOOLS_VENV / "requirements.txt"
+    if not python.exists() or not stamp.exists() or stamp.read_text() != REQUIREMENTS.read_text():
+        print(f"wheels: installing the pinned tools into {TOOLS_VENV}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", TOOLS_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", REQUIREMENTS], check=True)
+        shutil.copyfile(REQUIREMENTS, stamp)
+    os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+
+def run(cmd: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
+    print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], text=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+# ---- build ----
+
+
+def build(out: Path, platforms: list[Platform]) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("zthread-*"):
+        old.unlink()
+    run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out], cwd=ROOT, check=True)
+    (sdist,) = out.glob("zthread-*.tar.gz")
+    for p in platforms:
+        with tempfile.TemporaryDirectory() as tmp:
+            with tarfile.open(sdist) as tar:
+                tar.extractall(tmp, filter="data")
+            (src,) = Path(tmp).iterdir()
+            env = dict(os.environ, ZTHREAD_ZIG_TARGET=p.zig_target, ZTHREAD_PLAT_NAME=p.tag)
+            run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out], cwd=src, env=env,
+                check=True, stdout=subprocess.DEVNULL)
+    built = sorted(f.name for f in out.glob("zthread-*"))
+    print("\n".join(["built:", *built]))
+    return 0 if len(built) == len(platforms) + 1 else 1
+
+
+# ---- verify ----
+
+
+class Failed(Exception):
+    pass
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise Failed(what)
+
+
+def verify(files: list[Path]) -> int:
+    failures = 0
+    for f in files:
+        checks = verify_sdist(f) if f.name.endswith(".tar.gz") else verify_wheel(f)
+        try:
+            for line in checks:
+                print(f"  ok  {line}")
+            print(f"PASS {f.name}")
+        except Failed as e:
+            print(f"FAIL {f.name}: {e}")
+            failures += 1
+    print(f"verify: {len(files) - failures} of {len(files)} passed")
+    return 1 if failures else 0
+
+
+def verify_sdist(path: Path) -> Iterator[str]:
+    with tarfile.open(path) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    missing = SDIST_FILES - names
+    check(not missing, f"sdist lacks {sorted(missing)}")
+    yield f"sdist holds what a build needs ({len(names)} files)"
+
+
+def verify_wheel(path: Path) -> Iterator[str]:
+    m = re.fullmatch(r"zthread-([^-]+)-cp310-abi3-([a-z0-9_]+)\.whl", path.name)
+    check(m is not None, "file name is not zthread-VERSION-cp310-abi3-PLATFORM.whl")
+    assert m is not None
+    version, tag = m.groups()
+    check(tag in BY_TAG, f"unknown platform tag {tag}")
+    plat = BY_TAG[tag]
+    yield f"file name: cp310-abi3-{tag} ({plat.name})"
+
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    dist_info = f"zthread-{version}.dist-info"
+    wheel_meta = files[f"{dist_info}/WHEEL"].decode()
+    check(f"Tag: cp310-abi3-{tag}" in wheel_meta.splitlines(), "WHEEL's Tag does not match the file name")
+    check("Root-Is-Purelib: false" in wheel_meta, "WHEEL says the wheel is pure")
+    yield "WHEEL: Tag and Root-Is-Purelib match"
+    check_record(files, f"{dist_info}/RECORD")
+    yield "RECORD: every file's hash and size"
+
+    ext = "_zthread.pyd" if plat.os == "windows" else "_zthread.abi3.so"
+    pkg = {n.split("/", 1)[1] for n in files if n.startswith("zthread/")}
+    check(pkg == PACKAGE_FILES | {ext}, f"zthread/ holds {sorted(pkg)}, expected {sorted(PACKAGE_FILES | {ext})}")
+    yield f"files: the package, its stub and zthread/{ext}"
+
+    binary = files[f"zthread/{ext}"]
+    inspect: dict[str, Callable[[bytes, Platform], Iterator[str]]] = {
+        "linux-gnu": inspect_elf, "linux-musl": inspect_elf, "freebsd": inspect_elf,
+        "macos": inspect_macho, "windows": inspect_pe,
+    }
+    yield from inspect[plat.os](binary, plat)
+
+    proc = run([tool("abi3audit"), "--strict", "--summary", "--assume-minimum-abi3", "3.10", path], capture_output=True)
+    summary = " ".join((proc.stdout + proc.stderr).split())
+    check(proc.returncode == 0 and "1 extensions scanned; 0 ABI version mismatches and 0 ABI violations" in summary,
+          f"abi3audit: {summary}")
+    yield "abi3audit: every Python symbol is in the 3.10 stable ABI"
+
+    if plat.os == "linux-gnu":
+        proc = run([tool("auditwheel"), "show", path], capture_output=True)
+        text = " ".join(proc.stdout.split())
+        check(proc.returncode == 0 and f'consistent with the following platform tag: "{tag}"' in text,
+              f"auditwheel show: {proc.stdout}{proc.stderr}")
+        yield f"auditwheel show: consistent with {tag}"
+
+
+def check_record(files: dict[str, bytes], record_name: str) -> None:
+    rows = list(csv.reader(io.StringIO(files[record_name].decode())))
+    listed = {r[0] for r in rows}
+    check(listed == set(files), f"RECORD lists {sorted(listed ^ set(files))} wrongly")
+    for name, digest, size in rows:
+        if name == record_name:
+            continue
+        algo, _, want = digest.partition("=")
+        got = base64.urlsafe_b64encode(hashlib.new(algo, files[name]).digest()).rstrip(b"=").decode()
+        check(got == want and int(size) == len(files[name]), f"RECORD: {name} does not match")
+
+
+# -- ELF (Linux glibc and musl, FreeBSD) --
+
+
+def inspect_elf(data: bytes, plat: Platform) -> Iterator[str]:
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection
+
+    elf = ELFFile(io.BytesIO(data))
+    machine = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}[plat.arch]
+    check(elf.elfclass == 64 and elf.header.e_machine == machine and elf.header.e_type == "ET_DYN",
+          f"ELF is {elf.elfclass}-bit {elf.header.e_machine} {elf.header.e_type}")
+    yield f"ELF: 64-bit shared object for {machine}"
+
+    dynamic = elf.get_section_by_name(".dynamic")
+    tags = list(dynamic.iter_tags())
+    needed = [t.needed for t in tags if t.entry.d_tag == "DT_NEEDED"]
+    textrel = any(t.entry.d_tag == "DT_TEXTREL" or (t.entry.d_tag == "DT_FLAGS" and t.entry.d_val & 0x4)
+                  for t in tags)
+    check(not textrel, "text relocations (not position-independent)")
+    check(not any("python" in n for n in needed), f"links a libpython: {needed}")
+    versions: dict[str, set[str]] = {}
+    for section in elf.iter_sections():
+        if isinstance(section, GNUVerNeedSection):
+            for verneed, auxes in section.iter_versions():
+                versions.setdefault(verneed.name, set()).update(a.name for a in auxes)
+    if plat.os == "linux-gnu":
+        check(set(needed) <= MANYLINUX_LIBS, f"needs {needed}, beyond glibc's")
+        check("libc.so.6" in needed, f"needs {needed}: not glibc's libc.so.6")
+        glibc = {v for vs in versions.values() for v in vs if v.startswith("GLIBC_")}
+        newest = max((tuple(int(x) for x in v[6:].split(".")) for v in glibc), default=(0,))
+        check(newest <= (2, 17), f"needs glibc {'.'.join(map(str, newest))} > 2.17")
+        yield f"glibc: needs {sorted(needed)}, symbol versions <= 2.17 (newest {'.'.join(map(str, newest))})"
+    elif plat.os == "linux-musl":
+        check(needed == ["libc.so"], f"needs {needed}, not musl's libc.so alone")
+        check(not versions, f"versioned symbols {versions} (glibc's, not musl's)")
+        yield "musl: needs libc.so only"
+    else:
+        check(set(needed) <= {"libc.so.7", "libthr.so.3"} and "libc.so.7" in needed,
+              f"needs {needed}: not FreeBSD's libc.so.7")
+        check(all(v.startswith("FBSD_") for vs in versions.values() for v in vs), f"symbol versions {versions}")
+        yield f"FreeBSD: needs {sorted(needed)} (FBSD_* symbol versions)"
+
+    dynsym = elf.get_section_by_name(".dynsym")
+    exported = {s.name for s in dynsym.iter_symbols()
+                if s.name and s["st_shndx"] != "SHN_UNDEF" and s["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK")
+                and s["st_other"]["visibility"] in ("STV_DEFAULT", "STV_PROTECTED")}
+    check(exported == {EXPORT}, f"exports {sorted(exported)}")
+    undefined_py = [s.name for s in dynsym.iter_symbols() if s.name.startswith(("Py", "_Py")) and
+                    s["st_shndx"] == "SHN_UNDEF"]
+    check(bool(undefined_py), "no Python symbol left for the interpreter to resolve")
+    yield f"exports only {EXPORT}; {len(undefined_py)} Python symbols resolved by the interpreter at load"
+
+
+# -- Mach-O (macOS) --
+
+
+MH_MAGIC_64 = 0xFEEDFACF
+CPU = {"x86_64": 0x01000007, "aarch64": 0x0100000C}
+LC_SYMTAB, LC_LOAD_DYLIB, LC_VERSION_MIN_MACOSX, LC_BUILD_VERSION = 0x2, 0xC, 0x24, 0x32
+LC_LOAD_WEAK_DYLIB, LC_REEXPORT_DYLIB = 0x80000018, 0x8000001F
+LC_DYLD_INFO, LC_DYLD_INFO_ONLY, LC_DYLD_EXPORTS_TRIE = 0x22, 0x80000022, 0x80000033
+# Zig 0.17's Mach-O linker makes these two header markers global (ld64 and lld keep them private), so every
+# dylib it links exports them; they name the Mach-O header, not code, and cannot collide with anything in a
+# two-level namespace (Python also loads extensions RTLD_LOCAL). docs/DESIGN.md has the details.
+MACHO_LINKER_SYMBOLS = {"__mh_dylib_header", "___dso_handle"}
+MH_BUNDLE, MH_DYLIB = 8, 6
+BIND_FLAT_LOOKUP = -2
+PLATFORM_MACOS = 1
+
+
+def inspect_macho(data: bytes, plat: Platform) -> Iterator[str]:
+    magic, cputype, _, filetype, ncmds = struct.unpack_from("<IiiII", data, 0)
+    check(magic == MH_MAGIC_64, f"not a 64-bit Mach-O (magic {magic:#x})")
+    check(cputype == CPU[plat.arch], f"Mach-O CPU type {cputype:#x}, not {plat.arch}")
+    check(filetype in (MH_BUNDLE, MH_DYLIB), f"Mach-O file type {filetype}")
+    yield f"Mach-O: 64-bit {plat.arch} {'bundle' if filetype == MH_BUNDLE else 'dylib'}"
+
+    minos: tuple[int, int] | None = None
+    dylibs: list[str] = []
+    symtab: tuple[int, int, int, int] | None = None
+    trie: tuple[int, ...] = (0, 0)
+    dyld_info: tuple[int, ...] | None = None
+    offset = 32
+    for _ in range(ncmds):
+        cmd, size = struct.unpack_from("<II", data, offset)
+        if cmd == LC_BUILD_VERSION:
+            platform, version = struct.unpack_from("<II", data, offset + 8)
+            check(platform == PLATFORM_MACOS, f"built for Apple platform {platform}, not macOS")
+            minos = (version >> 16, (version >> 8) & 0xFF)
+        elif cmd == LC_VERSION_MIN_MACOSX:
+            (version,) = struct.unpack_from("<I", data, offset + 8)
+            minos = (version >> 16, (version >> 8) & 0xFF)
+        elif cmd in (LC_LOAD_DYLIB, LC_LOAD_WEAK_DYLIB, LC_REEXPORT_DYLIB):
+            (name_at,) = struct.unpack_from("<I", data, offset + 8)
+            dylibs.append(data[offset + name_at: offset + size].split(b"\0")[0].decode())
+        elif cmd == LC_SYMTAB:
+            symtab = struct.unpack_from("<IIII", data, offset + 8)
+        elif cmd in (LC_DYLD_INFO, LC_DYLD_INFO_ONLY):
+            dyld_info = struct.unpack_from("<10I", data, offset + 8)
+            trie = dyld_info[8:10]
+        elif cmd == LC_DYLD_EXPORTS_TRIE:
+            trie = struct.unpack_from("<II", data, offset + 8)
+        offset += size
+    check(minos == plat.macos_min, f"minimum macOS {minos}, the tag says {plat.macos_min}")
+    yield f"minimum macOS {minos[0]}.{minos[1]} (LC_BUILD_VERSION / LC_VERSION_MIN_MACOSX) matches the tag"
+    check(not any("ython" in d for d in dylibs), f"links {dylibs}")
+    check(all(d.startswith("/usr/lib/") for d in dylibs), f"links {dylibs} outside /usr/lib")
+    yield f"links only {dylibs}"
+
+    check(symtab is not None, "no symbol table")
+    assert symtab is not None
+    symoff, nsyms, stroff, _ = symtab
+    # What dyld can find is the export trie's content (the symbol table's N_EXT entries are only a hint).
+    exported = export_trie(data[trie[0]: trie[0] + trie[1]])
+    check(exported - MACHO_LINKER_SYMBOLS == {"_" + EXPORT}, f"exports {sorted(exported)}")
+    yield f"exports only _{EXPORT} (and Zig's header markers {sorted(exported & MACHO_LINKER_SYMBOLS)})"
+    undefined = set()
+    for i in range(nsyms):
+        strx, ntype, _, _, _ = struct.unpack_from("<IBBHQ", data, symoff + 16 * i)
+        if ntype & 0xEF == 0x01:  # undefined, external, not a debugging entry
+            undefined.add(data[stroff + strx:].split(b"\0", 1)[0].decode())
+    python = {n for n in undefined if n.startswith(("_Py", "__Py"))}
+    # How dyld binds them: the bind and lazy-bind opcodes of LC_DYLD_INFO name a library ordinal per symbol;
+    # BIND_SPECIAL_DYLIB_FLAT_LOOKUP (-2) means "whatever image defines it", i.e. the interpreter.
+    check(dyld_info is not None, "no LC_DYLD_INFO (chained fixups are not inspected here)")
+    assert dyld_info is not None
+    ordinals: dict[str, set[int]] = {}
+    for start, size in ((dyld_info[2], dyld_info[3]), (dyld_info[4], dyld_info[5]), (dyld_info[6], dyld_info[7])):
+        for name, ordinal in bind_opcodes(data[start: start + size]):
+            ordinals.setdefault(name, set()).add(ordinal)
+    bound = sorted(n for n in python if ordinals.get(n, set()) - {BIND_FLAT_LOOKUP})
+    unbound = sorted(python - set(ordinals))
+    check(bool(python) and not bound and not unbound, f"Python symbols bound to a library: {bound}; never bound: {unbound}")
+    yield f"{len(python)} Python symbols bound by flat lookup (the interpreter's), none to a library"
+
+
+def bind_opcodes(ops: bytes) -> Iterator[tuple[str, int]]:
+    """(symbol, library ordinal) for every bind that dyld's bind opcodes perform."""
+    at, ordinal, symbol = 0, 0, ""
+
+    def uleb() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = ops[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while at < len(ops):
+        op, imm = ops[at] & 0xF0, ops[at] & 0x0F
+        at += 1
+        if op == 0x10:  # SET_DYLIB_ORDINAL_IMM
+            ordinal = imm
+        elif op == 0x20:  # SET_DYLIB_ORDINAL_ULEB
+            ordinal = uleb()
+        elif op == 0x30:  # SET_DYLIB_SPECIAL_IMM: 0, -1, -2, -3 (sign-extended 4 bits)
+            ordinal = imm - 16 if imm else 0
+        elif op == 0x40:  # SET_SYMBOL_TRAILING_FLAGS_IMM
+            end = ops.index(b"\0", at)
+            symbol, at = ops[at:end].decode(), end + 1
+        elif op in (0x60, 0x80):  # SET_ADDEND_SLEB, ADD_ADDR_ULEB
+            uleb()
+        elif op == 0x70:  # SET_SEGMENT_AND_OFFSET_ULEB
+            uleb()
+        elif op in (0x90, 0xB0):  # DO_BIND, DO_BIND_ADD_ADDR_IMM_SCALED
+            yield symbol, ordinal
+        elif op == 0xA0:  # DO_BIND_ADD_ADDR_ULEB
+            uleb()
+            yield symbol, ordinal
+        elif op == 0xC0:  # DO_BIND_ULEB_TIMES_SKIPPING_ULEB
+            uleb()
+            uleb()
+            yield symbol, ordinal
+        elif op not in (0x00, 0x50):  # DONE (separates lazy binds), SET_TYPE_IMM
+            raise Failed(f"bind opcode {op:#x} not understood")
+
+
+def export_trie(trie: bytes) -> set[str]:
+    """The names in a Mach-O export trie (dyld's format: terminal info, then edges to children)."""
+
+    def uleb(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = trie[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value, at
+
+    names: set[str] = set()
+    stack = [(0, "")] if trie else []
+    while stack:
+        node, prefix = stack.pop()
+        terminal, at = uleb(node)
+        if terminal:
+            names.add(prefix)
+        at += terminal
+        children = trie[at]
+        at += 1
+        for _ in range(children):
+            end = trie.index(b"\0", at)
+            edge = trie[at:end].decode()
+            child, at = uleb(end + 1)
+            stack.append((child, prefix + edge))
+    return names
+
+
+# -- PE (Windows) --
+
+
+def inspect_pe(data: bytes, plat: Platform) -> Iterator[str]:
+    import pefile
+
+    pe = pefile.PE(data=data)
+    machine = {"x86_64": 0x8664, "aarch64": 0xAA64}[plat.arch]
+    check(pe.FILE_HEADER.Machine == machine and pe.is_dll(), f"PE machine {pe.FILE_HEADER.Machine:#x}, dll {pe.is_dll()}")
+    yield f"PE: DLL for machine {machine:#x}"
+    imports = {e.dll.decode(): [i.name.decode() for i in e.imports if i.name]
+               for e in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])}
+    others = [d for d in imports if d.lower() != "python3.dll" and not WINDOWS_SYSTEM_DLLS.fullmatch(d)]
+    check("python3.dll" in {d.lower() for d in imports}, f"does not import python3.dll: {sorted(imports)}")
+    check(not others, f"imports {others}")
+    py_elsewhere = [f"{d}!{n}" for d, ns in imports.items() if d.lower() != "python3.dll" for n in ns
+                    if n.startswith(("Py", "_Py"))]
+    check(not py_elsewhere, f"Python symbols from elsewhere: {py_elsewhere}")
+    yield f"imports Python from python3.dll only; other DLLs: {sorted(d for d in imports if d.lower() != 'python3.dll')}"
+    export_dir = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
+    exported = {s.name.decode() for s in export_dir.symbols if s.name} if export_dir else set()
+    check(exported == {EXPORT}, f"exports {sorted(exported)}")
+    yield f"exports only {EXPORT}"
+
+
+# ---- run-tests ----
+
+
+def zig(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "ziglang", *args], cwd=ROOT, **kw)
+
+
+def run_tests(out: Path) -> int:
+    for needed in ("qemu-aarch64-static", "wine"):
+        if not shutil.which(needed):
+            print(f"run-tests: {needed} not found: apt-get install qemu-user-static wine", file=sys.stderr)
+            return 1
+    arm64 = ROOT / ".pythons" / "arm64"
+    run(["bash", ROOT / "tools" / "fetch-arm64-python.sh", arm64], check=True)
+    sysroot = arm64 / "root"
+    results: list[tuple[str, bool]] = []
+
+    def core_tests(target: str, *runner: str | Path) -> None:
+        args = [f"-Dtest-runner={r}" for r in runner]
+        with tempfile.TemporaryDirectory() as wineprefix:
+            env = dict(os.environ, WINEPREFIX=wineprefix, WINEDEBUG="-all")
+            proc = zig("build", "test", f"-Dtarget={target}", *args, env=env, capture_output=True)
+        text = proc.stdout + proc.stderr
+        print(text[-3000:])
+        # The test binary says how many tests ran; require it, so a runner that ran nothing fails.
+        ok = proc.returncode == 0 and re.search(r"All \d+ tests passed", text) is not None
+        results.append((f"zig build test, {target}" + (f" via {runner[0]}" if runner else ""), ok))
+
+    core_tests("x86_64-linux-musl")
+    core_tests("aarch64-linux-musl", "qemu-aarch64-static")
+    core_tests("aarch64-linux-gnu.2.17", "qemu-aarch64-static", "-L", sysroot)
+    core_tests("x86_64-windows-gnu", "wine")
+    for target in ("aarch64-windows-gnu", "x86_64-macos.10.13", "aarch64-macos.11.0", "x86_64-freebsd.14.0"):
+        with tempfile.TemporaryDirectory() as prefix:
+            proc = zig("build", "test-build", f"-Dtarget={target}", "--prefix", prefix)
+        results.append((f"zig build test-build (compile and link), {target}", proc.returncode == 0))
+
+    results.append(("pytest on arm64 CPython 3.11 under qemu, manylinux aarch64 wheel",
+                    arm64_pytest(out, sysroot) == 0))
+    print("\nrun-tests:")
+    for what, ok in results:
+        print(f"  {'PASS' if ok else 'FAIL'}  {what}")
+    return 0 if all(ok for _, ok in results) else 1
+
+
+def arm64_pytest(out: Path, sysroot: Path) -> int:
+    wheels = list(out.glob("zthread-*-manylinux_2_17_aarch64.whl"))
+    if len(wheels) != 1:
+        print(f"run-tests: no aarch64 manylinux wheel in {out} (run `build` first)", file=sys.stderr)
+        return 1
+    site = sysroot / "usr" / "lib" / "python3" / "dist-packages"
+    shutil.rmtree(site, ignore_errors=True)
+    site.mkdir(parents=True)
+    # The host's pip fills the arm64 interpreter's site-packages: the wheel plus the pure test requirements.
+    run([sys.executable, "-m", "pip", "install", "--quiet", "--target", site, "--platform", "manylinux_2_17_aarch64",
+         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--only-binary=:all:",
+         wheels[0], "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"], check=True)
+    # test_toolchain.py checks the source tree (zig build test, mypy, stubtest, abi3audit): the same on every
+    # platform and run natively by CI; everything else runs here. Timeouts are wider: qemu is ~10x slower.
+    # -P keeps the source folder (which has no binary) off sys.path.
+    proc = run([sysroot / "usr" / "bin" / "python3", "-P", "-m", "pytest", "-o", "timeout=900",
+                "--ignore=tests/test_toolchain.py", "-q"], cwd=ROOT)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
