@@ -21,7 +21,8 @@ manylinux, the musllinux binary needing only musl's `libc.so`, the Windows `.pyd
   - `zig build test-build` (compile and link only) for the targets nothing here can run: macOS, FreeBSD,
     Windows arm64;
   - the aarch64 manylinux wheel installed into Debian's arm64 CPython 3.11 under qemu
-    (tools/fetch-arm64-python.sh), and the project's pytest suite run there.
+    (tools/fetch-arm64-python.sh), and the project's pytest suite run there;
+  - the sdist installed with pip into a fresh venv (pip's isolated build: setuptools and ziglang from PyPI).
 
 The first run creates .venv-release with the pinned tools of tools/release-requirements.txt and re-runs itself
 in it. Nothing here needs a system compiler.
@@ -532,10 +533,41 @@ def run_tests(out: Path) -> int:
 
     results.append(("pytest on arm64 CPython 3.11 under qemu, manylinux aarch64 wheel",
                     arm64_pytest(out, sysroot) == 0))
+    results.append(("sdist: `pip install zthread-*.tar.gz` in a fresh venv builds a working module",
+                    sdist_install(out) == 0))
     print("\nrun-tests:")
     for what, ok in results:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
     return 0 if all(ok for _, ok in results) else 1
+
+
+SMOKE = """
+import zthread, sys
+assert "threading" not in sys.modules
+lock = zthread.allocate_lock()
+done = zthread.allocate_lock()
+done.acquire()
+zthread.start_new_thread(done.release, ())
+assert done.acquire(timeout=10) and lock.acquire(False) and not lock.acquire(timeout=0.01)
+print("zthread from the sdist works:", zthread.__file__)
+"""
+
+
+def sdist_install(out: Path) -> int:
+    """The sdist on a machine with only Python: pip's isolated build fetches setuptools and ziglang itself."""
+    sdists = list(out.glob("zthread-*.tar.gz"))
+    if len(sdists) != 1:
+        print(f"run-tests: no sdist in {out}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "venv"
+        # The interpreter this tool was started with, not the tools' venv: nothing preinstalled.
+        base = Path(sys.base_prefix) / "bin" / "python3"
+        run([base, "-m", "venv", venv], check=True)
+        proc = run([venv / "bin" / "pip", "install", "--quiet", sdists[0]])
+        if proc.returncode != 0:
+            return proc.returncode
+        return run([venv / "bin" / "python", "-I", "-c", SMOKE], cwd=tmp).returncode
 
 
 def arm64_pytest(out: Path, sysroot: Path) -> int:
