@@ -50,13 +50,16 @@ const LinuxImpl = struct {
     fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
         var ts: linux.timespec = undefined;
         var ts_ptr: ?*const linux.timespec = null;
+        var slack_to_restore: ?usize = null;
         if (!deadline.isForever()) {
             ts = .{
                 .sec = @intCast(deadline.ns / clock.ns_per_s),
                 .nsec = @intCast(deadline.ns % clock.ns_per_s),
             };
             ts_ptr = &ts;
+            slack_to_restore = narrowTimerSlack();
         }
+        defer if (slack_to_restore) |slack| setTimerSlack(slack);
         const rc = linux.futex(
             &word.raw,
             .{ .cmd = .WAIT_BITSET, .private = true },
@@ -73,6 +76,22 @@ const LinuxImpl = struct {
             // EINVAL (bad timespec or op) and EFAULT (bad address) are bugs in this file.
             else => |e| std.debug.panic("futex wait: unexpected errno {t}", .{e}),
         };
+    }
+
+    // https://man7.org/linux/man-pages/man2/pr_set_timerslack.2const.html
+    // The kernel may end a timed sleep up to the thread's timer slack after its deadline (50 us by default)
+    // to coalesce wake-ups. A timeout promises when the caller resumes, so a timed wait runs with a slack
+    // of 1 ns and gives the thread its own slack back afterwards (two prctl calls, only when it sleeps).
+    // Returns the slack to restore, or null if there is nothing to do (already 1 ns, or no prctl).
+    fn narrowTimerSlack() ?usize {
+        const slack = linux.prctl(@intFromEnum(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0);
+        if (linux.errno(slack) != .SUCCESS or slack <= 1) return null;
+        setTimerSlack(1);
+        return slack;
+    }
+
+    fn setTimerSlack(ns: usize) void {
+        _ = linux.prctl(@intFromEnum(linux.PR.SET_TIMERSLACK), ns, 0, 0, 0);
     }
 
     fn wake(word: *const Atomic, max_waiters: u32) void {
@@ -209,6 +228,17 @@ test "a timed wait returns after its deadline, not before" {
         if (wait(&word, 0, deadline) == .timed_out) break;
     }
     try std.testing.expect(clock.monotonicNs() - start_ns >= timeout_ns);
+}
+
+test "a timed wait leaves the thread's timer slack as it found it" {
+    if (os != .linux) return error.SkipZigTest;
+    const linux = std.os.linux;
+    // Not every environment lets a thread set its slack (qemu-user may not pass prctl through).
+    const set = linux.prctl(@intFromEnum(linux.PR.SET_TIMERSLACK), 123_000, 0, 0, 0);
+    if (linux.errno(set) != .SUCCESS) return error.SkipZigTest;
+    var word = Atomic.init(0);
+    try std.testing.expectEqual(WaitResult.timed_out, wait(&word, 0, clock.Deadline.fromTimeout(std.time.ns_per_ms)));
+    try std.testing.expectEqual(@as(usize, 123_000), linux.prctl(@intFromEnum(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0));
 }
 
 test "wake releases a waiter" {

@@ -251,12 +251,20 @@ pub inline fn newRef(o: *Object) *Object {
     return o;
 }
 
+/// True on 3.12+, where None, True and False are immortal (PEP 683): returning one needs no new reference
+/// (CPython's own Py_RETURN_TRUE takes none), and leaving the count alone keeps every thread that returns
+/// True from writing to the same cache line. Set once at module init (version.detect).
+pub var singletons_immortal = false;
+
 pub inline fn none() *Object {
+    if (singletons_immortal) return &_Py_NoneStruct;
     return newRef(&_Py_NoneStruct);
 }
 
 pub inline fn boolean(v: bool) *Object {
-    return newRef(if (v) &_Py_TrueStruct else &_Py_FalseStruct);
+    const o = if (v) &_Py_TrueStruct else &_Py_FalseStruct;
+    if (singletons_immortal) return o;
+    return newRef(o);
 }
 
 /// A type slot as the function type it holds (function pointers are 4-byte aligned on arm64).

@@ -176,6 +176,18 @@ pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Ac
     return parseAcquireNamed("acquire", args, nargs, kwnames);
 }
 
+/// "blocking" and "timeout", interned at module init. The keyword names of a call are interned strings
+/// (the compiler interns identifiers), so a pointer comparison finds them; a string comparison remains
+/// for names that are equal but not interned (`**{"".join(...): ...}`).
+var kw_blocking: ?*Object = null;
+var kw_timeout: ?*Object = null;
+
+pub fn init() bool {
+    if (kw_blocking == null) kw_blocking = abi.PyUnicode_InternFromString("blocking") orelse return false;
+    if (kw_timeout == null) kw_timeout = abi.PyUnicode_InternFromString("timeout") orelse return false;
+    return true;
+}
+
 /// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`).
 pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     const nkw = keywordCount(kwnames);
@@ -185,19 +197,30 @@ pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: is
         return null;
     }
     const names = [_][*:0]const u8{ "blocking", "timeout" };
-    var values = [_]?*Object{ null, null };
-    var matched: isize = 0;
-    for (&values, names, 0..) |*value, name, i| {
-        if (i < nargs) {
-            value.* = args[i];
-        } else if (findKeyword(args, nargs, kwnames, name)) |v| {
-            value.* = v;
-            matched += 1;
+    var values = [_]?*Object{ if (nargs > 0) args[0] else null, if (nargs > 1) args[1] else null };
+    // One pass over the keywords. An unknown one, or one naming a parameter given by position, is
+    // reported after `blocking` is converted, as PyArg_ParseTupleAndKeywords orders its errors.
+    var misplaced = false;
+    var k: isize = 0;
+    while (k < nkw) : (k += 1) {
+        const key = abi.PyTuple_GetItem(kwnames.?, k).?;
+        const slot: usize = if (key == kw_blocking or (key != kw_timeout and abi.PyUnicode_CompareWithASCIIString(key, names[0]) == 0))
+            0
+        else if (key == kw_timeout or abi.PyUnicode_CompareWithASCIIString(key, names[1]) == 0)
+            1
+        else {
+            misplaced = true;
+            continue;
+        };
+        if (slot < nargs) {
+            misplaced = true;
+        } else {
+            values[slot] = args[@intCast(nargs + k)];
         }
     }
     var blocking = true;
     if (values[0]) |obj| blocking = toBlocking(obj) orelse return null;
-    if (nkw > matched) {
+    if (misplaced) {
         badKeyword(fname, args, nargs, kwnames, &names);
         return null;
     }
@@ -206,7 +229,10 @@ pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: is
     return checkTimeout(blocking, timeout_ns);
 }
 
-fn toBlocking(obj: *Object) ?bool {
+pub fn toBlocking(obj: *Object) ?bool {
+    // True and False are what callers pass; "p" and "i" both read them as 1 and 0.
+    if (obj == &abi._Py_TrueStruct) return true;
+    if (obj == &abi._Py_FalseStruct) return false;
     if (version.atLeast(12)) {
         const truth = abi.PyObject_IsTrue(obj);
         if (truth < 0) return null;

@@ -72,9 +72,17 @@ fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ca
 
 inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     const self = cast(o);
-    if (nargs == 0 and kwnames == null) {
-        if (self.lock.tryAcquire()) return abi.boolean(true);
-        return waitFor(self, -1);
+    if (kwnames == null) {
+        if (nargs == 0) {
+            if (self.lock.tryAcquire()) return abi.boolean(true);
+            return waitFor(self, -1);
+        }
+        if (nargs == 1) { // acquire(False) / acquire(True): no timeout to convert or check
+            const blocking = args.toBlocking(argv[0]) orelse return null;
+            if (self.lock.tryAcquire()) return abi.boolean(true);
+            if (!blocking) return abi.boolean(false);
+            return waitFor(self, -1);
+        }
     }
     const parsed = args.parseAcquireNamed(fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);

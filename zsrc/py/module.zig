@@ -206,6 +206,7 @@ fn addFunction(module: *Object, def: *abi.MethodDef) bool {
 
 fn exec(module: *Object) callconv(.c) c_int {
     version.detect();
+    if (!args.init()) return -1;
     if (!addFunctions(module)) return -1;
     if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
     const lock_type = lock.createType() orelse return -1;

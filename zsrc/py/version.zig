@@ -16,6 +16,7 @@ pub fn detect() void {
     var value: u32 = 0;
     while (text[i] >= '0' and text[i] <= '9') : (i += 1) value = value * 10 + (text[i] - '0');
     minor = value;
+    abi.singletons_immortal = minor >= 12;
 }
 
 pub inline fn atLeast(wanted_minor: u32) bool {

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The README's results table: `python -m zthread bench --json` on every interpreter, side by side.
+
+    python3 tools/bench_table.py --wheel dist/zthread-...-manylinux_2_17_x86_64.whl PYTHON [PYTHON ...]
+    python3 tools/bench_table.py ... --update-readme     # rewrite the table between the README's markers
+
+Each interpreter gets a fresh venv with zthread installed (the wheel given, or this source tree), then runs the
+bench in it, one interpreter after the other (never two at once: they would share the CPUs). Each cell is the
+ratio zthread/CPython of the medians, with both medians after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def bench(python: str, install: str, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "venv"
+        subprocess.run([python, "-m", "venv", venv], check=True)
+        subprocess.run([venv / "bin" / "pip", "install", "--quiet", install], check=True)
+        print(f"bench-table: {python}", file=sys.stderr, flush=True)
+        out = subprocess.run([venv / "bin" / "python", "-I", "-m", "zthread", "bench", "--json", "--rounds",
+                              str(rounds)], check=True, capture_output=True, text=True, cwd=tmp)
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def table(docs: list[dict[str, Any]]) -> str:
+    versions = [d["python"] for d in docs]
+    first = docs[0]
+    lines = [
+        f"Machine: {first['platform']}, {first['cpus']} CPUs ({cpu_model()}); {first['rounds']} interleaved rounds "
+        "per side, medians. Cell: ratio zthread/CPython (zthread / CPython's `_thread`); below 1 means zthread "
+        "is faster or smaller.",
+        "",
+        "| metric | " + " | ".join(versions) + " |",
+        "|---|" + "---|" * len(versions),
+    ]
+    names = [m["metric"] for m in first["metrics"]]
+    for name in names:
+        cells = []
+        for d in docs:
+            m = next(x for x in d["metrics"] if x["metric"] == name)
+            if name == "floor":
+                cells.append(f"{m['cpython']:.1f} {m['unit']}")
+            else:
+                cells.append(f"{m['ratio']:.2f} ({m['zthread']:.1f} / {m['cpython']:.1f} {m['unit']})")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pythons", nargs="+")
+    parser.add_argument("--wheel", help="install this wheel (default: the source tree)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    docs = [bench(p, args.wheel or str(ROOT), args.rounds) for p in args.pythons]
+    text = table(docs)
+    print(text)
+    if args.update_readme:
+        readme = README.read_text()
+        head, _, rest = readme.partition(START)
+        _, _, tail = rest.partition(END)
+        if not rest:
+            print(f"bench-table: no {START} marker in README.md", file=sys.stderr)
+            return 1
+        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("PYTHONPATH", None)
+    sys.exit(main())
