@@ -84,14 +84,14 @@ const LinuxImpl = struct {
     // of 1 ns and gives the thread its own slack back afterwards (two prctl calls, only when it sleeps).
     // Returns the slack to restore, or null if there is nothing to do (already 1 ns, or no prctl).
     fn narrowTimerSlack() ?usize {
-        const slack = linux.prctl(@intFromEnum(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0);
+        const slack = linux.prctl(@backingInt(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0);
         if (linux.errno(slack) != .SUCCESS or slack <= 1) return null;
         setTimerSlack(1);
         return slack;
     }
 
     fn setTimerSlack(ns: usize) void {
-        _ = linux.prctl(@intFromEnum(linux.PR.SET_TIMERSLACK), ns, 0, 0, 0);
+        _ = linux.prctl(@backingInt(linux.PR.SET_TIMERSLACK), ns, 0, 0, 0);
     }
 
     fn wake(word: *const Atomic, max_waiters: u32) void {
@@ -234,11 +234,11 @@ test "a timed wait leaves the thread's timer slack as it found it" {
     if (os != .linux) return error.SkipZigTest;
     const linux = std.os.linux;
     // Not every environment lets a thread set its slack (qemu-user may not pass prctl through).
-    const set = linux.prctl(@intFromEnum(linux.PR.SET_TIMERSLACK), 123_000, 0, 0, 0);
+    const set = linux.prctl(@backingInt(linux.PR.SET_TIMERSLACK), 123_000, 0, 0, 0);
     if (linux.errno(set) != .SUCCESS) return error.SkipZigTest;
     var word = Atomic.init(0);
     try std.testing.expectEqual(WaitResult.timed_out, wait(&word, 0, clock.Deadline.fromTimeout(std.time.ns_per_ms)));
-    try std.testing.expectEqual(@as(usize, 123_000), linux.prctl(@intFromEnum(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0));
+    try std.testing.expectEqual(@as(usize, 123_000), linux.prctl(@backingInt(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0));
 }
 
 test "wake releases a waiter" {
