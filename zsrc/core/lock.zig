@@ -18,6 +18,13 @@ pub const Lock = extern struct {
     /// How often a waiter re-reads the word before it parks: a holder that runs briefly on another core
     /// often releases within this window, and a wake-up through the kernel costs far more.
     const spin_limit = 64;
+    /// Then how often it yields its CPU (re-reading the word after each) before it parks: the holder is
+    /// often runnable on this very CPU (a thread just started, or the other end of a hand-off), and a
+    /// yield lets it run and release at once, where parking costs a sleep and a wake-up through the
+    /// kernel. CPython's PyMutex (3.13+) yields likewise, up to 40 times. A signal whose handler runs
+    /// during the spins or yields (not in the futex sleep) does not end the wait: the same window as
+    /// CPython's; the next signal does.
+    const yield_limit = 16;
 
     pub const AcquireResult = enum { acquired, timed_out, interrupted };
 
@@ -36,6 +43,12 @@ pub const Lock = extern struct {
         while (spins < spin_limit) : (spins += 1) {
             if (self.state.load(.monotonic) == unlocked and self.tryAcquire()) return .acquired;
             std.atomic.spinLoopHint();
+        }
+        var yields: u32 = 0;
+        while (yields < yield_limit) : (yields += 1) {
+            std.Thread.yield() catch break;
+            if (self.state.load(.monotonic) == unlocked and self.tryAcquire()) return .acquired;
+            if (deadline.hasPassed()) break;
         }
         while (true) {
             // Mark the lock contended before parking, so the holder's release wakes us. If it was
