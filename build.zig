@@ -3,6 +3,7 @@
 //!   zig build                      the native module, installed as zig-out/lib/<name> (see -Dext-name)
 //!   zig build test                 the core's tests (no Python needed); -Dtest-runner=... for emulators
 //!   zig build test-build           compile and link the core's tests only (targets that cannot run here)
+//!   zig build test -Dtsan          the core's tests under ThreadSanitizer
 //!   zig build -Dtarget=aarch64-linux-gnu.2.17 ...   cross builds: always for the target's baseline CPU
 const std = @import("std");
 
@@ -49,7 +50,15 @@ pub fn build(b: *std.Build) void {
     const install_ext = b.addInstallFileWithDir(ext.getEmittedBin(), .lib, ext_name);
     b.getInstallStep().dependOn(&install_ext.step);
 
-    const core_tests = b.addTest(.{ .root_module = core });
+    // -Dtsan: the core's tests under ThreadSanitizer (the module itself is never built with it).
+    const tsan = b.option(bool, "tsan", "Run the core's tests under ThreadSanitizer") orelse false;
+    const core_tests = b.addTest(.{ .root_module = if (!tsan) core else b.createModule(.{
+        .root_source_file = b.path("zsrc/core/root.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .sanitize_thread = true,
+    }) });
     const test_step = b.step("test", "Run the core's tests");
     // -Dtest-runner runs the test binary through an emulator, one argument per option, e.g.
     //   -Dtarget=aarch64-linux-gnu -Dtest-runner=qemu-aarch64-static -Dtest-runner=-L -Dtest-runner=SYSROOT

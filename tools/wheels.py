@@ -17,7 +17,7 @@ manylinux, the musllinux binary needing only musl's `libc.so`, the Windows `.pyd
 
 `run-tests` executes (needs `apt-get install qemu-user-static wine`):
   - `zig build test` (the core's tests) for x86_64-linux-musl natively, aarch64-linux-musl and aarch64-linux-gnu
-    under qemu-aarch64-static, x86_64-windows-gnu under wine;
+    under qemu-aarch64-static, x86_64-windows-gnu under wine, and x86_64-linux-gnu under ThreadSanitizer (-Dtsan);
   - `zig build test-build` (compile and link only) for the targets nothing here can run: macOS, FreeBSD,
     Windows arm64;
   - the aarch64 manylinux wheel installed into Debian's arm64 CPython 3.11 under qemu
@@ -507,8 +507,8 @@ def run_tests(out: Path) -> int:
     sysroot = arm64 / "root"
     results: list[tuple[str, bool]] = []
 
-    def core_tests(target: str, *runner: str | Path) -> None:
-        args = [f"-Dtest-runner={r}" for r in runner]
+    def core_tests(target: str, *runner: str | Path, options: tuple[str, ...] = ()) -> None:
+        args = [*options, *(f"-Dtest-runner={r}" for r in runner)]
         with tempfile.TemporaryDirectory() as wineprefix:
             env = dict(os.environ, WINEPREFIX=wineprefix, WINEDEBUG="-all")
             proc = zig("build", "test", f"-Dtarget={target}", *args, env=env, capture_output=True)
@@ -519,10 +519,12 @@ def run_tests(out: Path) -> int:
         m = re.search(r"All (\d+) tests passed|(\d+) passed; (\d+) skipped; 0 failed", text)
         ok = proc.returncode == 0 and m is not None
         counts = "" if m is None else f": {m[1] or m[2]} passed" + (f", {m[3]} skipped" if m[3] else "")
-        results.append((f"zig build test, {target} via {runner[0]}{counts}", ok))
+        results.append((f"zig build test {' '.join(options)}".rstrip() + f", {target} via {runner[0]}{counts}", ok))
 
     # `env` runs the native binary standalone, so that it prints its own count as the emulated ones do.
     core_tests("x86_64-linux-musl", "env")
+    # ThreadSanitizer: a report makes the test binary exit 66, so the step fails.
+    core_tests("x86_64-linux-gnu", "env", options=("-Dtsan",))
     core_tests("aarch64-linux-musl", "qemu-aarch64-static")
     core_tests("aarch64-linux-gnu.2.17", "qemu-aarch64-static", "-L", sysroot)
     core_tests("x86_64-windows-gnu", "wine")
