@@ -22,6 +22,10 @@ pub fn build(b: *std.Build) void {
         .link_libc = true,
     });
 
+    // -Dref-calls: count references through Py_IncRef/Py_DecRef instead of inline adds, so that a CPython debug
+    // build's sys.gettotalrefcount() sees every one (tools/refcount-debug.py); never for a release.
+    const options = b.addOptions();
+    options.addOption(bool, "ref_calls", b.option(bool, "ref-calls", "Py_IncRef/Py_DecRef calls for every reference (CPython debug builds)") orelse false);
     const ext_mod = b.createModule(.{
         .root_source_file = b.path("zsrc/py/module.zig"),
         .target = target,
@@ -29,7 +33,10 @@ pub fn build(b: *std.Build) void {
         .link_libc = true,
         .pic = true,
         .strip = optimize != .debug,
-        .imports = &.{.{ .name = "core", .module = core }},
+        .imports = &.{
+            .{ .name = "core", .module = core },
+            .{ .name = "build_options", .module = options.createModule() },
+        },
     });
     if (os == .windows) {
         // Py* symbols come from python3.dll (the stable ABI): link an import library made from the .def

@@ -231,6 +231,36 @@ def test_unhandled_exception_goes_to_unraisablehook(monkeypatch: pytest.MonkeyPa
         assert u.err_msg == "Exception ignored in thread started by" and u.object is fail
 
 
+@pytest.mark.parametrize("module", [_thread, zthread], ids=["cpython", "zthread"])
+def test_a_thread_function_whose_repr_raises_is_reported_as_cpython_does(
+        monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
+    # The hook's err_msg holds repr(function) on 3.13+: the repr runs with the thread's exception set
+    # aside (CPython's debug build aborts if Python code runs with an exception set), and when it
+    # fails the hook still gets the thread's exception, with err_msg None.
+    seen: list[tuple[object, ...]] = []
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    class Task:
+        def __call__(self) -> None:
+            raise ValueError("task failed")
+
+        def __repr__(self) -> str:
+            raise KeyError("no repr")
+
+    def hook(u: Any) -> None:
+        seen.append((u.exc_type, str(u.exc_value), u.err_msg, u.object is task))
+        done.release()
+
+    task = Task()
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    module.start_new_thread(task, ())
+    assert done.acquire(timeout=WAIT)
+    wait_for_threads()
+    expected_msg = None if sys.version_info >= (3, 13) else "Exception ignored in thread started by"
+    assert seen == [(ValueError, "task failed", expected_msg, sys.version_info < (3, 13))]
+
+
 def test_system_exit_ends_a_thread_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)

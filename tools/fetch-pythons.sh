@@ -2,6 +2,8 @@
 # Puts CPython 3.14 and 3.15 from Debian's sid packages into DEST (default: .pythons in the repository),
 # runnable on this Debian 12 machine without installing anything into the system but patchelf:
 #   DEST/3.14/bin/python3.14, DEST/3.15/bin/python3.15   (venv + pip work; the test suites are included)
+# With --debug, also CPython 3.14's debug build (Py_DEBUG: sys.gettotalrefcount, assertions), no venv:
+#   DEST/3.14d/bin/python3.14d                            (used by tools/refcount-debug.py)
 # Uses a private apt state under DEST/.apt (never /var/lib/apt or /etc/apt) and keeps the .debs in
 # DEST/.debs. Idempotent: with everything in place it only checks and returns.
 set -euo pipefail
@@ -9,11 +11,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=$(realpath -m "${1:-$here/.pythons}")
 versions=(3.14 3.15)
+[ "${2:-}" = --debug ] && versions+=(3.14d)
 arch=amd64
 libs=(libc6 libexpat1 zlib1g libffi8 libssl3t64 libbz2-1.0 liblzma5 libzstd1 libmpdec4 libsqlite3-0 libuuid1
       libgcc-s1 gcc-16-base libncursesw6 libtinfo6 libreadline8t64 python3-pip-whl python3-setuptools-whl)
 
-works() { [ -x "$dest/$1/bin/python$1" ] && "$dest/$1/bin/python$1" -c "import ssl, sqlite3, ctypes, venv" 2>/dev/null; }
+works() {
+    local mods="ssl, sqlite3, ctypes"
+    [ "${1%d}" = "$1" ] && mods+=", venv"  # the debug build has no venv of its own (Debian's python3.14-venv)
+    [ -x "$dest/$1/bin/python$1" ] && "$dest/$1/bin/python$1" -c "import $mods" 2>/dev/null
+}
 
 missing=()
 for v in "${versions[@]}"; do works "$v" || missing+=("$v"); done
@@ -39,8 +46,14 @@ apt-get "${apt_opts[@]}" -qq update
 
 for v in "${missing[@]}"; do
     root=$dest/$v/root
-    pkgs=("python$v-minimal" "libpython$v-minimal" "libpython$v-stdlib" "libpython$v-testsuite" "python$v-venv" "${libs[@]}")
-    echo "fetch-pythons: downloading CPython $v ($(apt-cache "${apt_opts[@]}" policy "python$v-minimal" | awk '/Candidate/ {print $2}')) and its libraries"
+    if [ "${v%d}" != "$v" ]; then  # the debug build: its interpreter and extension modules, the same stdlib
+        base=${v%d}
+        pkgs=("python$base-dbg" "libpython$base-dbg" "libpython$base-minimal" "libpython$base-stdlib" "${libs[@]}")
+    else
+        base=$v
+        pkgs=("python$v-minimal" "libpython$v-minimal" "libpython$v-stdlib" "libpython$v-testsuite" "python$v-venv" "${libs[@]}")
+    fi
+    echo "fetch-pythons: downloading CPython $v ($(apt-cache "${apt_opts[@]}" policy "python$base-minimal" | awk '/Candidate/ {print $2}')) and its libraries"
     (cd "$dest/.debs" && apt-get "${apt_opts[@]}" -qq download "${pkgs[@]}")
     rm -rf "$root"
     mkdir -p "$root" "$dest/$v/bin"
@@ -53,7 +66,7 @@ for v in "${missing[@]}"; do
     patchelf --set-interpreter "$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --force-rpath \
         --set-rpath "$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu" "$root/usr/bin/python$v"
     # ensurepip (venv) looks for Debian's wheels in WHEEL_PKG_DIR: point it at our copy.
-    sed -i "s|'/usr/share/python-wheels/\?'|'$root/usr/share/python-wheels/'|" "$root"/usr/lib/python$v/_sysconfigdata__*.py
+    sed -i "s|'/usr/share/python-wheels/\?'|'$root/usr/share/python-wheels/'|" "$root"/usr/lib/python$base/_sysconfigdata_*.py
     ln -sfn "$root/usr/bin/python$v" "$dest/$v/bin/python$v"
     works "$v" || { echo "fetch-pythons: CPython $v does not run" >&2; exit 1; }
     echo "fetch-pythons: $dest/$v/bin/python$v: $("$dest/$v/bin/python$v" -c 'import sys; print(sys.version.split()[0])')"

@@ -233,14 +233,19 @@ pub extern var PyExc_AttributeError: *Object;
 
 /// Py_INCREF as the stable ABI before 3.12 compiles it: a plain add. On 3.12+ an immortal object's count
 /// is large enough that a matched +1/-1 never reaches zero (PEP 683's compatibility guarantee).
+/// Built with -Dref-calls (for CPython debug builds' reference totals), both go through the C API's calls.
 pub inline fn incRef(o: *Object) void {
+    if (ref_calls) return Py_IncRef(o);
     o.ob_refcnt += 1;
 }
 
 pub inline fn decRef(o: *Object) void {
+    if (ref_calls) return Py_DecRef(o);
     o.ob_refcnt -= 1;
     if (o.ob_refcnt == 0) _Py_Dealloc(o);
 }
+
+const ref_calls = @import("build_options").ref_calls;
 
 pub inline fn xDecRef(o: ?*Object) void {
     if (o) |p| decRef(p);

@@ -19,11 +19,20 @@ pub fn restore(e: Saved) void {
 
 /// Reports the current exception to sys.unraisablehook with CPython's `err_msg` and `object` fields
 /// (the default hook prints "<err_msg>: <object>" and the traceback). Clears the exception.
-pub fn writeUnraisable(err_msg: *Object, object: ?*Object) void {
+/// `err_msg` is `msg_format` with `msg_arg` for its one %R, or `msg_format` as it is when `msg_arg` is
+/// null; it is built only once the exception is out of the way (as CPython's PyErr_FormatUnraisable
+/// does: no Python code, such as a __repr__, may run with an exception set). If building it fails,
+/// `err_msg` is None.
+pub fn writeUnraisable(msg_format: [*:0]const u8, msg_arg: ?*Object, object: ?*Object) void {
     var exc: Saved = save();
     abi.PyErr_NormalizeException(&exc[0], &exc[1], &exc[2]);
     if (exc[1] != null and exc[2] != null) _ = abi.PyException_SetTraceback(exc[1].?, exc[2].?);
     defer for (exc) |o| abi.xDecRef(o);
+    const err_msg = (if (msg_arg) |arg| abi.PyUnicode_FromFormat(msg_format, arg) else abi.PyUnicode_FromString(msg_format)) orelse blk: {
+        abi.PyErr_Clear();
+        break :blk null;
+    };
+    defer abi.xDecRef(err_msg);
     const hook_args_type = unraisableArgsType() orelse return fallback(exc, object);
     const fields = [5]?*Object{ exc[0], exc[1], exc[2], err_msg, object };
     var items: [5]*Object = undefined;

@@ -224,9 +224,7 @@ pub fn shutdown(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
         const h = next orelse break;
         defer h.decRef();
         _ = join(h, -1) catch {
-            const msg = abi.PyUnicode_FromString("Exception ignored while joining a thread in _thread._shutdown()") orelse return null;
-            defer abi.decRef(msg);
-            errors.writeUnraisable(msg, null);
+            errors.writeUnraisable("Exception ignored while joining a thread in _thread._shutdown()", null, null);
             return abi.none();
         };
     }

@@ -192,13 +192,10 @@ fn reportThreadException(function: *Object) void {
     }
     // 3.10-3.12: err_msg "Exception ignored in thread started by", object=function;
     // 3.13+: the function's repr is in err_msg and object is None (test_thread asserts both).
-    const err_msg = if (version.atLeast(13))
-        abi.PyUnicode_FromFormat("Exception ignored in thread started by %R", function)
+    if (version.atLeast(13))
+        errors.writeUnraisable("Exception ignored in thread started by %R", function, null)
     else
-        abi.PyUnicode_FromString("Exception ignored in thread started by");
-    const msg = err_msg orelse return abi.PyErr_WriteUnraisable(function);
-    defer abi.decRef(msg);
-    errors.writeUnraisable(msg, if (version.atLeast(13)) null else function);
+        errors.writeUnraisable("Exception ignored in thread started by", null, function);
 }
 
 /// `_set_sentinel()`: a new lock that zthread releases, if it is held then, when the calling thread has
@@ -220,8 +217,10 @@ pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*O
     const old_size = stack_size_bytes.load(.monotonic);
     if (nargs == 1) {
         const new_size = args.toSsize(argv[0]) orelse return null;
-        // 3.14+: the minimum leaves room for CPython's C-stack protection (gh-130398).
-        const min_size: isize = @intCast(0xC000 + std.heap.pageSize());
+        // 3.14+: the minimum leaves room for CPython's C-stack protection (gh-130398): three margins of
+        // 2048 pointers (4096 in a debug build) and a page.
+        const margin: usize = @as(usize, if (version.debug_build) 4096 else 2048) * @sizeOf(usize);
+        const min_size: isize = @intCast(3 * margin + std.heap.pageSize());
         if (version.atLeast(14) and new_size != 0 and new_size < min_size) {
             _ = abi.PyErr_Format(abi.PyExc_ValueError, "size must be at least %zd bytes", min_size);
             return null;

@@ -5,6 +5,10 @@ const abi = @import("abi.zig");
 /// Minor version of the running CPython 3.x, set once when the module is initialised.
 pub var minor: u32 = 10;
 
+/// A debug build of CPython (Py_DEBUG, e.g. Debian's python3.14-dbg): it has sys.gettotalrefcount.
+/// Its C-stack margin, and so `stack_size`'s minimum on 3.14+, is twice a release build's.
+pub var debug_build = false;
+
 /// Reads the version from `Py_GetVersion()` ("3.12.1 (main, ...)"): `Py_Version` is only in the stable
 /// ABI from 3.11.
 pub fn detect() void {
@@ -17,6 +21,7 @@ pub fn detect() void {
     while (text[i] >= '0' and text[i] <= '9') : (i += 1) value = value * 10 + (text[i] - '0');
     minor = value;
     abi.singletons_immortal = minor >= 12;
+    debug_build = abi.PySys_GetObject("gettotalrefcount") != null;
 }
 
 pub inline fn atLeast(wanted_minor: u32) bool {
