@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import _thread
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import zthread
-
-WAIT = 10.0  # every wait in these tests is bounded: a bug fails, it does not hang
-
-
-def start(function: Callable[..., object], *args: Any) -> None:
-    zthread.start_new_thread(function, args)
-
-
-def wait_for_threads() -> None:
-    deadline = time.monotonic() + WAIT
-    while zthread._count() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert zthread._count() == 0
-
+from helpers import WAIT, send_soon, stack_size_of_current_thread, start, wait_for_threads
 
 # ---- locks ----
 
@@ -280,18 +264,6 @@ def test_system_exit_ends_a_thread_quietly(monkeypatch: pytest.MonkeyPatch) -> N
     assert seen == []
 
 
-def stack_size_of_current_thread() -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    libc.pthread_self.restype = ctypes.c_ulong
-    libc.pthread_getattr_np.argtypes = [ctypes.c_ulong, ctypes.c_char_p]
-    attr = ctypes.create_string_buffer(128)
-    size = ctypes.c_size_t()
-    assert libc.pthread_getattr_np(libc.pthread_self(), attr) == 0
-    assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
-    libc.pthread_attr_destroy(attr)
-    return size.value
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the stack with glibc's pthread_getattr_np")
 def test_stack_size_applies_to_new_threads() -> None:
     sizes: list[int] = []
@@ -316,16 +288,6 @@ def test_stack_size_applies_to_new_threads() -> None:
 # ---- signals ----
 
 pytestmark_posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-def send_soon(signum: int, delay: float = 0.1) -> None:
-    main = zthread.get_ident()
-
-    def send() -> None:
-        time.sleep(delay)
-        signal.pthread_kill(main, signum)
-
-    start(send)
 
 
 @pytestmark_posix

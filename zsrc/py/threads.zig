@@ -42,7 +42,7 @@ pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kw
     if (!mayStartThread(module.?)) return null;
     const h = Handle.create() orelse return null;
     defer h.decRef(); // nobody will join it: only the thread keeps its handle
-    if (!start(h, function, call_args, kwargs)) return null;
+    if (!start(h, function, call_args, kwargs, stack_size_bytes.load(.monotonic))) return null;
     return abi.PyLong_FromUnsignedLongLong(h.ident.load(.monotonic));
 }
 
@@ -50,21 +50,33 @@ pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kw
 pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     var values = [_]?*Object{ null, null, null };
     if (!args.parseKeywords("start_joinable_thread", &.{ "function", "handle", "daemon" }, 1, argv, nargs, kwnames, &values)) return null;
-    const function = values[0].?;
+    return startJoinable(module.?, values[0].?, values[1], values[2], stack_size_bytes.load(.monotonic));
+}
+
+/// `_start_thread(function, stack_size=0, daemon=True)` -> handle: start_joinable_thread with this thread's
+/// own stack size (0: the default), whatever `stack_size()` says; zthread.start_thread is built on it.
+pub fn startThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    var values = [_]?*Object{ null, null, null };
+    if (!args.parseKeywords("_start_thread", &.{ "function", "stack_size", "daemon" }, 1, argv, nargs, kwnames, &values)) return null;
+    const size = if (values[1]) |o| toStackSize(o) orelse return null else 0;
+    return startJoinable(module.?, values[0].?, null, values[2], size);
+}
+
+fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemon_arg: ?*Object, stack_size: usize) ?*Object {
     if (abi.PyCallable_Check(function) == 0) return typeError("thread function must be callable");
     var daemon = true;
-    if (values[2]) |d| {
+    if (daemon_arg) |d| {
         const truth = abi.PyObject_IsTrue(d);
         if (truth < 0) return null;
         daemon = truth != 0;
     }
-    const handle_obj = if (values[1] != null and values[1] != &abi._Py_NoneStruct) blk: {
-        const o = values[1].?;
+    const handle_obj = if (handle_arg != null and handle_arg != &abi._Py_NoneStruct) blk: {
+        const o = handle_arg.?;
         if (!handles.isHandleObject(o)) return typeError("'handle' must be a _ThreadHandle");
         break :blk abi.newRef(o);
     } else blk: {
         const h = Handle.create() orelse return null;
-        break :blk handles.newObject(state.handleType(module.?), h) orelse {
+        break :blk handles.newObject(state.handleType(module), h) orelse {
             h.decRef();
             return null;
         };
@@ -75,14 +87,14 @@ pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isiz
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread already started");
         return null;
     }
-    if (!mayStartThread(module.?)) {
+    if (!mayStartThread(module)) {
         abi.decRef(handle_obj);
         return null;
     }
     h.daemon = daemon;
     const no_args = abi.PyTuple_New(0) orelse return null;
     defer abi.decRef(no_args);
-    if (!start(h, function, no_args, null)) {
+    if (!start(h, function, no_args, null, stack_size)) {
         abi.decRef(handle_obj);
         return null;
     }
@@ -111,7 +123,7 @@ fn typeError(msg: [*:0]const u8) ?*Object {
 }
 
 /// Starts an OS thread running the call, with `h` as its handle. False with RuntimeError set on failure.
-fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object) bool {
+fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize) bool {
     handles.buryDead();
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
         _ = abi.PyErr_NoMemory();
@@ -133,7 +145,7 @@ fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object) bo
         return false;
     }
     _ = running_count.fetchAdd(1, .monotonic);
-    const thread = core.thread.spawn(Bootstrap, run, boot, stack_size_bytes.load(.monotonic)) catch {
+    const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
         _ = running_count.fetchSub(1, .monotonic);
         handles.unregister(h);
         h.state.store(.not_started, .release);
@@ -215,28 +227,31 @@ pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*O
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("stack_size");
     if (nargs > 1) return args.tooManyPositional("stack_size", 1, nargs);
     const old_size = stack_size_bytes.load(.monotonic);
-    if (nargs == 1) {
-        const new_size = args.toSsize(argv[0]) orelse return null;
-        // 3.14+: the minimum leaves room for CPython's C-stack protection (gh-130398): three margins of
-        // 2048 pointers (4096 in a debug build) and a page.
-        const margin: usize = @as(usize, if (version.debug_build) 4096 else 2048) * @sizeOf(usize);
-        const min_size: isize = @intCast(3 * margin + std.heap.pageSize());
-        if (version.atLeast(14) and new_size != 0 and new_size < min_size) {
-            _ = abi.PyErr_Format(abi.PyExc_ValueError, "size must be at least %zd bytes", min_size);
-            return null;
-        }
-        if (new_size < 0) {
-            abi.PyErr_SetString(abi.PyExc_ValueError, "size must be 0 or a positive value");
-            return null;
-        }
-        const size: usize = @intCast(new_size);
-        if (size != 0 and !core.thread.stackSizeIsValid(size)) {
-            _ = abi.PyErr_Format(abi.PyExc_ValueError, "size not valid: %zd bytes", new_size);
-            return null;
-        }
-        stack_size_bytes.store(size, .monotonic);
-    }
+    if (nargs == 1) stack_size_bytes.store(toStackSize(argv[0]) orelse return null, .monotonic);
     return abi.PyLong_FromSsize_t(@intCast(old_size));
+}
+
+/// A stack size as `stack_size(size)` takes it (0: the default), or null with CPython's error set.
+fn toStackSize(o: *Object) ?usize {
+    const new_size = args.toSsize(o) orelse return null;
+    // 3.14+: the minimum leaves room for CPython's C-stack protection (gh-130398): three margins of
+    // 2048 pointers (4096 in a debug build) and a page.
+    const margin: usize = @as(usize, if (version.debug_build) 4096 else 2048) * @sizeOf(usize);
+    const min_size: isize = @intCast(3 * margin + std.heap.pageSize());
+    if (version.atLeast(14) and new_size != 0 and new_size < min_size) {
+        _ = abi.PyErr_Format(abi.PyExc_ValueError, "size must be at least %zd bytes", min_size);
+        return null;
+    }
+    if (new_size < 0) {
+        abi.PyErr_SetString(abi.PyExc_ValueError, "size must be 0 or a positive value");
+        return null;
+    }
+    const size: usize = @intCast(new_size);
+    if (size != 0 and !core.thread.stackSizeIsValid(size)) {
+        _ = abi.PyErr_Format(abi.PyExc_ValueError, "size not valid: %zd bytes", new_size);
+        return null;
+    }
+    return size;
 }
 
 pub fn count(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
