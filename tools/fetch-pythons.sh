@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts CPython 3.14 and 3.15 from Debian's sid packages into DEST (default: .pythons in the repository),
 # runnable on this Debian 12 machine without installing anything into the system but patchelf:
-#   DEST/3.14/bin/python3.14, DEST/3.15/bin/python3.15   (venv + pip work; the test suites are included)
+#   DEST/3.14/bin/python3.14, DEST/3.15/bin/python3.15   (venv + pip work; the test suites and C headers
+#                                                         are included)
 # With --debug, also CPython 3.14's debug build (Py_DEBUG: sys.gettotalrefcount, assertions), no venv:
 #   DEST/3.14d/bin/python3.14d                            (used by tools/refcount-debug.py)
 # Uses a private apt state under DEST/.apt (never /var/lib/apt or /etc/apt) and keeps the .debs in
@@ -17,9 +18,10 @@ libs=(libc6 libexpat1 zlib1g libffi8 libssl3t64 libbz2-1.0 liblzma5 libzstd1 lib
       libgcc-s1 gcc-16-base libncursesw6 libtinfo6 libreadline8t64 python3-pip-whl python3-setuptools-whl)
 
 works() {
-    local mods="ssl, sqlite3, ctypes"
-    [ "${1%d}" = "$1" ] && mods+=", venv"  # the debug build has no venv of its own (Debian's python3.14-venv)
-    [ -x "$dest/$1/bin/python$1" ] && "$dest/$1/bin/python$1" -c "import $mods" 2>/dev/null
+    local mods="ssl, sqlite3, ctypes" headers="$dest/$1/bin/python$1"
+    # The debug build has no venv of its own (Debian's python3.14-venv), and no headers here.
+    [ "${1%d}" = "$1" ] && mods+=", venv" && headers="$dest/$1/root/usr/include/python$1/Python.h"
+    [ -x "$dest/$1/bin/python$1" ] && [ -e "$headers" ] && "$dest/$1/bin/python$1" -c "import $mods" 2>/dev/null
 }
 
 missing=()
@@ -51,7 +53,8 @@ for v in "${missing[@]}"; do
         pkgs=("python$base-dbg" "libpython$base-dbg" "libpython$base-minimal" "libpython$base-stdlib" "${libs[@]}")
     else
         base=$v
-        pkgs=("python$v-minimal" "libpython$v-minimal" "libpython$v-stdlib" "libpython$v-testsuite" "python$v-venv" "${libs[@]}")
+        pkgs=("python$v-minimal" "libpython$v-minimal" "libpython$v-stdlib" "libpython$v-testsuite" "python$v-venv"
+              "libpython$v-dev" "${libs[@]}")
     fi
     echo "fetch-pythons: downloading CPython $v ($(apt-cache "${apt_opts[@]}" policy "python$base-minimal" | awk '/Candidate/ {print $2}')) and its libraries"
     (cd "$dest/.debs" && apt-get "${apt_opts[@]}" -qq download "${pkgs[@]}")

@@ -137,6 +137,14 @@ class _Bootstrap:
         return repr(self.function)
 
 
+def get_include() -> str:
+    """The folder of ``zthread.h``, the C ABI's header (for ``-I``): native code reaches zthread's locks and
+    threads through the capsule ``zthread._zthread._C_API`` it describes."""
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "include")
+
+
 _shutdown_registered = False
 
 
@@ -183,6 +191,7 @@ def start_thread(
 
 __all__ = [
     "Handle",
+    "get_include",
     "start_thread",
     "LockType",
     "RLock",

@@ -99,6 +99,7 @@ def _get_name() -> str: ...
 
 _NAME_MAXLEN: Final[int]
 TIMEOUT_MAX: Final[float]
+_C_API: Final[object]  # a capsule holding zthread/include/zthread.h's zthread_CAPI
 
 @final
 class _ExceptHookArgs(structseq[Any], tuple[type[BaseException], BaseException | None, TracebackType | None, Thread | None]):

@@ -134,6 +134,8 @@ pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
 pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
 pub extern fn PyType_GetSlot(t: *TypeObject, slot: c_int) ?*anyopaque;
+pub extern fn PyCapsule_New(pointer: *anyopaque, name: [*:0]const u8, destructor: ?*const fn (*Object) callconv(.c) void) ?*Object;
+pub extern fn PyCapsule_GetPointer(capsule: *Object, name: [*:0]const u8) ?*anyopaque;
 pub extern fn PyObject_GetAttrString(o: *Object, name: [*:0]const u8) ?*Object;
 pub extern fn PySequence_Check(o: *Object) c_int;
 pub extern fn PySequence_Size(o: *Object) isize;

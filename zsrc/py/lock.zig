@@ -26,6 +26,11 @@ pub fn coreLock(o: *Object) *core.Lock {
     return &cast(o).lock;
 }
 
+/// Whether `o` is a lock of this module's type, made by any interpreter's import of it (they share `dealloc`).
+pub fn isLock(o: *Object) bool {
+    return abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @ptrCast(@constCast(&dealloc)));
+}
+
 /// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).
 pub fn newLock(tp: *abi.TypeObject) ?*Object {
     const self = abi.newInstance(LockObject, tp) orelse return null;

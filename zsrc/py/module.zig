@@ -4,6 +4,7 @@ const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
+const capi = @import("capi.zig");
 const lock = @import("lock.zig");
 const rlock = @import("rlock.zig");
 const local = @import("local.zig");
@@ -214,6 +215,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     state.of(module).lock_type = lock_type; // the state owns the reference
     if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
     if (abi.PyModule_AddObjectRef(module, "lock", lock_type) != 0) return -1;
+    if (!capi.addCapsule(module, lock_type)) return -1;
     const handle_type = handles.createType() orelse return -1;
     state.of(module).handle_type = handle_type;
     if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", handle_type) != 0) return -1;
