@@ -37,6 +37,11 @@ pub const Deadline = struct {
         return if (now_ns >= self.ns) 0 else self.ns - now_ns;
     }
 
+    /// What `remainingNs` says, or null for `forever`.
+    pub fn remainingNsOrNull(self: Deadline) ?u64 {
+        return if (self.isForever()) null else self.remainingNs();
+    }
+
     pub fn hasPassed(self: Deadline) bool {
         return !self.isForever() and monotonicNs() >= self.ns;
     }

@@ -19,10 +19,49 @@ pub const WaitResult = enum {
     interrupted,
 };
 
-/// Blocks while `word` holds `expect`, until woken, `deadline` passes, or a signal arrives.
+/// Blocks while `word` holds `expect`, until woken, `deadline` passes, or a signal arrives (on Windows: a
+/// console Ctrl-C or Ctrl-Break, if this thread's waits are `console.interruptible`).
 pub fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
     return Impl.wait(word, expect, deadline);
 }
+
+/// Windows has no signals: Ctrl-C reaches a process as a console control event, handled on a thread of its
+/// own, and a thread blocked in WaitOnAddress never hears of it (CPython 3.10-3.13: gh-74157). zthread's
+/// console handler (`install`) runs a hook first (the CPython layer's: it makes Python see SIGINT), then
+/// wakes the one thread whose waits are interruptible (the CPython layer marks the main thread's: Python
+/// runs signal handlers there only), whose wait returns `.interrupted`, as EINTR makes it on POSIX. The
+/// handler returns FALSE, so the handlers registered before it (CPython's own) run too. Elsewhere this is
+/// inert: POSIX signals interrupt waits by themselves.
+pub const console = struct {
+    /// Set by a thread for its own waits: true where Ctrl-C must end them.
+    pub threadlocal var interruptible: bool = false;
+    /// Set by every console event, taken by the interruptible thread's next wait (which then returns
+    /// `.interrupted` at once): an event that comes while that thread is not waiting still ends its next
+    /// wait, so the CPython layer runs Python's handlers (at worst for nothing: they already ran).
+    var pending = std.atomic.Value(bool).init(false);
+    /// The word the interruptible thread waits on now (null when it is not waiting).
+    var waiting_on = std.atomic.Value(?*const Atomic).init(null);
+    var hook: ?*const fn (event: u32) void = null;
+
+    pub const ctrl_c_event: u32 = 0;
+    pub const ctrl_break_event: u32 = 1;
+
+    /// Registers the console handler (once per process), with `on_event` to run first in it. False if the OS
+    /// refused; true without doing anything where there are no console events.
+    pub fn install(on_event: *const fn (event: u32) void) bool {
+        if (os != .windows) return true;
+        hook = on_event;
+        return WindowsImpl.SetConsoleCtrlHandler(&WindowsImpl.consoleHandler, .TRUE).toBool();
+    }
+
+    /// What the handler does for a Ctrl-C (`ctrl_c_event`) or Ctrl-Break: runs the hook, then ends the
+    /// interruptible thread's wait. Public for the tests, which cannot press keys.
+    pub fn interrupt(event: u32) void {
+        if (hook) |h| h(event);
+        pending.store(true, .seq_cst);
+        if (waiting_on.load(.seq_cst)) |word| wake(word, std.math.maxInt(u32));
+    }
+};
 
 /// Wakes at most `max_waiters` threads blocked in `wait` on `word`.
 pub fn wake(word: *const Atomic, max_waiters: u32) void {
@@ -154,14 +193,28 @@ const WindowsImpl = struct {
 
     // https://learn.microsoft.com/en-us/windows/win32/api/synchapi/nf-synchapi-waitonaddress (the ntdll
     // function behind it). The timeout is RELATIVE, in 100 ns units, given as a negative number.
-    // Windows has no signals: Ctrl-C does not interrupt this wait (planned: a console control handler).
     fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+        if (!console.interruptible) return waitOnAddress(word, expect, deadline.remainingNsOrNull());
+        // Ctrl-C ends this wait (see `console`). The handler sets `pending`, then wakes `waiting_on`: publish
+        // the word first, then take `pending`. An event whose wake-up comes before this thread blocks is
+        // lost; waiting in slices of 100 ms bounds how late its `pending` is seen.
+        console.waiting_on.store(word, .seq_cst);
+        defer console.waiting_on.store(null, .seq_cst);
+        if (console.pending.swap(false, .seq_cst)) return .interrupted;
+        const slice_ns = 100 * std.time.ns_per_ms;
+        const remaining = deadline.remainingNsOrNull();
+        const result = waitOnAddress(word, expect, if (remaining) |r| @min(r, slice_ns) else slice_ns);
+        if (console.pending.swap(false, .seq_cst)) return .interrupted;
+        if (result == .timed_out and !deadline.hasPassed()) return .woken; // a slice ended: the caller waits again
+        return result;
+    }
+
+    fn waitOnAddress(word: *const Atomic, expect: u32, timeout_ns: ?u64) WaitResult {
         var timeout: windows.LARGE_INTEGER = undefined;
         var timeout_ptr: ?*const windows.LARGE_INTEGER = null;
-        if (!deadline.isForever()) {
-            const remaining_ns = deadline.remainingNs();
-            if (remaining_ns == 0) return .timed_out;
-            timeout = -@as(i64, @intCast(std.math.divCeil(u64, remaining_ns, 100) catch unreachable));
+        if (timeout_ns) |ns| {
+            if (ns == 0) return .timed_out;
+            timeout = -@as(i64, @intCast(std.math.divCeil(u64, ns, 100) catch unreachable));
             timeout_ptr = &timeout;
         }
         const status = ntdll.RtlWaitOnAddress(&word.raw, &expect, @sizeOf(u32), timeout_ptr);
@@ -170,6 +223,13 @@ const WindowsImpl = struct {
             .TIMEOUT => .timed_out,
             else => std.debug.panic("RtlWaitOnAddress: unexpected status 0x{x}", .{@backingInt(status)}),
         };
+    }
+
+    extern "kernel32" fn SetConsoleCtrlHandler(handler: ?*const fn (u32) callconv(.winapi) windows.BOOL, add: windows.BOOL) callconv(.winapi) windows.BOOL;
+
+    fn consoleHandler(event: u32) callconv(.winapi) windows.BOOL {
+        if (event == console.ctrl_c_event or event == console.ctrl_break_event) console.interrupt(event);
+        return .FALSE; // the next handler (CPython's own) runs as well
     }
 
     fn wake(word: *const Atomic, max_waiters: u32) void {
@@ -253,4 +313,75 @@ test "wake releases a waiter" {
     ctx.word.store(1, .release);
     wake(&ctx.word, 1);
     t.join();
+}
+
+/// Sleeps by waiting on a word nobody changes (this file has no other clock-driven sleep).
+fn sleepNs(ns: u64) void {
+    var word = Atomic.init(0);
+    const deadline = clock.Deadline.fromTimeout(ns);
+    while (wait(&word, 0, deadline) != .timed_out) {}
+}
+
+const ConsoleTest = struct {
+    word: Atomic = .init(0),
+    result: WaitResult = .woken,
+    var hooked = std.atomic.Value(u32).init(0);
+
+    fn onEvent(event: u32) void {
+        std.debug.assert(event == console.ctrl_c_event);
+        _ = hooked.fetchAdd(1, .seq_cst);
+    }
+
+    fn interruptibleWaiter(ctx: *ConsoleTest) void {
+        console.interruptible = true;
+        while (true) { // past spurious wake-ups and the ends of slices
+            ctx.result = wait(&ctx.word, 0, .forever);
+            if (ctx.result != .woken) return;
+        }
+    }
+
+    fn timedWaiter(ctx: *ConsoleTest) void {
+        const deadline = clock.Deadline.fromTimeout(100 * std.time.ns_per_ms);
+        while (true) {
+            ctx.result = wait(&ctx.word, 0, deadline);
+            if (ctx.result != .woken) return;
+        }
+    }
+};
+
+test "a console Ctrl-C runs the hook, then ends the interruptible thread's wait" {
+    if (os != .windows) return error.SkipZigTest;
+    try std.testing.expect(console.install(ConsoleTest.onEvent));
+    console.pending.store(false, .seq_cst);
+    const before = ConsoleTest.hooked.load(.seq_cst);
+    var ctx: ConsoleTest = .{};
+    const t = try std.Thread.spawn(.{}, ConsoleTest.interruptibleWaiter, .{&ctx});
+    sleepNs(50 * std.time.ns_per_ms); // let it block (if it has not yet, it sees `pending` later)
+    console.interrupt(console.ctrl_c_event);
+    t.join();
+    try std.testing.expectEqual(WaitResult.interrupted, ctx.result);
+    try std.testing.expectEqual(before + 1, ConsoleTest.hooked.load(.seq_cst));
+}
+
+test "a Ctrl-C while the interruptible thread was not waiting ends its next wait at once" {
+    if (os != .windows) return error.SkipZigTest;
+    try std.testing.expect(console.install(ConsoleTest.onEvent));
+    console.pending.store(false, .seq_cst);
+    console.interrupt(console.ctrl_c_event);
+    var ctx: ConsoleTest = .{};
+    const t = try std.Thread.spawn(.{}, ConsoleTest.interruptibleWaiter, .{&ctx});
+    t.join();
+    try std.testing.expectEqual(WaitResult.interrupted, ctx.result);
+}
+
+test "a Ctrl-C does not end the waits of other threads" {
+    if (os != .windows) return error.SkipZigTest;
+    try std.testing.expect(console.install(ConsoleTest.onEvent));
+    var ctx: ConsoleTest = .{};
+    const t = try std.Thread.spawn(.{}, ConsoleTest.timedWaiter, .{&ctx});
+    sleepNs(20 * std.time.ns_per_ms);
+    console.interrupt(console.ctrl_c_event);
+    t.join();
+    try std.testing.expectEqual(WaitResult.timed_out, ctx.result);
+    console.pending.store(false, .seq_cst);
 }

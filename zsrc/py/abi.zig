@@ -181,6 +181,7 @@ pub extern fn PyErr_Fetch(t: *?*Object, v: *?*Object, tb: *?*Object) void;
 pub extern fn PyErr_NormalizeException(t: *?*Object, v: *?*Object, tb: *?*Object) void;
 pub extern fn PyErr_WriteUnraisable(o: ?*Object) void;
 pub extern fn PyErr_SetInterruptEx(signum: c_int) c_int;
+pub extern fn Py_IsInitialized() c_int;
 pub extern fn PyException_SetTraceback(e: *Object, tb: *Object) c_int;
 
 // Interpreter, threads and the GIL.

@@ -1,6 +1,7 @@
 //! `zthread._zthread`: CPython's `_thread` API over zthread's core. Module init, and the small
 //! module-level functions; the lock type lives in lock.zig, thread start in threads.zig.
 const std = @import("std");
+const builtin = @import("builtin");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
@@ -54,6 +55,27 @@ fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 /// The ident of the thread that imported zthread first in the main interpreter, or, on Linux, of the
 /// process's initial thread when it calls first (CPython: `_PyRuntime.main_thread`).
 var main_thread_ident: u64 = 0;
+
+/// Windows: Ctrl-C and Ctrl-Break end the main thread's zthread waits (locks, RLocks, joins), as signals do
+/// on POSIX, on every CPython version (see core.futex.console). The console handler first makes Python see
+/// the signal (PyErr_SetInterruptEx, callable from any thread without the GIL), then wakes the main thread,
+/// whose wait returns `.interrupted`: the wait runs Python's handlers (KeyboardInterrupt) and goes on if
+/// none raised. Python runs signal handlers in the main thread only, so only its waits are interruptible.
+fn enableConsoleInterrupts() void {
+    if (builtin.os.tag != .windows) return;
+    if (core.thread.currentIdent() == main_thread_ident) core.futex.console.interruptible = true;
+    if (console_handler_installed) return;
+    console_handler_installed = core.futex.console.install(onConsoleEvent);
+}
+
+var console_handler_installed = false;
+
+fn onConsoleEvent(event: u32) void {
+    if (abi.Py_IsInitialized() == 0) return; // finalized: nobody to tell
+    const sigint = 2;
+    const sigbreak = 21; // the MSVC CRT's SIGBREAK
+    _ = abi.PyErr_SetInterruptEx(if (event == core.futex.console.ctrl_break_event) sigbreak else sigint);
+}
 
 /// In a forked child the forking thread is the main thread (CPython resets `_PyRuntime.main_thread`).
 pub fn afterForkInChild() void {
@@ -225,6 +247,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     handles.registerForkHook();
     // The first import in the process's initial thread; where the OS cannot tell, the first import.
     if (main_thread_ident == 0 and (core.thread.isProcessMainThread() orelse true)) main_thread_ident = core.thread.currentIdent();
+    enableConsoleInterrupts();
     const rlock_type = rlock.createType() orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
