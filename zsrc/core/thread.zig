@@ -69,11 +69,35 @@ pub fn currentNativeId() u64 {
     return Impl.currentNativeId();
 }
 
-/// The longest thread name the OS keeps, in bytes, without the terminating NUL (CPython's _NAME_MAXLEN).
+/// The longest thread name the OS keeps, without the terminating NUL (CPython's _NAME_MAXLEN): in bytes,
+/// or on Windows in UTF-16 code units (SetThreadDescription; CPython 3.14's limit there).
 pub const name_max_bytes: usize = switch (os) {
     .linux, .netbsd => 15,
     .freebsd => 19,
+    .windows => 32766,
     else => if (os.isDarwin()) 63 else 15,
+};
+
+/// Windows: names the calling thread (SetThreadDescription, Windows 10 1607+: looked up at run time, so
+/// older Windows loads the module and reports Unsupported). `name` is UTF-16.
+pub fn setCurrentNameWide(name: [:0]const u16) NameError!void {
+    if (os != .windows) @compileError("Windows only");
+    if (name.len > name_max_bytes) return error.NameTooLong;
+    return WindowsImpl.setCurrentNameWide(name);
+}
+
+/// Windows: the calling thread's name (GetThreadDescription), UTF-16; `deinit` frees it.
+pub fn currentNameWide() NameError!WideName {
+    if (os != .windows) @compileError("Windows only");
+    return WindowsImpl.currentNameWide();
+}
+
+pub const WideName = struct {
+    ptr: [*:0]u16,
+
+    pub fn deinit(self: WideName) void {
+        _ = WindowsImpl.LocalFree(self.ptr);
+    }
 };
 
 pub const NameError = error{ NameTooLong, Unsupported, Unexpected };
@@ -162,11 +186,38 @@ const WindowsImpl = struct {
     }
 
     fn setCurrentName(_: [:0]const u8) NameError!void {
-        return error.Unsupported; // SetThreadDescription (UTF-16): planned
+        return error.Unsupported; // names are UTF-16 here: setCurrentNameWide
     }
 
     fn currentName(_: *[name_max_bytes + 1]u8) NameError![:0]const u8 {
-        return error.Unsupported;
+        return error.Unsupported; // currentNameWide
+    }
+
+    extern "kernel32" fn GetCurrentThread() callconv(.winapi) Handle;
+    extern "kernel32" fn GetModuleHandleW(name: [*:0]const u16) callconv(.winapi) ?*anyopaque;
+    extern "kernel32" fn GetProcAddress(module: *anyopaque, name: [*:0]const u8) callconv(.winapi) ?*anyopaque;
+    extern "kernel32" fn LocalFree(mem: ?*anyopaque) callconv(.winapi) ?*anyopaque;
+
+    const SetDescription = *const fn (Handle, [*:0]const u16) callconv(.winapi) i32;
+    const GetDescription = *const fn (Handle, *?[*:0]u16) callconv(.winapi) i32;
+
+    /// kernel32's function `name`, or null on Windows before 10 1607. Looked up on each call: naming a
+    /// thread is rare, and the lookup is a table walk.
+    fn kernelFunction(comptime T: type, name: [*:0]const u8) ?T {
+        const kernel32 = GetModuleHandleW(std.unicode.utf8ToUtf16LeStringLiteral("kernel32.dll")) orelse return null;
+        return @ptrCast(@alignCast(GetProcAddress(kernel32, name) orelse return null));
+    }
+
+    fn setCurrentNameWide(name: [:0]const u16) NameError!void {
+        const set = kernelFunction(SetDescription, "SetThreadDescription") orelse return error.Unsupported;
+        if (set(GetCurrentThread(), name.ptr) < 0) return error.Unexpected; // a failed HRESULT
+    }
+
+    fn currentNameWide() NameError!WideName {
+        const get = kernelFunction(GetDescription, "GetThreadDescription") orelse return error.Unsupported;
+        var name: ?[*:0]u16 = null;
+        if (get(GetCurrentThread(), &name) < 0) return error.Unexpected;
+        return .{ .ptr = name orelse return error.Unexpected };
     }
 
     fn isProcessMainThread() ?bool {
@@ -327,6 +378,35 @@ test "stack sizes below the minimum are refused" {
     try testing.expect(!stackSizeIsValid(1));
     try testing.expect(!stackSizeIsValid(min_stack_size_bytes - 1));
     try testing.expect(stackSizeIsValid(1024 * 1024));
+}
+
+test "a thread's OS name can be set and read back (Windows: UTF-16)" {
+    if (os != .windows) return error.SkipZigTest;
+    const Ctx = struct {
+        read_back: [64]u16 = undefined,
+        len: usize = 0,
+        err: ?NameError = null,
+        fn run(ctx: *@This()) void {
+            const name = std.unicode.utf8ToUtf16LeStringLiteral("zthread-test \u{e9}\u{1f600}");
+            setCurrentNameWide(name) catch |e| {
+                ctx.err = e;
+                return;
+            };
+            const got = currentNameWide() catch |e| {
+                ctx.err = e;
+                return;
+            };
+            defer got.deinit();
+            const slice = std.mem.span(got.ptr);
+            ctx.len = @min(slice.len, ctx.read_back.len);
+            @memcpy(ctx.read_back[0..ctx.len], slice[0..ctx.len]);
+        }
+    };
+    var ctx: Ctx = .{};
+    const t = try spawn(Ctx, Ctx.run, &ctx, 0);
+    t.join();
+    if (ctx.err) |e| return e;
+    try testing.expectEqualSlices(u16, std.unicode.utf8ToUtf16LeStringLiteral("zthread-test \u{e9}\u{1f600}"), ctx.read_back[0..ctx.len]);
 }
 
 test "a thread's OS name can be set and read back" {

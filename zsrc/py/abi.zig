@@ -134,6 +134,11 @@ pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
 pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
 pub extern fn PyType_GetSlot(t: *TypeObject, slot: c_int) ?*anyopaque;
+/// C's wchar_t: UTF-16 code units on Windows, UTF-32 elsewhere.
+pub const WChar = if (builtin.os.tag == .windows) u16 else u32;
+pub extern fn PyUnicode_AsWideCharString(o: *Object, size: ?*isize) ?[*:0]WChar;
+pub extern fn PyUnicode_FromWideChar(w: [*]const WChar, size: isize) ?*Object;
+pub extern fn PyMem_Free(p: ?*anyopaque) void;
 pub extern fn PyCapsule_New(pointer: *anyopaque, name: [*:0]const u8, destructor: ?*const fn (*Object) callconv(.c) void) ?*Object;
 pub extern fn PyCapsule_GetPointer(capsule: *Object, name: [*:0]const u8) ?*anyopaque;
 pub extern fn PyObject_GetAttrString(o: *Object, name: [*:0]const u8) ?*Object;

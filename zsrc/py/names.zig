@@ -1,5 +1,6 @@
 //! OS thread names: `set_name(name)` and `_get_name()` as CPython 3.14 has them, on every version.
 const std = @import("std");
+const builtin = @import("builtin");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
@@ -19,6 +20,26 @@ pub fn setName(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Obj
         _ = abi.PyErr_Format(abi.PyExc_TypeError, "set_name() argument 'name' must be str, not %U", tp_name);
         return null;
     }
+    return if (builtin.os.tag == .windows) setNameWide(name) else setNameBytes(name);
+}
+
+/// Windows (CPython 3.14's rules there): the name as UTF-16, cut to `_NAME_MAXLEN` code units.
+fn setNameWide(name: *Object) ?*Object {
+    var len: isize = 0;
+    const wide = abi.PyUnicode_AsWideCharString(name, &len) orelse return null;
+    defer abi.PyMem_Free(wide);
+    const n = @min(@as(usize, @intCast(len)), core.thread.name_max_bytes);
+    wide[n] = 0;
+    core.thread.setCurrentNameWide(wide[0..n :0]) catch |e| return nameError("set", e);
+    return abi.none();
+}
+
+fn nameError(what: [*:0]const u8, e: core.thread.NameError) ?*Object {
+    _ = abi.PyErr_Format(abi.PyExc_OSError, "could not %s the thread name: %s", what, @errorName(e).ptr);
+    return null;
+}
+
+fn setNameBytes(name: *Object) ?*Object {
     const encoding = fsEncoding() orelse return null;
     defer abi.decRef(encoding);
     const encoding_utf8 = abi.PyUnicode_AsUTF8AndSize(encoding, null) orelse return null;
@@ -30,10 +51,7 @@ pub fn setName(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Obj
     const n = @min(len, core.thread.name_max_bytes);
     @memcpy(buf[0..n], bytes[0..n]);
     buf[n] = 0;
-    core.thread.setCurrentName(buf[0..n :0]) catch |e| {
-        _ = abi.PyErr_Format(abi.PyExc_OSError, "could not set the thread name: %s", @errorName(e).ptr);
-        return null;
-    };
+    core.thread.setCurrentName(buf[0..n :0]) catch |e| return nameError("set", e);
     return abi.none();
 }
 
@@ -46,11 +64,18 @@ fn fsEncoding() ?*Object {
 }
 
 pub fn getName(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    return if (builtin.os.tag == .windows) getNameWide() else getNameBytes();
+}
+
+fn getNameWide() ?*Object {
+    const name = core.thread.currentNameWide() catch |e| return nameError("read", e);
+    defer name.deinit();
+    return abi.PyUnicode_FromWideChar(name.ptr, -1);
+}
+
+fn getNameBytes() ?*Object {
     var buf: [core.thread.name_max_bytes + 1]u8 = undefined;
-    const name = core.thread.currentName(&buf) catch |e| {
-        _ = abi.PyErr_Format(abi.PyExc_OSError, "could not read the thread name: %s", @errorName(e).ptr);
-        return null;
-    };
+    const name = core.thread.currentName(&buf) catch |e| return nameError("read", e);
     return abi.PyUnicode_DecodeFSDefault(name.ptr);
 }
 
