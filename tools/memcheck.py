@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ["tests/test_api.py", "tests/test_fuzz_differential.py", "tests/test_reliability.py"]
+DEFAULT = ["tests/test_api.py", "tests/test_fuzz_differential.py", "tests/test_reliability.py",
+           "tests/test_start_thread.py", "tests/test_capi.py"]
 OURS = re.compile(r"_zthread\.(abi3\.so|so)|zthread/zsrc|/zsrc/(core|py)/")
 
 

@@ -114,6 +114,11 @@ def exercise(rounds):
             swallow(zt.start_new_thread, bad, ())
             swallow(zt.start_new_thread, target, (), bad)
 
+        if hasattr(zt, "_start_thread"):  # zthread's own (start_thread's native half)
+            zt._start_thread(done.release, 1 << 20, True).join()
+            done.acquire()
+            for bad in BAD:
+                swallow(zt._start_thread, done.release, bad)
         handle = zt.start_joinable_thread(lambda: done.release())
         done.acquire()
         handle.join(); handle.join(0.5); handle.is_done(); handle.ident; repr(handle)
@@ -203,11 +208,11 @@ def main() -> int:
         run([sys.executable, "-m", "pip", "install", "--quiet", "--target", site, "--python-version", "3.14",
              "--only-binary=:all:", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"], check=True)
         tests = ["tests/test_api.py", "tests/test_fuzz_differential.py", "tests/test_dropin.py",
-                 "tests/test_reliability.py"]
+                 "tests/test_reliability.py", "tests/test_start_thread.py"]
         # -P: the source folder (no binary in it) stays off sys.path; the debug build is ~3x slower.
         proc = run([PYTHON_D, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "timeout=600", *tests],
                    cwd=ROOT, env=env)
-        results.append(("pytest (API, fuzzing, drop-in, reliability) on python3.14d", proc.returncode == 0))
+        results.append(("pytest (API, fuzzing, drop-in, reliability, start_thread) on python3.14d", proc.returncode == 0))
     print("\nrefcount-debug:")
     for what, ok in results:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
