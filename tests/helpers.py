@@ -18,10 +18,15 @@ def start(function: Callable[..., object], *args: Any) -> None:
     zthread.start_new_thread(function, args)
 
 
-def wait_for_threads() -> None:
-    deadline = time.monotonic() + WAIT
+def let_threads_end(timeout: float = WAIT) -> None:
+    """Waits (at most `timeout` seconds) until every thread zthread started has ended."""
+    deadline = time.monotonic() + timeout
     while zthread._count() and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def wait_for_threads() -> None:
+    let_threads_end()
     assert zthread._count() == 0
 
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import zthread
+from helpers import let_threads_end
 
 SECONDS = float(os.environ.get("ZTHREAD_STRESS_SECONDS", "2"))
 RUNS = int(os.environ.get("ZTHREAD_STRESS_RUNS", "60"))
@@ -57,9 +58,7 @@ def run_threads(count: int, body: Any) -> list[BaseException]:
     for i in range(count):
         zthread.start_new_thread(wrapper, (i,))
     assert all_done.acquire(timeout=SECONDS + WAIT), f"{left[0]} of {count} threads never finished (deadlock?)"
-    deadline = time.monotonic() + WAIT
-    while zthread._count() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    let_threads_end(WAIT)
     return errors
 
 
@@ -357,9 +356,7 @@ def test_fork_while_other_threads_hold_locks() -> None:
     _, status = os.waitpid(pid, 0)
     finish.release()
     assert os.waitstatus_to_exitcode(status) == 0
-    deadline = time.monotonic() + WAIT
-    while zthread._count() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    let_threads_end(WAIT)
 
 
 EXIT_WITH_DAEMONS = """
@@ -494,9 +491,7 @@ def test_no_reference_is_leaked_by_threads_locks_and_timeouts() -> None:
                 lock.acquire(False, timeout)
             except ValueError:
                 pass
-        deadline = time.monotonic() + WAIT
-        while zthread._count() and time.monotonic() < deadline:
-            time.sleep(0.001)
+        let_threads_end(WAIT)
 
     exercise(50)
     gc.collect()
@@ -580,9 +575,7 @@ class LockMachine(RuleBasedStateMachine):
         assert self.locks[0].locked() == self.locks[1].locked()
 
     def teardown(self) -> None:
-        deadline = time.monotonic() + WAIT
-        while zthread._count() and time.monotonic() < deadline:
-            time.sleep(0.001)
+        let_threads_end(WAIT)
 
 
 LockMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)

@@ -8,6 +8,7 @@ handle, on every version. Importing zthread never imports ``threading``. ``insta
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -17,8 +18,6 @@ if TYPE_CHECKING:  # typing names only: importing zthread stays cheap
 try:
     from zthread import _zthread
 except ImportError:  # pragma: no cover - only in a source checkout
-    import os
-
     if any(name.startswith("_zthread.") and not name.endswith(".pyi") for name in os.listdir(__path__[0])):
         raise
     raise ImportError(
@@ -65,6 +64,7 @@ def install() -> None:
 def installed() -> bool:
     """Whether ``import _thread`` gives zthread in this process."""
     return sys.modules.get("_thread") is _zthread
+
 
 class Handle:
     """A thread started by :func:`start_thread`.
@@ -140,8 +140,6 @@ class _Bootstrap:
 def get_include() -> str:
     """The folder of ``zthread.h``, the C ABI's header (for ``-I``): native code reaches zthread's locks and
     threads through the capsule ``zthread._zthread._C_API`` it describes."""
-    import os
-
     return os.path.join(os.path.dirname(__file__), "include")
 
 

@@ -38,6 +38,16 @@ pub const Lock = extern struct {
         return self.acquireSlow(deadline);
     }
 
+    /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
+    /// that cannot run signal handlers. Whether the lock was acquired.
+    pub fn acquireUninterrupted(self: *Lock, deadline: clock.Deadline) bool {
+        while (true) switch (self.acquire(deadline)) {
+            .acquired => return true,
+            .timed_out => return false,
+            .interrupted => {},
+        };
+    }
+
     fn acquireSlow(self: *Lock, deadline: clock.Deadline) AcquireResult {
         var spins: u32 = 0;
         while (spins < spin_limit) : (spins += 1) {

@@ -48,11 +48,7 @@ fn lockAcquire(o: *Object, timeout_ns: c_longlong) callconv(.c) c_int {
     const l = lock.coreLock(o);
     if (timeout_ns == 0) return @intFromBool(l.tryAcquire());
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
-    while (true) switch (l.acquire(deadline)) {
-        .acquired => return 1,
-        .timed_out => return 0,
-        .interrupted => {}, // no Python handler can run without the GIL: wait on, to the same deadline
-    };
+    return @intFromBool(l.acquireUninterrupted(deadline)); // no Python handler can run without the GIL
 }
 
 fn lockRelease(o: *Object) callconv(.c) c_int {

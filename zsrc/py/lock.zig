@@ -28,7 +28,7 @@ pub fn coreLock(o: *Object) *core.Lock {
 
 /// Whether `o` is a lock of this module's type, made by any interpreter's import of it (they share `dealloc`).
 pub fn isLock(o: *Object) bool {
-    return abi.PyType_GetSlot(o.ob_type, abi.Py_tp_dealloc) == @as(?*anyopaque, @ptrCast(@constCast(&dealloc)));
+    return abi.isExactType(o.ob_type, &dealloc);
 }
 
 /// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).

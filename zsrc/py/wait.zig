@@ -27,7 +27,9 @@ pub fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
 /// exception there would leave a Condition's lock unheld under its `with` block). Signals that arrive
 /// meanwhile are handled after the wait, by the interpreter's usual check.
 pub fn acquireUninterruptibly(lock: *core.Lock) void {
-    while (acquireWithoutGil(lock, .forever) != .acquired) {}
+    const tstate = abi.PyEval_SaveThread();
+    defer abi.PyEval_RestoreThread(tstate);
+    _ = lock.acquireUninterrupted(.forever);
 }
 
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline) core.Lock.AcquireResult {
