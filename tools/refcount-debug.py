@@ -8,8 +8,9 @@
    in Zig's Debug mode (its safety checks on: an overflow or a bad cast panics instead of passing).
 2. Runs every entry point of the native module (locks, RLock, threads with arguments, exceptions and
    SystemExit, joinable handles, thread-locals with and without __init__, names, stack sizes, and the error
-   path of each with bad arguments) N rounds after a warm-up and checks that sys.gettotalrefcount() and
-   sys.getallocatedblocks() end where they started (a leak of one reference per round would show as N).
+   path of each with bad arguments) in two stretches of N rounds after a warm-up and checks that
+   sys.gettotalrefcount() and sys.getallocatedblocks() end where they started in at least one (a leak of
+   one reference per round would show as N in both).
 3. Runs the project's API, fuzzing, drop-in and reliability tests on the debug interpreter (its assertions
    catch a wrong reference count or a call without the GIL as a crash).
 
@@ -156,16 +157,25 @@ def exercise(rounds):
     time.sleep(0.01)  # the last thread's state is deleted just after _count() drops
 
 
+def totals():
+    gc.collect()
+    return sys.gettotalrefcount(), sys.getallocatedblocks()
+
+
 rounds = int(sys.argv[1])
 exercise(rounds // 5)  # warm-up: caches, interned names, free lists
-gc.collect()
-refs, blocks = sys.gettotalrefcount(), sys.getallocatedblocks()
-exercise(rounds)
-gc.collect()
-refs, blocks = sys.gettotalrefcount() - refs, sys.getallocatedblocks() - blocks
-print(f"refcount-debug: {sys.argv[2]}: {rounds} rounds of every entry point: total references {refs:+d}, "
-      f"allocated blocks {blocks:+d}")
-# A leak of one reference or block per round shows as >= rounds; CPython's own caches move a few.
+# Two measured stretches of `rounds` rounds each: a leak per round grows both alike, while a one-off move
+# (a cache or a container resizing, seen as +260 once in CI) shows in one only. The better one is judged.
+stretches = []
+for _ in range(2):
+    before = totals()
+    exercise(rounds)
+    after = totals()
+    stretches.append((after[0] - before[0], after[1] - before[1]))
+print(f"refcount-debug: {sys.argv[2]}: {rounds} rounds of every entry point, twice: total references "
+      f"{stretches[0][0]:+d} then {stretches[1][0]:+d}, allocated blocks {stretches[0][1]:+d} then {stretches[1][1]:+d}")
+# A leak of one reference or block per round shows as >= rounds in both; CPython's own caches move a few.
+refs, blocks = min(stretches, key=lambda s: abs(s[0]) + abs(s[1]))
 sys.exit(0 if abs(refs) < rounds // 4 and abs(blocks) < rounds // 4 else 1)
 '''
 
