@@ -154,18 +154,56 @@ def test_interrupt_main_rejects_what_cpython_rejects(args: list[Any], kwargs: di
     same(lambda m: m.interrupt_main(*args, **kwargs))
 
 
+def in_both(names: list[str], make: Callable[[ModuleType], Any]) -> list[str]:
+    """The names that CPython's object of this version has (zthread must have them too)."""
+    have = [n for n in names if hasattr(make(_thread), n)]
+    assert all(hasattr(make(zt), n) for n in have)
+    return have
+
+
+# Every function and method without arguments (zthread's are METH_FASTCALL: they give the messages
+# CPython's METH_NOARGS ones give, bound or called through the type).
+NO_ARGUMENT_FUNCTIONS = in_both(["exit", "exit_thread", "allocate_lock", "allocate", "get_ident", "get_native_id", "_count",
+                                 "_get_main_thread_ident", "_is_main_interpreter", "_get_name", "daemon_threads_allowed",
+                                 "_shutdown", "_set_sentinel"], lambda m: m)
+LOCK_METHODS = in_both(["release", "locked", "_at_fork_reinit", "release_lock", "locked_lock"], lambda m: m.allocate_lock())
+RLOCK_METHODS = in_both(["release", "locked", "_is_owned", "_recursion_count", "_release_save", "_at_fork_reinit"], lambda m: m.RLock())
+HANDLE_METHODS = in_both(["is_done", "_set_done"], lambda m: m._ThreadHandle()) if hasattr(_thread, "_ThreadHandle") else []
+
+
 @FUZZ
-@given(name=st.sampled_from(["exit", "exit_thread", "allocate_lock", "allocate", "get_ident", "get_native_id", "_count"]), args=positional, kwargs=keywords)
+@given(name=st.sampled_from(NO_ARGUMENT_FUNCTIONS), args=positional, kwargs=keywords)
 def test_no_argument_functions(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
     assume(args or kwargs)
     same(lambda m: getattr(m, name)(*args, **kwargs))
 
 
+def call_method(obj: Any, name: str, through_type: bool, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if through_type:
+        return getattr(type(obj), name)(obj, *args, **kwargs)
+    return getattr(obj, name)(*args, **kwargs)
+
+
 @FUZZ
-@given(method=st.sampled_from(["release", "locked", "_at_fork_reinit", "release_lock", "locked_lock"]), args=positional, kwargs=keywords)
-def test_lock_methods_without_arguments(method: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+@given(method=st.sampled_from(LOCK_METHODS), through_type=st.booleans(), args=positional, kwargs=keywords)
+def test_lock_methods_without_arguments(method: str, through_type: bool, args: list[Any], kwargs: dict[str, Any]) -> None:
     assume(args or kwargs)
-    same(lambda m: getattr(m.allocate_lock(), method)(*args, **kwargs))
+    same(lambda m: call_method(m.allocate_lock(), method, through_type, args, kwargs))
+
+
+@FUZZ
+@given(method=st.sampled_from(RLOCK_METHODS), through_type=st.booleans(), args=positional, kwargs=keywords)
+def test_rlock_methods_without_arguments(method: str, through_type: bool, args: list[Any], kwargs: dict[str, Any]) -> None:
+    assume(args or kwargs)
+    same(lambda m: call_method(m.RLock(), method, through_type, args, kwargs))
+
+
+@pytest.mark.skipif(not HANDLE_METHODS, reason="CPython has no _ThreadHandle before 3.13")
+@FUZZ
+@given(method=st.sampled_from(HANDLE_METHODS or ["is_done"]), through_type=st.booleans(), args=positional, kwargs=keywords)
+def test_handle_methods_without_arguments(method: str, through_type: bool, args: list[Any], kwargs: dict[str, Any]) -> None:
+    assume(args or kwargs)
+    same(lambda m: call_method(m._ThreadHandle(), method, through_type, args, kwargs))
 
 
 @pytest.mark.skipif(not hasattr(_thread, "_ThreadHandle"), reason="CPython has no _ThreadHandle before 3.13")

@@ -1,7 +1,10 @@
 """``python -m zthread bench``: zthread against CPython's ``_thread``, side by side in one process.
 
 Rounds alternate between the two sides (A B A B ...); each metric reports the median of its rounds per
-side and the ratio zthread / CPython (below 1: zthread is faster). Nothing here imports ``threading``.
+side and the ratio zthread / CPython (below 1: zthread is faster). Each side runs its own copy of a metric's
+code: CPython 3.11+ specializes every call site for the callables it meets, and a site shared by both sides
+would keep the specialization of whichever side ran first (3.13+'s generic call never gives way), so each
+side gets the call sites a program using only that module has. Nothing here imports ``threading``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from types import FunctionType, ModuleType
 
 import zthread._zthread as zt
 
@@ -245,13 +248,22 @@ class Result:
         return self.zthread / self.cpython if self.cpython else float("nan")
 
 
+def own_copy(fn: Callable[[ModuleType, int], float]) -> Callable[[ModuleType, int], float]:
+    """`fn` with a code object of its own, so its call sites are specialized for one side only."""
+    assert isinstance(fn, FunctionType)
+    copy: Callable[[ModuleType, int], float] = FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return copy
+
+
 def measure(metric: Metric, rounds: int, scale: int, progress: Callable[[str], None]) -> Result:
     sides: dict[str, list[float]] = {"cpython": [], "zthread": []}
     rounds = 3 if metric.name in ("mem_per_lock",) and rounds > 3 else rounds
+    run_cpython, run_zthread = own_copy(metric.run), own_copy(metric.run)
     for i in range(rounds):
         progress(f"{metric.name}: round {i + 1}/{rounds}")
-        sides["cpython"].append(metric.run(_thread, scale))
-        sides["zthread"].append(metric.run(zt, scale) if metric.both_sides else sides["cpython"][-1])
+        sides["cpython"].append(run_cpython(_thread, scale))
+        sides["zthread"].append(run_zthread(zt, scale) if metric.both_sides else sides["cpython"][-1])
     return Result(metric.name, metric.unit, statistics.median(sides["cpython"]), statistics.median(sides["zthread"]))
 
 

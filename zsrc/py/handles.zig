@@ -346,8 +346,8 @@ fn setDone(o: *Object, _: ?*Object) callconv(.c) ?*Object {
 
 var methods = [_]abi.MethodDef{
     .{ .ml_name = "join", .ml_meth = @ptrCast(&joinMethod), .ml_flags = abi.METH_FASTCALL | abi.METH_KEYWORDS, .ml_doc = "join($self, timeout=None, /)\n--\n\nWait for the thread to finish, at most `timeout` seconds (None: no limit)." },
-    .{ .ml_name = "is_done", .ml_meth = @ptrCast(&isDoneMethod), .ml_flags = abi.METH_NOARGS, .ml_doc = "is_done($self, /)\n--\n\nReturn whether the thread has finished." },
-    .{ .ml_name = "_set_done", .ml_meth = @ptrCast(&setDone), .ml_flags = abi.METH_NOARGS, .ml_doc = "_set_done($self, /)\n--\n\nMark the thread as finished (for threads zthread did not start)." },
+    args.noArgsMethod("_ThreadHandle", "is_done", isDoneMethod, "is_done($self, /)\n--\n\nReturn whether the thread has finished."),
+    args.noArgsMethod("_ThreadHandle", "_set_done", setDone, "_set_done($self, /)\n--\n\nMark the thread as finished (for threads zthread did not start)."),
     abi.sentinel_method,
 };
 

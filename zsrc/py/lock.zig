@@ -167,13 +167,13 @@ const locked_doc =
 var methods = [_]abi.MethodDef{
     .{ .ml_name = "acquire_lock", .ml_meth = @ptrCast(&acquireLock), .ml_flags = fastcall_kw, .ml_doc = "acquire_lock($self, /, blocking=True, timeout=-1)\n--\n\nAn obsolete synonym of acquire()." },
     .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
-    .{ .ml_name = "release_lock", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = "release_lock($self, /)\n--\n\nAn obsolete synonym of release()." },
-    .{ .ml_name = "release", .ml_meth = @ptrCast(&release), .ml_flags = abi.METH_NOARGS, .ml_doc = release_doc },
-    .{ .ml_name = "locked_lock", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()." },
-    .{ .ml_name = "locked", .ml_meth = @ptrCast(&locked), .ml_flags = abi.METH_NOARGS, .ml_doc = locked_doc },
+    args.noArgsMethod("lock", "release_lock", release, "release_lock($self, /)\n--\n\nAn obsolete synonym of release()."),
+    args.noArgsMethod("lock", "release", release, release_doc),
+    args.noArgsMethod("lock", "locked_lock", locked, "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()."),
+    args.noArgsMethod("lock", "locked", locked, locked_doc),
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
-    .{ .ml_name = "_at_fork_reinit", .ml_meth = @ptrCast(&atForkReinit), .ml_flags = abi.METH_NOARGS, .ml_doc = "_at_fork_reinit($self, /)\n--\n\n" },
+    args.noArgsMethod("lock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
     abi.sentinel_method,
 };
 

@@ -191,24 +191,24 @@ const interrupt_main_doc = "interrupt_main($module, signum=2, /)\n--\n\nSimulate
 var functions = [_]abi.MethodDef{
     method("start_new_thread", threads.startNewThread, fastcall_kw, start_new_thread_doc),
     method("start_new", threads.startNewThread, fastcall_kw, "start_new($module, function, args, kwargs={}, /)\n--\n\nAn obsolete synonym of start_new_thread()."),
-    method("allocate_lock", allocateLock, abi.METH_NOARGS, allocate_lock_doc),
-    method("allocate", allocateLock, abi.METH_NOARGS, "allocate($module, /)\n--\n\nAn obsolete synonym of allocate_lock()."),
-    method("exit_thread", exitThread, abi.METH_NOARGS, "exit_thread($module, /)\n--\n\nAn obsolete synonym of exit()."),
-    method("exit", exitThread, abi.METH_NOARGS, exit_doc),
+    args.noArgsMethod("_thread", "allocate_lock", allocateLock, allocate_lock_doc),
+    args.noArgsMethod("_thread", "allocate", allocateLock, "allocate($module, /)\n--\n\nAn obsolete synonym of allocate_lock()."),
+    args.noArgsMethod("_thread", "exit_thread", exitThread, "exit_thread($module, /)\n--\n\nAn obsolete synonym of exit()."),
+    args.noArgsMethod("_thread", "exit", exitThread, exit_doc),
     method("interrupt_main", interruptMain, fastcall_kw, interrupt_main_doc),
-    method("get_ident", getIdent, abi.METH_NOARGS, get_ident_doc),
-    method("get_native_id", getNativeId, abi.METH_NOARGS, get_native_id_doc),
-    method("_count", threads.count, abi.METH_NOARGS, "_count($module, /)\n--\n\nReturn the number of currently running Python threads, excluding\nthe main thread."),
+    args.noArgsMethod("_thread", "get_ident", getIdent, get_ident_doc),
+    args.noArgsMethod("_thread", "get_native_id", getNativeId, get_native_id_doc),
+    args.noArgsMethod("_thread", "_count", threads.count, "_count($module, /)\n--\n\nReturn the number of currently running Python threads, excluding\nthe main thread."),
     method("stack_size", threads.stackSize, fastcall_kw, stack_size_doc),
     method("start_joinable_thread", threads.startJoinableThread, fastcall_kw, "start_joinable_thread($module, /, function, handle=None, daemon=True)\n--\n\n*For internal use only*: start a new thread.\n\nLike start_new_thread(), this starts a new thread calling the given function.\nUnlike start_new_thread(), this returns a handle object with methods to join\nor detach the given thread.\nThis function is not for third-party code, please use the\n`threading` module instead. During finalization the daemon parameter\nis ignored and the thread is joined."),
     method("_start_thread", threads.startThread, fastcall_kw, "_start_thread($module, /, function, stack_size=0, daemon=True)\n--\n\nzthread only, for zthread.start_thread(): start_joinable_thread() with the new\nthread's own stack size (0: the platform's default), whatever stack_size() says."),
     method("_make_thread_handle", handles.makeThreadHandle, abi.METH_O, "_make_thread_handle($module, ident, /)\n--\n\nInternal only. Make a thread handle for threads not spawned\nby the _thread or threading module."),
-    method("_shutdown", handles.shutdown, abi.METH_NOARGS, "_shutdown($module, /)\n--\n\nWait for all non-daemon threads (other than the calling thread) to stop."),
-    method("_set_sentinel", threads.setSentinel, abi.METH_NOARGS, "_set_sentinel($module, /)\n--\n\nSet a sentinel lock that will be released when the current thread\nstate is finalized (for threading on CPython 3.10-3.12)."),
-    method("_get_main_thread_ident", getMainThreadIdent, abi.METH_NOARGS, "_get_main_thread_ident($module, /)\n--\n\nInternal only. Return a non-zero integer that uniquely identifies the main thread\nof the main interpreter."),
-    method("_is_main_interpreter", isMainInterpreter, abi.METH_NOARGS, "_is_main_interpreter($module, /)\n--\n\nReturn True if the current interpreter is the main Python interpreter."),
+    args.noArgsMethod("_thread", "_shutdown", handles.shutdown, "_shutdown($module, /)\n--\n\nWait for all non-daemon threads (other than the calling thread) to stop."),
+    args.noArgsMethod("_thread", "_set_sentinel", threads.setSentinel, "_set_sentinel($module, /)\n--\n\nSet a sentinel lock that will be released when the current thread\nstate is finalized (for threading on CPython 3.10-3.12)."),
+    args.noArgsMethod("_thread", "_get_main_thread_ident", getMainThreadIdent, "_get_main_thread_ident($module, /)\n--\n\nInternal only. Return a non-zero integer that uniquely identifies the main thread\nof the main interpreter."),
+    args.noArgsMethod("_thread", "_is_main_interpreter", isMainInterpreter, "_is_main_interpreter($module, /)\n--\n\nReturn True if the current interpreter is the main Python interpreter."),
     method("set_name", names.setName, fastcall_kw, "set_name($module, /, name)\n--\n\nSet the name of the current thread."),
-    method("_get_name", names.getName, abi.METH_NOARGS, "_get_name($module, /)\n--\n\nGet the name of the current thread."),
+    args.noArgsMethod("_thread", "_get_name", names.getName, "_get_name($module, /)\n--\n\nGet the name of the current thread."),
 };
 
 const module_doc = "This module provides primitive operations to write multi-threaded programs.\nThe 'threading' module provides a more convenient interface.";
@@ -309,7 +309,7 @@ fn daemonThreadsAllowed(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 }
 
 var extra_functions = [_]abi.MethodDef{
-    method("daemon_threads_allowed", daemonThreadsAllowed, abi.METH_NOARGS, "daemon_threads_allowed($module, /)\n--\n\nReturn True if daemon threads are allowed in the current interpreter,\nand False otherwise.\n"),
+    args.noArgsMethod("_thread", "daemon_threads_allowed", daemonThreadsAllowed, "daemon_threads_allowed($module, /)\n--\n\nReturn True if daemon threads are allowed in the current interpreter,\nand False otherwise.\n"),
 };
 
 fn free(module: *Object) callconv(.c) void {
