@@ -75,8 +75,21 @@ fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ca
     return acquireNamed("acquire", o, argv, nargs, kwnames);
 }
 
+/// The calls that do not wait, with no stack frame: acquire(), acquire(True) and acquire(False) on a free
+/// lock, acquire(False) on a held one. Everything else (arguments to convert, a wait) is `acquireSlow`'s.
 inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     const self = cast(o);
+    if (kwnames == null) {
+        if (nargs == 0 or (nargs == 1 and argv[0] == &abi._Py_TrueStruct)) {
+            if (self.lock.tryAcquire()) return abi.boolean(true);
+        } else if (nargs == 1 and argv[0] == &abi._Py_FalseStruct) {
+            return abi.boolean(self.lock.tryAcquire());
+        }
+    }
+    return acquireSlow(fname, self, argv, nargs, kwnames);
+}
+
+noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     if (kwnames == null) {
         if (nargs == 0) {
             if (self.lock.tryAcquire()) return abi.boolean(true);
