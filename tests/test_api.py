@@ -330,3 +330,9 @@ def test_interrupt_main_raises_in_the_main_thread() -> None:
         zthread.interrupt_main()
         for _ in range(1000):
             time.sleep(0.001)
+
+
+def test_the_package_namespace_is_its_api() -> None:
+    public = {name for name in dir(zthread) if not name.startswith("_")}
+    assert public - {"annotations"} == set(zthread.__all__)  # (from __future__ import annotations)
+    assert all(hasattr(zthread, name) for name in zthread.__all__)

@@ -6,7 +6,11 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FunctionType
+
+import pytest
 
 from zthread._bench import METRICS
 
@@ -52,3 +56,31 @@ def test_the_bench_does_not_import_threading(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "False"
+
+
+def test_each_side_runs_its_own_call_sites() -> None:
+    from zthread._bench import locked, own_copy
+
+    a, b = own_copy(locked), own_copy(locked)
+    assert a.__code__ is not b.__code__ and a.__code__ is not locked.__code__
+    assert a.__code__.co_code == locked.__code__.co_code and a.__name__ == "locked"
+
+
+def test_no_argument_callables_get_the_interpreters_fast_builtin_call() -> None:
+    """They are METH_FASTCALL: a call site specializes to the *BUILTIN_FAST* instruction (not the generic call
+    a METH_NOARGS builtin gets on 3.11-3.13)."""
+    if sys.version_info < (3, 11):
+        pytest.skip("3.10 does not specialize calls")
+    import dis
+
+    import zthread._zthread as zt
+
+    def call_often(f: Callable[[], object]) -> None:
+        for _ in range(1000):
+            f()
+
+    for f in (zt.allocate_lock().locked, zt.get_ident, zt.RLock()._is_owned, zt.allocate_lock):
+        site = FunctionType(call_often.__code__.replace(), globals())
+        site(f)
+        ops = {i.opname for i in dis.get_instructions(site, adaptive=True)}
+        assert any("BUILTIN_FAST" in op for op in ops), (f, sorted(ops))

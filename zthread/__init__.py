@@ -8,8 +8,8 @@ handle, on every version. Importing zthread never imports ``threading``. ``insta
 
 from __future__ import annotations
 
-import os
-import sys
+import os as _os
+import sys as _sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing names only: importing zthread stays cheap
@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # typing names only: importing zthread stays cheap
 try:
     from zthread import _zthread
 except ImportError:  # pragma: no cover - only in a source checkout
-    if any(name.startswith("_zthread.") and not name.endswith(".pyi") for name in os.listdir(__path__[0])):
+    if any(name.startswith("_zthread.") and not name.endswith(".pyi") for name in _os.listdir(__path__[0])):
         raise
     raise ImportError(
         f"zthread's native module is not built in {__path__[0]}: this is the source folder. "
@@ -51,19 +51,19 @@ def install() -> None:
     imported, so a later swap would leave it half on CPython's ``_thread``. Raises ``RuntimeError`` then.
     Calling it again once installed does nothing.
     """
-    if sys.modules.get("_thread") is _zthread:
+    if _sys.modules.get("_thread") is _zthread:
         return
-    if "threading" in sys.modules:
+    if "threading" in _sys.modules:
         raise RuntimeError(
             "zthread.install() must run before 'threading' is imported; threading is already imported "
             "and bound to CPython's _thread (use 'python -m zthread run ...' to start a program on zthread)"
         )
-    sys.modules["_thread"] = _zthread
+    _sys.modules["_thread"] = _zthread
 
 
 def installed() -> bool:
     """Whether ``import _thread`` gives zthread in this process."""
-    return sys.modules.get("_thread") is _zthread
+    return _sys.modules.get("_thread") is _zthread
 
 
 class Handle:
@@ -140,7 +140,7 @@ class _Bootstrap:
 def get_include() -> str:
     """The folder of ``zthread.h``, the C ABI's header (for ``-I``): native code reaches zthread's locks and
     threads through the capsule ``zthread._zthread._C_API`` it describes."""
-    return os.path.join(os.path.dirname(__file__), "include")
+    return _os.path.join(_os.path.dirname(__file__), "include")
 
 
 _shutdown_registered = False
@@ -208,3 +208,5 @@ __all__ = [
     "start_new",
     "start_new_thread",
 ]
+
+del TYPE_CHECKING  # not API: dir(zthread) lists the API (and private names)
