@@ -1,5 +1,5 @@
 """The checks beyond pytest, run from pytest so one command runs everything: the Zig core's own tests,
-mypy --strict, stubtest against the installed binary, and abi3audit."""
+zig fmt, mypy --strict, stubtest against the installed binary, and abi3audit."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def test_tests_use_the_installed_package_not_the_source_folder() -> None:
 
 def test_zig_core_tests_pass() -> None:
     check(run(sys.executable, "-m", "ziglang", "build", "test", "--summary", "all", cwd=ROOT))
+
+
+def test_zig_sources_are_as_zig_fmt_writes_them() -> None:
+    check(run(sys.executable, "-m", "ziglang", "fmt", "--check", "zsrc", "build.zig", cwd=ROOT))
 
 
 def test_mypy_strict_passes_on_package_and_tests() -> None:
