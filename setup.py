@@ -34,11 +34,12 @@ PLAT_NAME = os.environ.get("ZTHREAD_PLAT_NAME")
 
 class ZigBuildExt(build_ext):
     def get_ext_filename(self, fullname: str) -> str:
-        # setuptools names the file after the HOST's suffix; a cross build names it after its target.
-        if TARGET:
-            suffix = ".pyd" if "windows" in TARGET else ".abi3.so"
-            return os.path.join(*fullname.split(".")) + suffix
-        return super().get_ext_filename(fullname)
+        # The name every CPython from 3.10 imports: "_zthread.abi3.so" (POSIX) or "_zthread.pyd" (Windows), for
+        # the target of a cross build or this machine. Not setuptools' choice, the building interpreter's first
+        # abi3 suffix: on 3.15 that is ".abi3-x86_64-linux-gnu.so", which 3.10-3.14 do not import, so a
+        # cp310-abi3 wheel built there would not work where its tag says it does.
+        windows = "windows" in TARGET if TARGET else sys.platform == "win32"
+        return os.path.join(*fullname.split(".")) + (".pyd" if windows else ".abi3.so")
 
     def build_extension(self, ext: Extension) -> None:
         dest = Path(self.get_ext_fullpath(ext.name))

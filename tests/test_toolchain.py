@@ -26,6 +26,12 @@ def test_tests_use_the_installed_package_not_the_source_folder() -> None:
     assert ROOT not in INSTALLED.parents, INSTALLED
 
 
+def test_the_module_file_has_the_name_every_supported_cpython_imports() -> None:
+    # A cp310-abi3 wheel must import on 3.10+, whichever interpreter built it (3.15's own first abi3 suffix,
+    # ".abi3-x86_64-linux-gnu.so", is unknown to 3.10-3.14).
+    assert INSTALLED.name == ("_zthread.pyd" if sys.platform == "win32" else "_zthread.abi3.so")
+
+
 def test_zig_core_tests_pass() -> None:
     check(run(sys.executable, "-m", "ziglang", "build", "test", "--summary", "all", cwd=ROOT))
 
