@@ -132,10 +132,7 @@ pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
 pub fn noArgsMethod(comptime owner: []const u8, comptime name: [:0]const u8, comptime f: anytype, comptime doc: [*:0]const u8) abi.MethodDef {
     const wrapper = struct {
         fn call(o: *Object, _: [*]const *Object, nargs: isize) callconv(.c) ?*Object {
-            if (nargs != 0) {
-                _ = abi.PyErr_Format(abi.PyExc_TypeError, owner ++ "." ++ name ++ "() takes no arguments (%zd given)", nargs);
-                return null;
-            }
+            if (!noArguments(owner ++ "." ++ name, nargs, null)) return null;
             return @call(.always_inline, f, .{ o, null });
         }
     };

@@ -89,18 +89,13 @@ inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object,
     return acquireSlow(fname, self, argv, nargs, kwnames);
 }
 
+/// What `acquireNamed` did not finish: a wait after its try failed, or an argument to convert.
 noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
-    if (kwnames == null) {
-        if (nargs == 0) {
-            if (self.lock.tryAcquire()) return abi.boolean(true);
-            return waitFor(self, -1);
-        }
-        if (nargs == 1) { // acquire(False) / acquire(True): no timeout to convert or check
-            const blocking = args.toBlocking(argv[0]) orelse return null;
-            if (self.lock.tryAcquire()) return abi.boolean(true);
-            if (!blocking) return abi.boolean(false);
-            return waitFor(self, -1);
-        }
+    if (kwnames == null and nargs <= 1) { // acquire() / acquire(blocking): no timeout to convert or check
+        const blocking = if (nargs == 0) true else args.toBlocking(argv[0]) orelse return null;
+        if (self.lock.tryAcquire()) return abi.boolean(true);
+        if (!blocking) return abi.boolean(false);
+        return waitFor(self, -1);
     }
     const parsed = args.parseAcquireNamed(fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);
