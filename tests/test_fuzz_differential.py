@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import _thread
 import math
+import gc
 import signal
+import sys
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -233,3 +236,299 @@ def test_set_name(args: list[Any], kwargs: dict[str, Any]) -> None:
             m.set_name(before)
 
     same(call)
+
+
+# ---- Attribute protocols (get, set, delete) with names that are not plain str ----
+# Every route to the types' getattro/setattro: the builtins (which refuse a name that is not a str themselves),
+# the slot wrappers (type(obj).__setattr__ passes any object through) and object's generic ones.
+
+
+class StrSub(str):
+    pass
+
+
+class StrSubAlwaysEqual(str):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+class StrSubNeverEqual(str):
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+class StrSubRepr(str):
+    def __repr__(self) -> str:
+        return f"StrSubRepr({str.__repr__(self)})"
+
+
+class AlwaysEqual:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("__dict__")
+
+    def __repr__(self) -> str:
+        return "AlwaysEqual()"
+
+
+class AlwaysEqualUnhashable:
+    # CPython 3.10-3.13's own _local misreads this name as a str when it is assigned (3.12/3.13 segfault).
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "AlwaysEqualUnhashable()"
+
+
+class NeverEqual:
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __repr__(self) -> str:
+        return "NeverEqual()"
+
+
+class EqualRaises:
+    def __eq__(self, other: object) -> bool:
+        raise LookupError("cannot compare")
+
+    def __hash__(self) -> int:
+        return 8
+
+    def __repr__(self) -> str:
+        return "EqualRaises()"
+
+
+class NoTruth:
+    def __bool__(self) -> bool:
+        raise ValueError("no truth value")
+
+
+class EqualNotBool:
+    def __eq__(self, other: object) -> NoTruth:  # type: ignore[override]
+        return NoTruth()
+
+    def __hash__(self) -> int:
+        return 9
+
+    def __repr__(self) -> str:
+        return "EqualNotBool()"
+
+
+class HashRaises:
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        raise ValueError("no hash")
+
+    def __repr__(self) -> str:
+        return "HashRaises()"
+
+
+class ReprRaises:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 10
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def new_objects(m: ModuleType) -> dict[str, Callable[[], Any]]:
+    """What the attribute fuzz runs on, made from module `m`: the lock, RLock, _local, Python subclasses of
+    _local (class attributes, a property, __slots__, a name longer than CPython's 50/100-byte cut), the thread
+    handle where CPython has one, and the types themselves (immutable, as CPython's)."""
+
+    class Loop(m._local):  # type: ignore[name-defined,misc]
+        shared = "class attribute"
+
+        @property
+        def prop(self) -> str:
+            return "property"
+
+        @prop.setter
+        def prop(self, value: object) -> None:
+            raise ValueError("prop is set")
+
+        def method(self) -> str:
+            return "method"
+
+    class Slotted(m._local):  # type: ignore[name-defined,misc]
+        __slots__ = ("slot",)
+
+    Long = type("Long" + "g" * 116, (m._local,), {})
+    made: dict[str, Callable[[], Any]] = {
+        "lock": m.allocate_lock, "RLock": m.RLock, "_local": m._local, "Loop": Loop, "Slotted": Slotted, "Long": Long,
+        "type lock": lambda: m.LockType, "type RLock": lambda: m.RLock, "type _local": lambda: m._local,
+    }
+    if hasattr(_thread, "_ThreadHandle"):
+        made["_ThreadHandle"] = m._ThreadHandle
+        made["type _ThreadHandle"] = lambda: m._ThreadHandle
+    return made
+
+
+OBJECTS = {m: new_objects(m) for m in (_thread, zt)}
+LOCALS = ("_local", "Loop", "Slotted", "Long")
+# zthread has these on every version, CPython only on later ones (README: RLock.locked, _recursion_count, ...).
+EXTRA_ATTRIBUTES = {kind: set(dir(OBJECTS[zt][kind]())) - set(dir(make())) for kind, make in OBJECTS[_thread].items()}
+ATTRIBUTE_NAMES = sorted({n for make in OBJECTS[_thread].values() for n in dir(make())}
+                         | {"__dict__", "__dictoffset__", "__weakref__", "before", "x", "", "slot", "nope"})
+texts = st.one_of(st.sampled_from(ATTRIBUTE_NAMES), st.text(max_size=3))
+attribute_names = st.one_of(texts, texts.map(StrSub), texts.map(StrSubAlwaysEqual), texts.map(StrSubNeverEqual),
+                            texts.map(StrSubRepr))
+# Not generated (hypothesis prints every example, and ReprRaises has no repr): each is tried with every call on
+# every object.
+ODD_NAMES = [AlwaysEqual(), AlwaysEqualUnhashable(), NeverEqual(), EqualRaises(), EqualNotBool(), HashRaises(), ReprRaises(),
+             None, b"__dict__", b"x", 5, 1.5, ("__dict__",), object()]
+
+def type_of(obj: Any) -> Any:
+    return type(obj)
+
+
+ATTRIBUTE_CALLS: dict[str, Callable[[Any, Any], Any]] = {
+    "getattr": lambda obj, name: getattr(obj, name),
+    "type.__getattribute__": lambda obj, name: type_of(obj).__getattribute__(obj, name),
+    "object.__getattribute__": lambda obj, name: object.__getattribute__(obj, name),
+    "setattr": lambda obj, name: setattr(obj, name, 1),
+    "type.__setattr__": lambda obj, name: type_of(obj).__setattr__(obj, name, 1),
+    "object.__setattr__": lambda obj, name: object.__setattr__(obj, name, 1),
+    "delattr": lambda obj, name: delattr(obj, name),
+    "type.__delattr__": lambda obj, name: type_of(obj).__delattr__(obj, name),
+    "object.__delattr__": lambda obj, name: object.__delattr__(obj, name),
+}
+
+
+def cpython_misreads_the_name(kind: str, call: str, name: Any) -> bool:
+    """True where CPython 3.10-3.13's _local formats the name of a `__dict__` assignment with '%U' although it
+    is not a str (it only compares equal to "__dict__"): undefined behaviour there (garbage text on 3.10/3.11,
+    a segfault on 3.12/3.13), so it is never called; 3.14 mended it with %R."""
+    if sys.version_info >= (3, 14) or kind not in LOCALS or isinstance(name, str):
+        return False
+    if call not in ("type.__setattr__", "type.__delattr__"):
+        return False  # the builtins refuse a name that is not a str; object's refuse a _local before 3.13
+    try:
+        return bool(name == "__dict__")
+    except Exception:
+        return False
+
+
+def known_deviation(kind: str, call: str, name: Any) -> bool:
+    """docs/DESIGN.md, "_local: the dict slot": zthread's _local has a dict slot (`_local.__dictoffset__` is not
+    0) through which CPython's generic attribute code reaches the calling thread's dict; CPython's _local has
+    none, and its subclasses get a per-object dict with a `__dict__` descriptor of their own. Only object's own
+    slot functions applied to a local directly can tell: `__dict__` through them on a subclass, and on 3.13+
+    (whose object.__setattr__ no longer refuses a _local) setting or deleting anything through them on a local
+    that has no per-object dict in CPython."""
+    is_dict = isinstance(name, str) and str.__str__(name) == "__dict__"
+    if kind == "type _local":
+        return isinstance(name, str) and str.__str__(name) == "__dictoffset__" and "getattr" in call.lower()
+    if kind not in LOCALS or not call.startswith("object."):
+        return False
+    if kind in ("Loop", "Long"):
+        return is_dict and (call == "object.__getattribute__" or sys.version_info >= (3, 13))
+    return sys.version_info >= (3, 13) and call != "object.__getattribute__"
+
+
+def read_only_dict(obj: Any, name: Any) -> AttributeError:
+    """The AttributeError for assigning or deleting `__dict__` of a _local, as CPython of this version raises it:
+    the type's name cut at 50 bytes (3.10/3.11) or 100 (3.12+); the attribute's name by repr (3.14+) or as its
+    text in quotes (3.10-3.13). A name that is not a str, which 3.10-3.13 misread, is shown by repr as 3.14 does."""
+    tp_name = "_thread._local" if type(obj) in (_thread._local, zt._local) else type(obj).__name__
+    cut = 50 if sys.version_info < (3, 12) else 100
+    shown = f"'{str.__str__(name)}'" if sys.version_info < (3, 14) and isinstance(name, str) else repr(name)
+    return AttributeError(f"'{tp_name[:cut]}' object attribute {shown} is read-only")
+
+
+def raise_(error: BaseException) -> None:
+    raise error
+
+
+def attribute_outcome(m: ModuleType, kind: str, call: str, name: Any) -> tuple[Any, ...]:
+    """What the call gives on a fresh object of module `m`, and what the object holds afterwards."""
+    obj = OBJECTS[m][kind]()
+    local = kind in LOCALS
+    if local:
+        obj.before = "set before"  # an attribute to find, replace or delete
+    if m is _thread and cpython_misreads_the_name(kind, call, name):
+        result = outcome(lambda: raise_(read_only_dict(obj, name)))
+    else:
+        result = outcome(lambda: ATTRIBUTE_CALLS[call](obj, name))
+    return result, sorted(map(repr, vars(obj).items())) if local else None
+
+
+def attribute_mismatch(kind: str, call: str, name: Any) -> tuple[Any, ...] | None:
+    """None if zthread does what CPython does (or is exempt: see above), else both outcomes."""
+    if isinstance(name, str) and str.__str__(name) in EXTRA_ATTRIBUTES[kind] or known_deviation(kind, call, name):
+        return None
+    expected = attribute_outcome(_thread, kind, call, name)
+    got = attribute_outcome(zt, kind, call, name)
+    return None if got == expected else (kind, call, name, got, expected)
+
+
+@pytest.mark.parametrize("kind", sorted(OBJECTS[_thread]))
+@pytest.mark.parametrize("call", sorted(ATTRIBUTE_CALLS))
+def test_attribute_protocols_with_every_attribute_name_and_odd_names(kind: str, call: str) -> None:
+    # Every name any of CPython's objects has (and a few more), and every name that is not a str.
+    names: list[Any] = [*ATTRIBUTE_NAMES, *ODD_NAMES]
+    assert [m for m in (attribute_mismatch(kind, call, name) for name in names) if m] == []
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(OBJECTS[_thread])), call=st.sampled_from(sorted(ATTRIBUTE_CALLS)), name=attribute_names)
+def test_attribute_protocols_with_str_subclasses_and_any_text(kind: str, call: str, name: str) -> None:
+    assert attribute_mismatch(kind, call, name) is None
+
+
+@pytest.mark.parametrize("kind", ["_local", "Loop", "Long"])
+@pytest.mark.parametrize("call", ["type.__setattr__", "type.__delattr__"])
+@pytest.mark.parametrize("name", [AlwaysEqual(), AlwaysEqualUnhashable(), StrSubAlwaysEqual("x"), "__dict__", StrSubRepr("__dict__")],
+                         ids=repr)
+def test_dict_of_a_local_is_read_only_whatever_the_name(kind: str, call: str, name: Any) -> None:
+    # The issue's case, on every version: a name equal to "__dict__" gets CPython's AttributeError, and the
+    # thread's dict stays as it was. Where CPython survives the call, its outcome is compared as well.
+    obj = OBJECTS[zt][kind]()
+    obj.before = 1
+    with pytest.raises(AttributeError) as raised:
+        ATTRIBUTE_CALLS[call](obj, name)
+    assert str(raised.value) == str(read_only_dict(obj, name))
+    assert vars(obj) == {"before": 1}
+    if not cpython_misreads_the_name(kind, call, name):
+        assert attribute_mismatch(kind, call, name) is None
+
+
+def test_a_dict_made_by_object_setattr_on_a_local_dies_with_it() -> None:
+    # 3.13+ lets object.__setattr__ reach a _local subclass's own per-object dict (CPython's is a real one;
+    # zthread's lives in its dict slot): whatever it holds is released with the local, and seen by the GC.
+    class Held:
+        pass
+
+    for m in (_thread, zt):
+        class Loop(m._local):  # type: ignore[name-defined,misc]
+            pass
+
+        loop, held = Loop(), Held()
+        probe = weakref.ref(held)
+        try:
+            object.__setattr__(loop, "held", held)
+        except TypeError:  # before 3.13: "can't apply this __setattr__ to Loop object"
+            assert sys.version_info < (3, 13)
+            continue
+        held.cycle = loop  # type: ignore[attr-defined]
+        assert object.__getattribute__(loop, "held") is held
+        del loop, held
+        gc.collect()
+        assert probe() is None, m

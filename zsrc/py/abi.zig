@@ -124,6 +124,10 @@ pub extern fn PyObject_ClearWeakRefs(o: *Object) void;
 pub extern fn PyObject_Call(callable: *Object, args: *Object, kwargs: ?*Object) ?*Object;
 pub extern fn PyObject_CallFunctionObjArgs(callable: *Object, ...) ?*Object;
 pub extern fn PyObject_IsTrue(o: *Object) c_int;
+pub extern fn PyObject_Repr(o: *Object) ?*Object;
+/// Include/object.h's comparison operators.
+pub const Py_EQ: c_int = 2;
+pub extern fn PyObject_RichCompareBool(a: *Object, b: *Object, op: c_int) c_int;
 pub extern fn PyObject_SetAttrString(o: *Object, name: [*:0]const u8, v: *Object) c_int;
 pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;

@@ -321,6 +321,14 @@ pub fn argTypeName(obj: *Object) ?*Object {
     return typeName(obj);
 }
 
+/// The tp_name of `obj`'s type when that is zthread's type from `spec_name` (`exact`) or a Python subclass
+/// of it: a PyType_FromSpec type's tp_name is the spec's dotted name (its `__name__` only the last part),
+/// a subclass's its `__name__`. A new reference, or null with an exception set.
+pub fn instanceTypeName(obj: *Object, exact: bool, spec_name: [*:0]const u8) ?*Object {
+    if (exact) return abi.PyUnicode_FromString(spec_name);
+    return typeName(obj);
+}
+
 /// The type's C-level name (tp_name), which CPython's messages print: `__name__` for heap types and
 /// builtins, `module.name` for other static types. A new reference, or null with an exception set.
 pub fn typeName(obj: *Object) ?*Object {

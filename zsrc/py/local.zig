@@ -13,6 +13,7 @@ const std = @import("std");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
+const version = @import("version.zig");
 
 const Object = abi.Object;
 const Map = std.AutoHashMapUnmanaged(u64, *Object);
@@ -30,7 +31,9 @@ const LocalObject = extern struct {
     dicts: ?*Object,
     /// Bound to a weak reference to this local, so the callback does not keep it alive.
     on_registry_death: ?*Object,
-    /// The tp_dictoffset slot: the calling thread's dict during a generic attribute call, null otherwise.
+    /// The tp_dictoffset slot: the calling thread's dict during a generic attribute call. Otherwise null,
+    /// or a dict that CPython's generic code made for the object when called on it directly (3.13+
+    /// `object.__setattr__(local, ...)`): CPython's subclasses have such a per-object dict of their own.
     dict: ?*Object,
     weakreflist: ?*Object,
 };
@@ -45,6 +48,7 @@ var next_key = std.atomic.Value(u64).init(1);
 /// Process-wide, created once under the GIL and never freed, like a static type.
 var registry_type: ?*abi.TypeObject = null;
 var registry_key: ?*Object = null;
+var dict_name: ?*Object = null;
 var object_init: ?*anyopaque = null;
 
 inline fn cast(o: *Object) *LocalObject {
@@ -220,6 +224,7 @@ fn clear(o: *Object) callconv(.c) c_int {
     clearRef(&self.init_kwargs);
     clearRef(&self.dicts);
     clearRef(&self.on_registry_death);
+    clearRef(&self.dict);
     return 0;
 }
 
@@ -231,8 +236,8 @@ fn clearRef(slot: *?*Object) void {
 
 fn traverse(o: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
     const self = cast(o);
-    // Instances of a heap type reference it (3.9+); `dict` is only ever a transient borrowed pointer.
-    const refs = [_]?*Object{ abi.typeObject(o.ob_type), self.init_args, self.init_kwargs, self.dicts, self.on_registry_death };
+    // Instances of a heap type reference it (3.9+).
+    const refs = [_]?*Object{ abi.typeObject(o.ob_type), self.init_args, self.init_kwargs, self.dicts, self.on_registry_death, self.dict };
     for (refs) |r| if (r) |p| {
         const rc = visit(p, arg);
         if (rc != 0) return rc;
@@ -249,14 +254,21 @@ fn dealloc(o: *Object) callconv(.c) void {
     abi.freeViaSlot(o);
 }
 
-fn isDictName(name: *Object) bool {
-    return abi.isUnicode(name) and abi.PyUnicode_CompareWithASCIIString(name, "__dict__") == 0;
+/// Whether `name` is "__dict__": 1, 0, or -1 with an exception set. As CPython does, by value
+/// (PyObject_RichCompareBool) and before anything checks that the name is a str, so a str subclass's
+/// `__eq__` decides, and any object that compares equal to "__dict__" counts.
+fn isDictName(name: *Object) c_int {
+    return abi.PyObject_RichCompareBool(name, dict_name.?, abi.Py_EQ);
 }
 
 fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const ldict = localDict(self) orelse return null;
-    if (isDictName(name)) return abi.newRef(ldict);
+    switch (isDictName(name)) {
+        1 => return abi.newRef(ldict),
+        0 => {},
+        else => return null,
+    }
     if (self.is_exact) {
         // No class attributes to honour first: look in the thread's dict directly.
         if (abi.PyDict_GetItemWithError(ldict, name)) |v| return abi.newRef(v);
@@ -270,15 +282,40 @@ fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
 fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
     const self = cast(o);
     const ldict = localDict(self) orelse return -1;
-    if (isDictName(name)) {
-        const tp_name = (if (self.is_exact) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return -1;
-        defer abi.decRef(tp_name);
-        _ = abi.PyErr_Format(abi.PyExc_AttributeError, "'%U' object attribute '%U' is read-only", tp_name, name);
-        return -1;
+    switch (isDictName(name)) {
+        1 => return dictIsReadOnly(self, name),
+        0 => {},
+        else => return -1,
     }
     const saved = swapDict(self, ldict);
     defer restoreDict(self, saved);
     return abi.PyObject_GenericSetAttr(o, name, value);
+}
+
+/// CPython's AttributeError for assigning or deleting `__dict__`: the type's name cut at 50 bytes
+/// (3.10/3.11) or 100 (3.12+), the attribute's name by `repr` (3.14+) or as text in quotes (3.10-3.13,
+/// `'%U'`). A name that only compares equal to "__dict__" and is not a str is also formatted by `repr`
+/// on 3.10-3.13: their `'%U'` reads it as a str (3.10/3.11 print garbage, 3.12/3.13 crash), and `repr`
+/// is what CPython chose when it mended that (docs/DESIGN.md, "`_local` and attribute names").
+fn dictIsReadOnly(self: *LocalObject, name: *Object) c_int {
+    const tp_name = args.instanceTypeName(&self.ob_base, self.is_exact, spec.name) orelse return -1;
+    defer abi.decRef(tp_name);
+    const tp_name_utf8 = abi.PyUnicode_AsUTF8AndSize(tp_name, null) orelse return -1;
+    const by_repr = version.atLeast(14) or !abi.isUnicode(name);
+    if (version.atLeast(12)) readOnlyError("100", by_repr, tp_name_utf8, name) else readOnlyError("50", by_repr, tp_name_utf8, name);
+    return -1;
+}
+
+fn readOnlyError(comptime cut: []const u8, by_repr: bool, tp_name: [*:0]const u8, name: *Object) void {
+    const type_part = "'%." ++ cut ++ "s' object attribute ";
+    if (by_repr) {
+        // repr() first: 3.10's PyErr_Format would replace an error raised by %R with an empty AttributeError.
+        const shown = abi.PyObject_Repr(name) orelse return;
+        defer abi.decRef(shown);
+        _ = abi.PyErr_Format(abi.PyExc_AttributeError, type_part ++ "%U is read-only", tp_name, shown);
+    } else {
+        _ = abi.PyErr_Format(abi.PyExc_AttributeError, type_part ++ "'%U' is read-only", tp_name, name);
+    }
 }
 
 /// Points the instance dict slot at the thread's dict for one generic attribute call. Nested calls
@@ -317,7 +354,7 @@ var spec: abi.TypeSpec = .{
     .name = "_thread._local",
     .basicsize = @sizeOf(LocalObject),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_HAVE_GC),
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_HAVE_GC | abi.Py_TPFLAGS_IMMUTABLETYPE),
     .slots = &slots,
 };
 
@@ -325,6 +362,7 @@ pub fn createType() ?*Object {
     if (registry_type == null) {
         object_init = abi.PyType_GetSlot(&abi.PyBaseObject_Type, abi.Py_tp_init);
         registry_key = abi.PyUnicode_InternFromString("zthread._local registry") orelse return null;
+        dict_name = abi.PyUnicode_InternFromString("__dict__") orelse return null;
         registry_type = @ptrCast(abi.PyType_FromSpec(&registry_spec) orelse return null);
     }
     return abi.PyType_FromSpec(&spec);

@@ -210,7 +210,7 @@ fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const state: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
-    const name = (if (abi.isExactType(o.ob_type, &dealloc)) abi.PyUnicode_FromString(spec.name) else args.typeName(o)) orelse return null;
+    const name = args.instanceTypeName(o, abi.isExactType(o.ob_type, &dealloc), spec.name) orelse return null;
     defer abi.decRef(name);
     return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", state, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
 }
@@ -279,7 +279,7 @@ var spec: abi.TypeSpec = .{
     .name = "_thread.RLock",
     .basicsize = @sizeOf(RLockObject),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE),
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE),
     .slots = &slots,
 };
 
