@@ -119,6 +119,25 @@ def test_the_name_is_the_os_threads_name() -> None:
     handle.join(WAIT)
 
 
+def test_set_name_and_get_name_are_the_packages_own_on_every_version() -> None:
+    # The README's API table: set_name(), _get_name() and _NAME_MAXLEN on every version, from `import zthread`
+    # as every other _thread name (not only from zthread._zthread).
+    assert zthread.set_name is zthread._zthread.set_name
+    assert zthread._get_name is zthread._zthread._get_name
+    assert zthread._NAME_MAXLEN == zthread._zthread._NAME_MAXLEN > 0
+    assert "set_name" in zthread.__all__
+    seen: list[str] = []
+
+    def work() -> None:  # a thread of its own: the test process's main thread keeps its name
+        zthread.set_name("worker")
+        seen.append(zthread._get_name())
+        if LINUX:
+            seen.append(Path(f"/proc/self/task/{zthread.get_native_id()}/comm").read_text().strip())
+
+    zthread.start_thread(work).join(WAIT)
+    assert seen == (["worker", "worker"] if LINUX else ["worker"])
+
+
 @pytest.mark.skipif(not LINUX, reason="reads the stack with glibc's pthread_getattr_np")
 def test_stack_size_is_the_threads_own_and_leaves_the_default_alone() -> None:
     sizes: list[int] = []

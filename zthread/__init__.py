@@ -29,7 +29,9 @@ from zthread._zthread import (
     LockType as LockType,
     RLock as RLock,
     TIMEOUT_MAX as TIMEOUT_MAX,
+    _NAME_MAXLEN as _NAME_MAXLEN,
     _count as _count,
+    _get_name as _get_name,
     allocate as allocate,
     allocate_lock as allocate_lock,
     error as error,
@@ -38,6 +40,7 @@ from zthread._zthread import (
     get_ident as get_ident,
     get_native_id as get_native_id,
     interrupt_main as interrupt_main,
+    set_name as set_name,
     stack_size as stack_size,
     start_new as start_new,
     start_new_thread as start_new_thread,
@@ -129,7 +132,7 @@ class _Bootstrap:
         handle = self.handle
         handle._native_id = get_native_id()
         if handle._name is not None:
-            _zthread.set_name(handle._name)
+            set_name(handle._name)
         handle._started.release()
         self.function(*self.args, **self.kwargs)
 
@@ -204,6 +207,7 @@ __all__ = [
     "get_ident",
     "get_native_id",
     "interrupt_main",
+    "set_name",
     "stack_size",
     "start_new",
     "start_new_thread",
