@@ -3,6 +3,7 @@ zig fmt, mypy --strict, stubtest against the installed binary, and abi3audit."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,31 @@ def check(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
 
 
+def not_installed_because(root: Path, package: Path, binary: Path) -> str | None:
+    """Why the zthread in `package` (with its binary at `binary`) is not an installed one, or None. An installed
+    package holds its binary and is not the checkout's source folder `zthread/`, wherever the venv is (the
+    README's `.venv` is inside the checkout)."""
+    if package == root / "zthread":
+        return f"{package} is the source folder of the checkout {root}"
+    if binary.parent != package or not binary.is_file():
+        return f"{binary} is not the binary of {package}"
+    return None
+
+
 def test_tests_use_the_installed_package_not_the_source_folder() -> None:
-    assert ROOT not in INSTALLED.parents, INSTALLED
+    assert not_installed_because(ROOT, Path(zthread.__file__).resolve().parent, INSTALLED) is None
+
+
+def test_the_installed_package_check_fails_on_the_source_folder(tmp_path: Path) -> None:
+    # A checkout whose source folder has a binary (a build in place) and is imported from the checkout's root.
+    root = tmp_path / "checkout"
+    shutil.copytree(INSTALLED.parent, root / "zthread")
+    proc = run(sys.executable, "-c", "import zthread; print(zthread.__file__); print(zthread._zthread.__file__)", cwd=root)
+    check(proc)
+    init, binary = (Path(line).resolve() for line in proc.stdout.split())
+    package = init.parent
+    assert package == root / "zthread"  # python -c imports from the current folder first
+    assert not_installed_because(root, package, binary) is not None
 
 
 def test_the_module_file_has_the_name_every_supported_cpython_imports() -> None:
