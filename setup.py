@@ -14,13 +14,33 @@ tools/wheels.py sets these for each platform of the release.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
-from setuptools import Extension, setup
+
+def unsupported_interpreter() -> str | None:
+    """Why this interpreter cannot build or run zthread, in one line naming it, or None. Checked before setuptools
+    is imported: on a free-threaded build setuptools' own error is a traceback ("py_limited_api='cp310' not
+    supported"), and the abi3 module would not load there anyway."""
+    this = f"{sys.executable} is {platform.python_implementation()} {platform.python_version()}"
+    if sys.implementation.name != "cpython":
+        return f"zthread is an extension of CPython's own C API and does not run on {this}: use CPython 3.10 or later"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return (f"zthread does not support free-threaded CPython yet: {this} (free-threaded build); "
+                "use a CPython 3.10 or later with the GIL (python3.13, not python3.13t)")
+    return None
+
+
+reason = unsupported_interpreter()
+if reason:
+    raise SystemExit(reason)
+
+from setuptools import Extension, setup  # noqa: E402 (after the check above)
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 

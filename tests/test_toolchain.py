@@ -3,10 +3,14 @@ zig fmt, mypy --strict, stubtest against the installed binary, and abi3audit."""
 
 from __future__ import annotations
 
+import math
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import zthread
 import zthread._zthread
@@ -54,6 +58,23 @@ def test_the_module_file_has_the_name_every_supported_cpython_imports() -> None:
     # A cp310-abi3 wheel must import on 3.10+, whichever interpreter built it (3.15's own first abi3 suffix,
     # ".abi3-x86_64-linux-gnu.so", is unknown to 3.10-3.14).
     assert INSTALLED.name == ("_zthread.pyd" if sys.platform == "win32" else "_zthread.abi3.so")
+
+
+@pytest.mark.parametrize("fake", ["free-threaded", "pypy"])
+def test_setup_py_refuses_an_unsupported_interpreter_in_one_line(fake: str) -> None:
+    # What `pip install .` shows a user of such an interpreter (pip prints the build's output): one line that
+    # names the interpreter, not a traceback from setuptools. The interpreter is made to look like one.
+    pretend = {
+        "free-threaded": "real = sysconfig.get_config_var; "
+                         "sysconfig.get_config_var = lambda name: 1 if name == 'Py_GIL_DISABLED' else real(name)",
+        "pypy": "sys.implementation = types.SimpleNamespace(**{**vars(sys.implementation), 'name': 'pypy'}); "
+                "platform.python_implementation = lambda: 'PyPy'",
+    }[fake]
+    code = f"import platform, runpy, sys, sysconfig, types; {pretend}; runpy.run_path('setup.py', run_name='__main__')"
+    proc = run(sys.executable, "-c", code, cwd=ROOT)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and sys.executable in proc.stderr, proc.stderr
+    assert ("free-threaded" if fake == "free-threaded" else "PyPy") in proc.stderr
 
 
 def test_zig_core_tests_pass() -> None:
@@ -113,3 +134,26 @@ def test_no_other_file_declares_a_cpython_symbol() -> None:
             continue
         text = path.read_text()
         assert "extern fn Py" not in text and "extern var Py" not in text, path
+
+
+README_COMMANDS = runpy.run_path(str(ROOT / "tools" / "readme_commands.py"))
+
+
+def test_ci_finds_the_readmes_two_commands_main_job_first() -> None:
+    bench, tests = README_COMMANDS["commands"]((ROOT / "README.md").read_text())
+    assert bench.startswith("python3 -m venv .venv && ") and bench.endswith(" -m zthread bench")
+    assert tests.startswith("python3 -m venv .venv && ") and tests.endswith(".venv/bin/pytest")
+    with pytest.raises(ValueError, match="should hold 2 commands"):
+        README_COMMANDS["commands"]("# x\n```sh\n" + tests + "\n" + bench + "\n```\n")  # the wrong order
+
+
+def test_ci_checks_that_the_main_job_printed_every_metric() -> None:
+    from zthread._bench import METRICS, Result, table
+
+    names = [m.name for m in METRICS]
+    results = [Result(m.name, m.unit, 10.0, 5.0) for m in METRICS]
+    assert README_COMMANDS["bench_problems"](table(results), names) == []
+    assert README_COMMANDS["bench_problems"](table(results[1:]), names) == [f"no row for {names[0]}"]
+    broken = [Result(r.metric, r.unit, r.cpython, math.nan if i == 2 else r.zthread) for i, r in enumerate(results)]
+    assert len(README_COMMANDS["bench_problems"](table(broken), names)) == 1
+    assert README_COMMANDS["bench_problems"]("Successfully installed zthread-0.1.0\n", names) != []
