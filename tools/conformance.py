@@ -1,4 +1,5 @@
-"""Conformance: CPython's own test_thread, lock_tests (LockTests, RLockTests) and test_threading, run on
+"""Conformance: CPython's own test_thread, lock_tests (LockTests, RLockTests), test_threading and
+test_threading_local (`_thread._local` as `threading.local`), run on
 each interpreter twice, on CPython's `_thread` and with zthread swapped in as `_thread`, side by side.
 
     python tools/conformance.py [--wheel WHEEL] [PYTHON ...]
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tools" / "conformance_suite.py"
 EXCLUSIONS = ROOT / "tools" / "conformance_exclusions.txt"
 PTH_LINE = 'import os; exec("import zthread; zthread.install()") if os.environ.get("ZTHREAD_CONFORMANCE") == "1" else None\n'
-SUITES = ("test_thread", "lock_tests", "test_threading")
+SUITES = ("test_thread", "lock_tests", "test_threading", "test_threading_local")
 
 
 def load_exclusions() -> dict[str, str]:
@@ -112,9 +114,10 @@ def default_pythons() -> list[str]:
         cands = sorted(root.glob(f"{minor}.*/bin/python"))
         if cands:
             found.append(str(cands[-1]))
-    extra = ROOT / ".pythons"
+    extra = ROOT / ".pythons"  # 3.14/, 3.15/ (not 3.13t/, 3.14d/ or arm64/, which are for other checks)
     if extra.exists():
-        found += [str(p) for p in sorted(extra.glob("*/bin/python3.1*")) if p.is_file()]
+        found += [str(d / "bin" / f"python{d.name}") for d in sorted(extra.iterdir())
+                  if re.fullmatch(r"3\.\d+", d.name) and (d / "bin" / f"python{d.name}").is_file()]
     return found
 
 
@@ -130,7 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="zthread-conformance-") as tmp:
         work_root = Path(tmp)
         wheel = opts.wheel or build_wheel(work_root / "wheel")
-        print(f"{'python':8} {'suite':15} {'CPython _thread':>28}   {'zthread':>28}")
+        print(f"{'python':8} {'suite':21} {'CPython _thread':>28}   {'zthread':>28}")
         for python in opts.pythons or default_pythons():
             minor = minor_of(python)
             work = work_root / minor
@@ -141,7 +144,7 @@ def main() -> int:
             for suite in SUITES + ("(runner)",):
                 if suite == "(runner)" and not any(r["suite"] == suite for r in cpython + zthread):
                     continue
-                print(f"{minor:8} {suite:15} {counts(cpython, suite):>28}   {counts(zthread, suite):>28}")
+                print(f"{minor:8} {suite:21} {counts(cpython, suite):>28}   {counts(zthread, suite):>28}")
             problems, excused = compare(minor, cpython, zthread, exclusions)
             for line in excused + problems:
                 print(line)

@@ -26,7 +26,7 @@ def main() -> int:
     else:
         assert type(_thread).__name__ == "module" and "zthread" not in sys.modules
 
-    from test import lock_tests, test_thread, test_threading
+    from test import lock_tests, test_thread, test_threading, test_threading_local
 
     class LockTests(lock_tests.LockTests):
         locktype = staticmethod(_thread.allocate_lock)
@@ -41,6 +41,7 @@ def main() -> int:
             [loader.loadTestsFromTestCase(LockTests), loader.loadTestsFromTestCase(RLockTests)]
         ),
         "test_threading": loader.loadTestsFromModule(test_threading),
+        "test_threading_local": loader.loadTestsFromModule(test_threading_local),
     }
     records: list[dict[str, str]] = []
 
