@@ -96,6 +96,25 @@ def test_lock_acquire(args: list[Any], kwargs: dict[str, Any]) -> None:
     same(call)
 
 
+# The edges of PyTime_t (int64 nanoseconds): each interpreter's own overflow message, whose wording changed
+# within 3.11 (3.11.2 and 3.11.7 differ), and the values just inside.
+TIMEOUT_EDGES = [9223372036.0, 9223372037.0, -9223372037.0, 1e300, -1e300, float(2**63), math.inf, -math.inf,
+                 9223372036, 9223372037, -9223372037, 2**63, 2**64, -(2**64), 10**30]
+
+
+@pytest.mark.parametrize("timeout", TIMEOUT_EDGES, ids=repr)
+@pytest.mark.parametrize("make", ["allocate_lock", "RLock"])
+def test_acquire_at_the_edges_of_the_timeout_range(make: str, timeout: float) -> None:
+    def call(m: ModuleType) -> Any:
+        lock = getattr(m, make)()
+        result = lock.acquire(timeout=timeout)
+        if result is True:
+            lock.release()
+        return result
+
+    same(call)
+
+
 @FUZZ
 @given(args=positional, kwargs=keywords)
 def test_rlock_acquire(args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -238,7 +257,7 @@ def test_set_name(args: list[Any], kwargs: dict[str, Any]) -> None:
     same(call)
 
 
-# ---- Attribute protocols (get, set, delete) with names that are not plain str ----
+# ---- Attribute protocols (get, set, delete) with any name: str, str subclasses, and names that are not str ----
 # Every route to the types' getattro/setattro: the builtins (which refuse a name that is not a str themselves),
 # the slot wrappers (type(obj).__setattr__ passes any object through) and object's generic ones.
 
@@ -394,6 +413,7 @@ attribute_names = st.one_of(texts, texts.map(StrSub), texts.map(StrSubAlwaysEqua
 # every object.
 ODD_NAMES = [AlwaysEqual(), AlwaysEqualUnhashable(), NeverEqual(), EqualRaises(), EqualNotBool(), HashRaises(), ReprRaises(),
              None, b"__dict__", b"x", 5, 1.5, ("__dict__",), object()]
+
 
 def type_of(obj: Any) -> Any:
     return type(obj)

@@ -60,8 +60,18 @@ fn notANumber(obj: *Object) ?i64 {
     return null;
 }
 
-/// The OverflowError each version's PyTime conversion raises, for a float or an int timeout.
-fn timestampOverflow(comptime from: enum { float, int }) ?i64 {
+/// The OverflowError of the running interpreter's own seconds-to-PyTime conversion, for a float or an int
+/// timeout, raised by that conversion itself: `time.sleep(probe)` with a probe no CPython can convert (1e300
+/// seconds, 2**64-1 seconds) fails in it at once and never sleeps. Its wording changed within minor versions
+/// (a float's was "timestamp too large to convert to C _PyTime_t" in 3.11.2, is "timestamp out of range for
+/// platform time_t" in 3.11.7), which a table by minor version cannot follow; the table below is what
+/// the released versions checked here say, used only if the probe cannot run.
+const Seconds = enum { float, int };
+
+fn timestampOverflow(comptime from: Seconds) ?i64 {
+    abi.PyErr_Clear(); // the int conversion's own OverflowError, replaced below
+    if (raiseFromSleep(from)) return null;
+    abi.PyErr_Clear();
     const msg: [*:0]const u8 = if (version.atLeast(14))
         "timestamp out of range for C PyTime_t"
     else if (from == .float and version.atLeast(11))
@@ -72,6 +82,21 @@ fn timestampOverflow(comptime from: enum { float, int }) ?i64 {
         "timestamp too large to convert to C _PyTime_t";
     abi.PyErr_SetString(abi.PyExc_OverflowError, msg);
     return null;
+}
+
+/// True with time.sleep's OverflowError set; false (an exception may be set) if it could not be had.
+fn raiseFromSleep(comptime from: Seconds) bool {
+    const time = abi.PyImport_ImportModule("time") orelse return false;
+    defer abi.decRef(time);
+    const sleep = abi.PyObject_GetAttrString(time, "sleep") orelse return false;
+    defer abi.decRef(sleep);
+    const probe = (if (from == .float) abi.PyFloat_FromDouble(1e300) else abi.PyLong_FromUnsignedLongLong(std.math.maxInt(c_ulonglong))) orelse return false;
+    defer abi.decRef(probe);
+    if (abi.PyObject_CallFunctionObjArgs(sleep, probe, @as(?*Object, null))) |slept| {
+        abi.decRef(slept); // no CPython converts the probe: never reached
+        return false;
+    }
+    return abi.PyErr_ExceptionMatches(abi.PyExc_OverflowError) != 0;
 }
 
 /// PyArg's "i" converter: a C int from an int or an object with __index__.
