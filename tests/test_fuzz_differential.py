@@ -285,48 +285,11 @@ class StrSubRepr(str):
         return f"StrSubRepr({str.__repr__(self)})"
 
 
-class AlwaysEqual:
-    def __eq__(self, other: object) -> bool:
-        return True
+def fails(error: BaseException) -> Callable[..., Any]:
+    def call(*_: object) -> Any:
+        raise error
 
-    def __hash__(self) -> int:
-        return hash("__dict__")
-
-    def __repr__(self) -> str:
-        return "AlwaysEqual()"
-
-
-class AlwaysEqualUnhashable:
-    # CPython 3.10-3.13's own _local misreads this name as a str when it is assigned (3.12/3.13 segfault).
-    def __eq__(self, other: object) -> bool:
-        return True
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return "AlwaysEqualUnhashable()"
-
-
-class NeverEqual:
-    def __eq__(self, other: object) -> bool:
-        return False
-
-    def __hash__(self) -> int:
-        return 7
-
-    def __repr__(self) -> str:
-        return "NeverEqual()"
-
-
-class EqualRaises:
-    def __eq__(self, other: object) -> bool:
-        raise LookupError("cannot compare")
-
-    def __hash__(self) -> int:
-        return 8
-
-    def __repr__(self) -> str:
-        return "EqualRaises()"
+    return call
 
 
 class NoTruth:
@@ -334,37 +297,25 @@ class NoTruth:
         raise ValueError("no truth value")
 
 
-class EqualNotBool:
-    def __eq__(self, other: object) -> NoTruth:  # type: ignore[override]
-        return NoTruth()
-
-    def __hash__(self) -> int:
-        return 9
-
-    def __repr__(self) -> str:
-        return "EqualNotBool()"
-
-
-class HashRaises:
-    def __eq__(self, other: object) -> bool:
-        return False
-
-    def __hash__(self) -> int:
-        raise ValueError("no hash")
-
-    def __repr__(self) -> str:
-        return "HashRaises()"
+def name_type(name: str, eq: Callable[[], object], hash_: Callable[[], int] | None,
+              repr_: Callable[[], str] | None = None) -> Any:
+    """A class of attribute names that are not str: `==` gives eq(), hash() hash_() (None: unhashable), repr()
+    repr_() (default: "Name()")."""
+    return type(name, (), {
+        "__eq__": lambda self, other: eq(),
+        "__hash__": None if hash_ is None else lambda self: hash_(),
+        "__repr__": lambda self: repr_() if repr_ else f"{name}()",
+    })
 
 
-class ReprRaises:
-    def __eq__(self, other: object) -> bool:
-        return True
-
-    def __hash__(self) -> int:
-        return 10
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
+AlwaysEqual = name_type("AlwaysEqual", lambda: True, lambda: hash("__dict__"))
+# CPython 3.10-3.13's own _local misreads this name as a str when it is assigned (3.12/3.13 segfault).
+AlwaysEqualUnhashable = name_type("AlwaysEqualUnhashable", lambda: True, None)
+NeverEqual = name_type("NeverEqual", lambda: False, lambda: 7)
+EqualRaises = name_type("EqualRaises", fails(LookupError("cannot compare")), lambda: 8)
+EqualNotBool = name_type("EqualNotBool", NoTruth, lambda: 9)
+HashRaises = name_type("HashRaises", lambda: False, fails(ValueError("no hash")))
+ReprRaises = name_type("ReprRaises", lambda: True, lambda: 10, fails(RuntimeError("no repr")))
 
 
 def new_objects(m: ModuleType) -> dict[str, Callable[[], Any]]:

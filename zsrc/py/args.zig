@@ -60,14 +60,14 @@ fn notANumber(obj: *Object) ?i64 {
     return null;
 }
 
+const Seconds = enum { float, int };
+
 /// The OverflowError of the running interpreter's own seconds-to-PyTime conversion, for a float or an int
 /// timeout, raised by that conversion itself: `time.sleep(probe)` with a probe no CPython can convert (1e300
 /// seconds, 2**64-1 seconds) fails in it at once and never sleeps. Its wording changed within minor versions
 /// (a float's was "timestamp too large to convert to C _PyTime_t" in 3.11.2, is "timestamp out of range for
 /// platform time_t" in 3.11.7), which a table by minor version cannot follow; the table below is what
 /// the released versions checked here say, used only if the probe cannot run.
-const Seconds = enum { float, int };
-
 fn timestampOverflow(comptime from: Seconds) ?i64 {
     abi.PyErr_Clear(); // the int conversion's own OverflowError, replaced below
     if (raiseFromSleep(from)) return null;
