@@ -45,6 +45,10 @@ pub const module_def_head_init: ModuleDefBase = .{
 };
 pub const ModuleDefSlot = extern struct { slot: c_int, value: ?*const anyopaque };
 pub const Py_mod_exec = 2;
+/// Include/moduleobject.h (limited API from 3.12): the module supports isolated interpreters, each with
+/// its own GIL. 3.10 and 3.11 reject the slot id ("uses unknown slot ID 3").
+pub const Py_mod_multiple_interpreters = 3;
+pub const Py_MOD_PER_INTERPRETER_GIL_SUPPORTED: *const anyopaque = @ptrFromInt(2);
 pub const ModuleDef = extern struct {
     m_base: ModuleDefBase,
     m_name: [*:0]const u8,
@@ -81,6 +85,7 @@ pub const Py_tp_new = 65;
 pub const Py_tp_repr = 66;
 pub const Py_tp_members = 72;
 pub const Py_tp_alloc = 47;
+pub const Py_tp_base = 48;
 pub const Py_tp_free = 74;
 pub const Py_tp_getset = 73;
 pub const Py_tp_init = 60;
@@ -137,6 +142,9 @@ pub extern fn PyWeakref_NewRef(o: *Object, callback: ?*Object) ?*Object;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
 pub extern fn PyType_FromSpec(spec: *const TypeSpec) ?*Object;
+/// A heap type that knows its module (PyType_GetModuleState): it holds a strong reference to it.
+pub extern fn PyType_FromModuleAndSpec(module: *Object, spec: *const TypeSpec, bases: ?*Object) ?*Object;
+pub extern fn PyType_GetModuleState(t: *TypeObject) ?*anyopaque;
 pub extern fn PyType_GetSlot(t: *TypeObject, slot: c_int) ?*anyopaque;
 /// C's wchar_t: UTF-16 code units on Windows, UTF-32 elsewhere.
 pub const WChar = if (builtin.os.tag == .windows) u16 else u32;
@@ -145,6 +153,8 @@ pub extern fn PyUnicode_FromWideChar(w: [*]const WChar, size: isize) ?*Object;
 pub extern fn PyMem_Free(p: ?*anyopaque) void;
 pub extern fn PyCapsule_New(pointer: *anyopaque, name: [*:0]const u8, destructor: ?*const fn (*Object) callconv(.c) void) ?*Object;
 pub extern fn PyCapsule_GetPointer(capsule: *Object, name: [*:0]const u8) ?*anyopaque;
+pub extern fn PyCapsule_SetContext(capsule: *Object, context: ?*anyopaque) c_int;
+pub extern fn PyCapsule_GetContext(capsule: *Object) ?*anyopaque;
 pub extern fn PyObject_GetAttrString(o: *Object, name: [*:0]const u8) ?*Object;
 pub extern fn PySequence_Check(o: *Object) c_int;
 pub extern fn PySequence_Size(o: *Object) isize;

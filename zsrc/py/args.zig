@@ -213,24 +213,33 @@ pub const Acquire = struct {
 
 /// `lock.acquire(blocking=True, timeout=-1)`, as `lock_acquire_parse_args` of the running CPython parses
 /// it (PyArg_ParseTupleAndKeywords "|iO:acquire" on 3.10/3.11, "|pO:acquire" from 3.12).
-pub fn parseAcquire(args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
-    return parseAcquireNamed("acquire", args, nargs, kwnames);
+pub fn parseAcquire(kw: *const Keywords, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+    return parseAcquireNamed(kw, "acquire", args, nargs, kwnames);
 }
 
-/// "blocking" and "timeout", interned at module init. The keyword names of a call are interned strings
-/// (the compiler interns identifiers), so a pointer comparison finds them; a string comparison remains
-/// for names that are equal but not interned (`**{"".join(...): ...}`).
-var kw_blocking: ?*Object = null;
-var kw_timeout: ?*Object = null;
+/// "blocking" and "timeout", interned when the module is initialised, one pair per interpreter (module
+/// state). The keyword names of a call are interned strings (the compiler interns identifiers), so a pointer
+/// comparison finds them; a string comparison remains for names that are equal but not interned
+/// (`**{"".join(...): ...}`), or that another interpreter interned.
+pub const Keywords = struct {
+    blocking: ?*Object = null,
+    timeout: ?*Object = null,
 
-pub fn init() bool {
-    if (kw_blocking == null) kw_blocking = abi.PyUnicode_InternFromString("blocking") orelse return false;
-    if (kw_timeout == null) kw_timeout = abi.PyUnicode_InternFromString("timeout") orelse return false;
-    return true;
-}
+    pub fn init(self: *Keywords) bool {
+        self.blocking = abi.PyUnicode_InternFromString("blocking") orelse return false;
+        self.timeout = abi.PyUnicode_InternFromString("timeout") orelse return false;
+        return true;
+    }
+
+    pub fn deinit(self: *Keywords) void {
+        abi.xDecRef(self.blocking);
+        abi.xDecRef(self.timeout);
+        self.* = .{};
+    }
+};
 
 /// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`).
-pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+pub fn parseAcquireNamed(kw: *const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     const nkw = keywordCount(kwnames);
     if (nargs + nkw > 2) {
         const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
@@ -245,9 +254,9 @@ pub fn parseAcquireNamed(fname: [*:0]const u8, args: [*]const *Object, nargs: is
     var k: isize = 0;
     while (k < nkw) : (k += 1) {
         const key = abi.PyTuple_GetItem(kwnames.?, k).?;
-        const slot: usize = if (key == kw_blocking or (key != kw_timeout and abi.PyUnicode_CompareWithASCIIString(key, names[0]) == 0))
+        const slot: usize = if (key == kw.blocking or (key != kw.timeout and abi.PyUnicode_CompareWithASCIIString(key, names[0]) == 0))
             0
-        else if (key == kw_timeout or abi.PyUnicode_CompareWithASCIIString(key, names[1]) == 0)
+        else if (key == kw.timeout or abi.PyUnicode_CompareWithASCIIString(key, names[1]) == 0)
             1
         else {
             misplaced = true;

@@ -5,6 +5,7 @@ const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
 const lock = @import("lock.zig");
+const state = @import("state.zig");
 
 const Object = abi.Object;
 
@@ -27,16 +28,11 @@ pub const Api = extern struct {
     get_native_id: *const fn () callconv(.c) c_ulonglong,
 };
 
-/// One per module (interpreter): the public struct, then what only zthread sees.
-const Instance = extern struct {
-    api: Api,
-    /// This interpreter's lock type (a strong reference, dropped with the capsule).
-    lock_type: *Object,
-};
-
+/// The struct is the module state's `capi` field, one per module (interpreter): `lock_new` finds the
+/// state, and so this interpreter's lock type, from it.
 fn lockNew(api: *const Api) callconv(.c) ?*Object {
-    const instance: *const Instance = @fieldParentPtr("api", api);
-    return lock.newLock(@ptrCast(instance.lock_type));
+    const s: *state.State = @constCast(@fieldParentPtr("capi", api));
+    return lock.newLock(state.lockType(s) orelse return null);
 }
 
 fn lockCheck(o: ?*Object) callconv(.c) c_int {
@@ -90,39 +86,33 @@ fn getNativeId() callconv(.c) c_ulonglong {
     return core.thread.currentNativeId();
 }
 
+/// The capsule holds the module (its context), whose state holds the table: the pointer stays valid for as
+/// long as anyone holds the capsule.
 fn destroyCapsule(capsule: *Object) callconv(.c) void {
-    const p = abi.PyCapsule_GetPointer(capsule, capsule_name) orelse return abi.PyErr_Clear();
-    const instance: *Instance = @ptrCast(@alignCast(p));
-    abi.decRef(instance.lock_type);
-    std.heap.c_allocator.destroy(instance);
+    const module: ?*Object = @ptrCast(@alignCast(abi.PyCapsule_GetContext(capsule)));
+    if (module == null) abi.PyErr_Clear();
+    abi.xDecRef(module);
 }
 
-/// Adds `_C_API` to the module, for the lock type `lock_type` of its interpreter.
-pub fn addCapsule(module: *Object, lock_type: *Object) bool {
-    const instance = std.heap.c_allocator.create(Instance) catch {
-        _ = abi.PyErr_NoMemory();
-        return false;
+/// Fills the module state's table and adds `_C_API`, a capsule pointing at it, to the module.
+pub fn addCapsule(module: *Object, s: *state.State) bool {
+    s.capi = .{
+        .version = version,
+        .size = @sizeOf(Api),
+        .lock_new = lockNew,
+        .lock_check = lockCheck,
+        .lock_acquire = lockAcquire,
+        .lock_release = lockRelease,
+        .lock_locked = lockLocked,
+        .thread_start = threadStart,
+        .get_ident = getIdent,
+        .get_native_id = getNativeId,
     };
-    instance.* = .{
-        .api = .{
-            .version = version,
-            .size = @sizeOf(Api),
-            .lock_new = lockNew,
-            .lock_check = lockCheck,
-            .lock_acquire = lockAcquire,
-            .lock_release = lockRelease,
-            .lock_locked = lockLocked,
-            .thread_start = threadStart,
-            .get_ident = getIdent,
-            .get_native_id = getNativeId,
-        },
-        .lock_type = abi.newRef(lock_type),
-    };
-    const capsule = abi.PyCapsule_New(instance, capsule_name, destroyCapsule) orelse {
-        abi.decRef(instance.lock_type);
-        std.heap.c_allocator.destroy(instance);
-        return false;
-    };
+    const capsule = abi.PyCapsule_New(&s.capi, capsule_name, destroyCapsule) orelse return false;
     defer abi.decRef(capsule);
+    if (abi.PyCapsule_SetContext(capsule, abi.newRef(module)) != 0) {
+        abi.decRef(module);
+        return false;
+    }
     return abi.PyModule_AddObjectRef(module, "_C_API", capsule) == 0;
 }

@@ -1,6 +1,7 @@
 //! Exceptions that cannot propagate to a caller: saved and restored around cleanup, or reported to
 //! `sys.unraisablehook` as CPython's own `_PyErr_WriteUnraisableMsg` would.
 const abi = @import("abi.zig");
+const state = @import("state.zig");
 
 const Object = abi.Object;
 
@@ -22,8 +23,9 @@ pub fn restore(e: Saved) void {
 /// `err_msg` is `msg_format` with `msg_arg` for its one %R, or `msg_format` as it is when `msg_arg` is
 /// null; it is built only once the exception is out of the way (as CPython's PyErr_FormatUnraisable
 /// does: no Python code, such as a __repr__, may run with an exception set). If building it fails,
-/// `err_msg` is None.
-pub fn writeUnraisable(msg_format: [*:0]const u8, msg_arg: ?*Object, object: ?*Object) void {
+/// `err_msg` is None. `module`: zthread's module of the calling interpreter, whose state caches the hook's
+/// argument type.
+pub fn writeUnraisable(module: *Object, msg_format: [*:0]const u8, msg_arg: ?*Object, object: ?*Object) void {
     var exc: Saved = save();
     abi.PyErr_NormalizeException(&exc[0], &exc[1], &exc[2]);
     if (exc[1] != null and exc[2] != null) _ = abi.PyException_SetTraceback(exc[1].?, exc[2].?);
@@ -33,7 +35,7 @@ pub fn writeUnraisable(msg_format: [*:0]const u8, msg_arg: ?*Object, object: ?*O
         break :blk null;
     };
     defer abi.xDecRef(err_msg);
-    const hook_args_type = unraisableArgsType() orelse return fallback(exc, object);
+    const hook_args_type = unraisableArgsType(module) orelse return fallback(exc, object);
     const fields = [5]?*Object{ exc[0], exc[1], exc[2], err_msg, object };
     var items: [5]*Object = undefined;
     for (fields, &items) |f, *item| item.* = f orelse &abi._Py_NoneStruct;
@@ -55,22 +57,23 @@ fn fallback(exc: Saved, object: ?*Object) void {
     abi.PyErr_WriteUnraisable(object);
 }
 
-/// `UnraisableHookArgs`, the structseq type the default hook insists on. `sys` does not expose it, so
-/// it is learnt once from a call of the hook itself, with a capturing hook swapped in.
-var unraisable_args_type: ?*Object = null;
-
-fn captureHookArgs(_: ?*Object, hook_args: *Object) callconv(.c) ?*Object {
-    if (unraisable_args_type == null) unraisable_args_type = abi.newRef(abi.typeObject(hook_args.ob_type));
+/// `UnraisableHookArgs`, the structseq type the default hook insists on. `sys` does not expose it, so it is
+/// learnt once per interpreter (module state) from a call of the hook itself, with a capturing hook swapped
+/// in, bound to the module.
+fn captureHookArgs(module: ?*Object, hook_args: *Object) callconv(.c) ?*Object {
+    const s = state.of(module.?);
+    if (s.unraisable_args_type == null) s.unraisable_args_type = abi.newRef(abi.typeObject(hook_args.ob_type));
     return abi.none();
 }
 
 var capture_def: abi.MethodDef = .{ .ml_name = "capture", .ml_meth = @ptrCast(&captureHookArgs), .ml_flags = abi.METH_O, .ml_doc = null };
 
-fn unraisableArgsType() ?*Object {
-    if (unraisable_args_type) |t| return t;
+fn unraisableArgsType(module: *Object) ?*Object {
+    const s = state.of(module);
+    if (s.unraisable_args_type) |t| return t;
     const saved = save();
     defer restore(saved);
-    const capture = abi.PyCFunction_NewEx(&capture_def, null, null) orelse return null;
+    const capture = abi.PyCFunction_NewEx(&capture_def, module, null) orelse return null;
     defer abi.decRef(capture);
     const user_hook = abi.PySys_GetObject("unraisablehook") orelse return null;
     abi.incRef(user_hook);
@@ -79,7 +82,7 @@ fn unraisableArgsType() ?*Object {
     abi.PyErr_SetNone(abi.PyExc_RuntimeError);
     abi.PyErr_WriteUnraisable(null);
     _ = abi.PySys_SetObject("unraisablehook", user_hook);
-    return unraisable_args_type;
+    return s.unraisable_args_type;
 }
 
 /// True, with CPython's exception set (RuntimeError, from 3.13 PythonFinalizationError), if the

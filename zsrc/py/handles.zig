@@ -4,6 +4,10 @@
 //! A thread signals "done" only after its thread state is deleted, without the GIL, so a joiner that
 //! goes on to finalize the interpreter never races with the thread's own teardown. That is why the
 //! record is native and reference counted, not a Python object.
+//!
+//! Handles live in a `Registry`, one per module state (so per interpreter): `_count()`, `_shutdown()` and
+//! the at-fork hook see only the threads of their own interpreter. A registry is reference counted too
+//! (the module state and each of its handles hold one), because a thread may outlive its module.
 const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
@@ -21,6 +25,8 @@ const allocator = std.heap.c_allocator;
 pub const Handle = struct {
     /// One for each holder: the running thread, the Python object, `_shutdown`'s list, a joiner.
     refs: std.atomic.Value(u32) = .init(1),
+    /// The registry it is listed in (a reference), from `register` on.
+    registry: ?*Registry = null,
     ident: std.atomic.Value(u64) = .init(0),
     state: std.atomic.Value(State) = .init(.not_started),
     exited: core.Event = .{},
@@ -55,7 +61,7 @@ pub const Handle = struct {
     /// Needs no GIL.
     pub fn decRef(self: *Handle) void {
         if (self.refs.fetchSub(1, .acq_rel) != 1) return;
-        unregister(self);
+        if (self.registry) |r| r.drop(self);
         // Nobody can join it any more: let the OS reclaim the thread when it ends.
         if (self.os_thread) |t| t.detach();
         allocator.destroy(self);
@@ -66,66 +72,121 @@ pub const Handle = struct {
     }
 };
 
-// ---- registry of live handles (fork, _shutdown) ----
+// ---- the registry of one module's handles (_count, _shutdown, fork) ----
 
-/// Guards `live` and `graveyard`; held only for short, non-blocking sections, with or without the GIL.
-var registry_lock: core.Lock = .{};
-/// Every handle that has started (or was made for an existing thread), until it is destroyed. Not
-/// owning: a handle removes itself when its last reference goes.
-var live: std.ArrayList(*Handle) = .empty;
-/// Sentinel locks released by threads that had no GIL any more; decref'd by the next caller with the GIL.
-var graveyard: std.ArrayList(*Object) = .empty;
+pub const Registry = struct {
+    /// The module state's, and one per handle listed.
+    refs: std.atomic.Value(u32) = .init(1),
+    /// Guards `live` and `graveyard`; held only for short, non-blocking sections, with or without a GIL.
+    /// Interpreters with GILs of their own never share a registry, but a thread ends without its GIL.
+    lock: core.Lock = .{},
+    /// Every handle that has started (or was made for an existing thread), until it is destroyed. Not
+    /// owning: a handle removes itself when its last reference goes.
+    live: std.ArrayList(*Handle) = .empty,
+    /// Sentinel locks released by threads that had no GIL any more; decref'd by the next caller with the
+    /// GIL of this registry's interpreter (`buryDead`), or when the module is cleared.
+    graveyard: std.ArrayList(*Object) = .empty,
+    /// `_count()`: threads started by this module that have not finished.
+    running: std.atomic.Value(isize) = .init(0),
 
-fn lockRegistry() void {
-    while (registry_lock.acquire(.forever) != .acquired) {}
-}
-
-fn unlockRegistry() void {
-    registry_lock.release() catch unreachable;
-}
-
-pub fn register(h: *Handle) bool {
-    lockRegistry();
-    defer unlockRegistry();
-    live.append(allocator, h) catch {
-        _ = abi.PyErr_NoMemory();
-        return false;
-    };
-    return true;
-}
-
-pub fn unregister(h: *Handle) void {
-    lockRegistry();
-    defer unlockRegistry();
-    for (live.items, 0..) |x, i| {
-        if (x == h) {
-            _ = live.swapRemove(i);
-            return;
-        }
+    pub fn create() ?*Registry {
+        const r = allocator.create(Registry) catch {
+            _ = abi.PyErr_NoMemory();
+            return null;
+        };
+        r.* = .{};
+        return r;
     }
-}
+
+    pub fn incRef(self: *Registry) void {
+        _ = self.refs.fetchAdd(1, .monotonic);
+    }
+
+    /// Needs no GIL. The graveyard is empty by then: every lock in it holds the module, which holds a
+    /// reference to the registry.
+    pub fn decRef(self: *Registry) void {
+        if (self.refs.fetchSub(1, .acq_rel) != 1) return;
+        std.debug.assert(self.live.items.len == 0);
+        self.live.deinit(allocator);
+        self.graveyard.deinit(allocator);
+        allocator.destroy(self);
+    }
+
+    pub fn lockShort(self: *Registry) void {
+        while (self.lock.acquire(.forever) != .acquired) {}
+    }
+
+    pub fn unlock(self: *Registry) void {
+        self.lock.release() catch unreachable;
+    }
+
+    /// Lists `h`, which takes a reference to the registry. False with MemoryError set on failure.
+    pub fn add(self: *Registry, h: *Handle) bool {
+        std.debug.assert(h.registry == null);
+        self.lockShort();
+        defer self.unlock();
+        self.live.append(allocator, h) catch {
+            _ = abi.PyErr_NoMemory();
+            return false;
+        };
+        self.incRef();
+        h.registry = self;
+        return true;
+    }
+
+    /// Stops listing `h` (its thread did not start, or it is being destroyed), and drops its reference.
+    pub fn drop(self: *Registry, h: *Handle) void {
+        std.debug.assert(h.registry == self);
+        h.registry = null;
+        self.lockShort();
+        for (self.live.items, 0..) |x, i| {
+            if (x == h) {
+                _ = self.live.swapRemove(i);
+                break;
+            }
+        }
+        self.unlock();
+        self.decRef();
+    }
+
+    /// A thread that ended hands its sentinel lock over (no GIL: it cannot drop the reference itself).
+    fn bury(self: *Registry, lock_obj: *Object) void {
+        self.lockShort();
+        defer self.unlock();
+        self.graveyard.append(allocator, lock_obj) catch {}; // on OOM the lock object leaks, harmlessly
+    }
+
+    /// Drops the references that finished threads could not drop without the GIL. Call with the GIL of
+    /// this registry's interpreter.
+    pub fn buryDead(self: *Registry) void {
+        self.lockShort();
+        const dead = self.graveyard.toOwnedSlice(allocator) catch &.{};
+        self.unlock();
+        defer allocator.free(dead);
+        for (dead) |o| abi.decRef(o);
+    }
+
+    /// The module's tp_traverse: the graveyard's references are the module's (through its state).
+    pub fn traverse(self: *Registry, visit: abi.VisitProc, arg: ?*anyopaque) c_int {
+        self.lockShort();
+        defer self.unlock();
+        for (self.graveyard.items) |o| {
+            const rc = visit(o, arg);
+            if (rc != 0) return rc;
+        }
+        return 0;
+    }
+};
 
 /// Called by the thread itself once its thread state is deleted: no GIL, no Python.
 pub fn finishWithoutGil(h: *Handle) void {
     if (h.sentinel) |lock_obj| {
         lock.coreLock(lock_obj).release() catch {}; // Python may have released it already
-        lockRegistry();
-        graveyard.append(allocator, lock_obj) catch {}; // on OOM the lock object leaks, harmlessly
-        unlockRegistry();
+        h.registry.?.bury(lock_obj);
         h.sentinel = null;
     }
     h.state.store(.done, .release);
     h.exited.set();
-}
-
-/// Drops the references that finished threads could not drop without the GIL. Call with the GIL.
-pub fn buryDead() void {
-    if (graveyard.items.len == 0) return;
-    lockRegistry();
-    const dead = graveyard.toOwnedSlice(allocator) catch &.{};
-    unlockRegistry();
-    defer allocator.free(dead);
-    for (dead) |o| abi.decRef(o);
 }
 
 /// The handle of the calling thread if zthread started it.
@@ -133,35 +194,37 @@ pub threadlocal var current: ?*Handle = null;
 
 // ---- after fork ----
 
-/// os.register_at_fork(after_in_child=...): only the forking thread exists in the child. Every other
-/// handle is done and can never be joined at the OS level.
-fn afterForkInChild(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    registry_lock.resetAfterFork();
+/// os.register_at_fork(after_in_child=...), bound to the module: only the forking thread exists in the
+/// child. Every other handle of the module is done and can never be joined at the OS level. (Only the main
+/// interpreter can fork, and the child has no other interpreter: each module registers its own hook.)
+fn afterForkInChild(module_obj: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    const registry = state.of(module_obj.?).threads orelse return abi.none();
+    registry.lock.resetAfterFork();
     const me = core.thread.currentIdent();
-    for (live.items) |h| {
+    for (registry.live.items) |h| {
         if (h.ident.load(.monotonic) == me and h.state.load(.monotonic) != .done) continue;
         h.os_thread = null; // that thread does not exist here
         h.state.store(.done, .monotonic);
         h.exited.set();
     }
-    threads.afterForkInChild(current != null);
+    // The forking thread alone may still count, if this module started it.
+    const forking_thread_counts = if (current) |h| h.registry == registry else false;
+    registry.running.store(@intFromBool(forking_thread_counts), .monotonic);
     module.afterForkInChild();
     return abi.none();
 }
 
 var after_fork_def: abi.MethodDef = .{ .ml_name = "_after_fork_child", .ml_meth = @ptrCast(&afterForkInChild), .ml_flags = abi.METH_NOARGS, .ml_doc = null };
-var fork_hook_registered = false;
 
-/// Registers the at-fork hook once per process.
-pub fn registerForkHook() void {
-    if (fork_hook_registered) return;
+/// Registers the module's at-fork hook (at its initialisation).
+pub fn registerForkHook(module_obj: *Object) void {
     const saved = errors.save();
     defer errors.restore(saved);
     const os_mod = abi.PyImport_ImportModule("os") orelse return abi.PyErr_Clear();
     defer abi.decRef(os_mod);
     const register_at_fork = abi.PyObject_GetAttrString(os_mod, "register_at_fork") orelse return abi.PyErr_Clear();
     defer abi.decRef(register_at_fork);
-    const hook = abi.PyCFunction_NewEx(&after_fork_def, null, null) orelse return abi.PyErr_Clear();
+    const hook = abi.PyCFunction_NewEx(&after_fork_def, module_obj, null) orelse return abi.PyErr_Clear();
     defer abi.decRef(hook);
     const no_args = abi.PyTuple_New(0) orelse return abi.PyErr_Clear();
     defer abi.decRef(no_args);
@@ -170,7 +233,6 @@ pub fn registerForkHook() void {
     if (abi.PyDict_SetItemString(kwargs, "after_in_child", hook) != 0) return abi.PyErr_Clear();
     const r = abi.PyObject_Call(register_at_fork, no_args, kwargs) orelse return abi.PyErr_Clear();
     abi.decRef(r);
-    fork_hook_registered = true;
 }
 
 // ---- joining ----
@@ -202,7 +264,8 @@ pub fn join(h: *Handle, timeout_ns: i64) JoinError!bool {
     return true;
 }
 
-/// Joins the finished OS thread, once (the first caller takes it; under the GIL, so no race).
+/// Joins the finished OS thread, once (the first caller takes it; under the GIL of the handle's interpreter,
+/// the only one whose objects can reach it, so no race).
 fn reap(h: *Handle) void {
     const t = h.os_thread orelse return;
     h.os_thread = null;
@@ -212,19 +275,21 @@ fn reap(h: *Handle) void {
 }
 
 /// Joins every non-daemon thread still running, except the caller's (3.13's `_thread._shutdown`).
-pub fn shutdown(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    buryDead();
+/// Only this module's threads: those of the calling interpreter.
+pub fn shutdown(module_obj: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    const registry = state.of(module_obj.?).threads orelse return abi.none();
+    registry.buryDead();
     const me = core.thread.currentIdent();
     while (true) {
-        lockRegistry();
-        const next: ?*Handle = for (live.items) |h| {
+        registry.lockShort();
+        const next: ?*Handle = for (registry.live.items) |h| {
             if (!h.daemon and !h.isDone() and h.ident.load(.monotonic) != me and h.tryIncRef()) break h;
         } else null;
-        unlockRegistry();
+        registry.unlock();
         const h = next orelse break;
         defer h.decRef();
         _ = join(h, -1) catch {
-            errors.writeUnraisable("Exception ignored while joining a thread in _thread._shutdown()", null, null);
+            errors.writeUnraisable(module_obj.?, "Exception ignored while joining a thread in _thread._shutdown()", null, null);
             return abi.none();
         };
     }
@@ -255,14 +320,17 @@ pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?
     }
     const ident = abi.PyLong_AsUnsignedLongLong(ident_obj);
     if (ident == std.math.maxInt(c_ulonglong) and abi.PyErr_Occurred() != null) return null;
+    const s = state.of(module_obj.?);
+    const tp = state.handleType(s) orelse return null;
+    const registry = state.threadRegistry(s) orelse return null;
     const h = Handle.create() orelse return null;
     h.ident.store(ident, .monotonic);
     h.state.store(.running, .release);
-    if (!register(h)) {
+    if (!registry.add(h)) {
         h.decRef();
         return null;
     }
-    return newObject(state.handleType(module_obj.?), h) orelse {
+    return newObject(tp, h) orelse {
         h.decRef();
         return null;
     };
@@ -303,7 +371,7 @@ fn getIdent(o: *Object, _: ?*anyopaque) callconv(.c) ?*Object {
 
 /// `join(timeout=None, /)`.
 fn joinMethod(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
-    buryDead();
+    if (cast(o).handle.registry) |r| r.buryDead();
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("join");
     if (nargs > 1) return args.tooManyPositional("join", 1, nargs);
     var timeout_ns: i64 = -1;
@@ -373,6 +441,6 @@ var spec: abi.TypeSpec = .{
     .slots = &slots,
 };
 
-pub fn createType() ?*Object {
-    return abi.PyType_FromSpec(&spec);
+pub fn createType(module_obj: *Object) ?*Object {
+    return abi.PyType_FromModuleAndSpec(module_obj, &spec, null);
 }

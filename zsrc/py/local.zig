@@ -13,6 +13,7 @@ const std = @import("std");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
+const state = @import("state.zig");
 const version = @import("version.zig");
 
 const Object = abi.Object;
@@ -22,6 +23,9 @@ const LocalObject = extern struct {
     ob_base: Object,
     /// Unique for the life of the process (never an address, which could be reused).
     key: u64,
+    /// The state of the module whose `_local` this is or derives from, found once in `tp_new`: every attribute
+    /// access needs it (state.zig says why it outlives the instance).
+    state: *state.State,
     /// True for `_local` itself, false for subclasses (which need the generic attribute lookup).
     is_exact: bool,
     /// Arguments of the constructor, replayed to `__init__` in each new thread.
@@ -45,11 +49,6 @@ const Registry = extern struct {
 };
 
 var next_key = std.atomic.Value(u64).init(1);
-/// Process-wide, created once under the GIL and never freed, like a static type.
-var registry_type: ?*abi.TypeObject = null;
-var registry_key: ?*Object = null;
-var dict_name: ?*Object = null;
-var object_init: ?*anyopaque = null;
 
 inline fn cast(o: *Object) *LocalObject {
     return @ptrCast(@alignCast(o));
@@ -89,20 +88,21 @@ var registry_spec: abi.TypeSpec = .{
     .slots = &registry_slots,
 };
 
-/// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use.
-fn currentRegistry() ?*Registry {
+/// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use. A thread
+/// state belongs to one interpreter, so its registry does too.
+fn currentRegistry(s: *const state.State) ?*Registry {
     const tdict = abi.PyThreadState_GetDict() orelse {
         abi.PyErr_SetString(abi.PyExc_SystemError, "Couldn't get thread-state dictionary");
         return null;
     };
-    if (abi.PyDict_GetItemWithError(tdict, registry_key.?)) |r| return castRegistry(r);
+    if (abi.PyDict_GetItemWithError(tdict, s.local_registry_key.?)) |r| return castRegistry(r);
     if (abi.PyErr_Occurred() != null) return null;
-    const self = abi.newInstance(Registry, registry_type.?) orelse return null;
+    const self = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?)) orelse return null;
     self.map = null;
     self.weakreflist = null;
     const o = &self.ob_base;
     defer abi.decRef(o);
-    if (abi.PyDict_SetItem(tdict, registry_key.?, o) != 0) return null;
+    if (abi.PyDict_SetItem(tdict, s.local_registry_key.?, o) != 0) return null;
     return self;
 }
 
@@ -110,12 +110,12 @@ fn currentRegistry() ?*Registry {
 
 /// The calling thread's dict of `self` (borrowed), created and initialised on first use in a thread.
 fn localDict(self: *LocalObject) ?*Object {
-    const registry = currentRegistry() orelse return null;
+    const registry = currentRegistry(self.state) orelse return null;
     if (registry.map) |m| if (m.get(self.key)) |d| return d;
     const ldict = createDict(self, registry) orelse return null;
     const tp = self.ob_base.ob_type;
     const init = abi.PyType_GetSlot(tp, abi.Py_tp_init);
-    if (init != object_init) {
+    if (init != self.state.object_init) {
         const init_fn: *const fn (*Object, *Object, ?*Object) callconv(.c) c_int = @ptrCast(@alignCast(init.?));
         if (init_fn(&self.ob_base, self.init_args.?, self.init_kwargs) < 0) {
             // Forget the dict, so the next access in this thread tries __init__ again.
@@ -170,7 +170,8 @@ var on_registry_death_def: abi.MethodDef = .{ .ml_name = "_localdummy_destroyed"
 // ---- the type ----
 
 fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
-    if (abi.PyType_GetSlot(tp, abi.Py_tp_init) == object_init) {
+    const s = state.ofSubclass(tp, &dealloc);
+    if (abi.PyType_GetSlot(tp, abi.Py_tp_init) == s.object_init) {
         const has_kwargs = if (init_kwargs) |kw| abi.PyDict_Size(kw) != 0 else false;
         if (abi.PyTuple_Size(init_args) != 0 or has_kwargs) {
             abi.PyErr_SetString(abi.PyExc_TypeError, "Initialization arguments are not supported");
@@ -180,6 +181,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
     const o = abi.allocViaSlot(tp) orelse return null; // zero-filled
     const self = cast(o);
     self.key = next_key.fetchAdd(1, .monotonic);
+    self.state = s;
     self.is_exact = abi.isExactType(tp, &dealloc);
     self.init_args = abi.newRef(init_args);
     self.init_kwargs = if (init_kwargs) |kw| abi.newRef(kw) else null;
@@ -196,7 +198,7 @@ fn finishNew(self: *LocalObject) bool {
     defer abi.decRef(self_ref);
     self.on_registry_death = abi.PyCFunction_NewEx(&on_registry_death_def, self_ref, null) orelse return false;
     // The creating thread's dict, without __init__: the constructor call runs it right after.
-    const registry = currentRegistry() orelse return false;
+    const registry = currentRegistry(self.state) orelse return false;
     return createDict(self, registry) != null;
 }
 
@@ -257,14 +259,14 @@ fn dealloc(o: *Object) callconv(.c) void {
 /// Whether `name` is "__dict__": 1, 0, or -1 with an exception set. As CPython does, by value
 /// (PyObject_RichCompareBool) and before anything checks that the name is a str, so a str subclass's
 /// `__eq__` decides, and any object that compares equal to "__dict__" counts.
-fn isDictName(name: *Object) c_int {
-    return abi.PyObject_RichCompareBool(name, dict_name.?, abi.Py_EQ);
+fn isDictName(self: *const LocalObject, name: *Object) c_int {
+    return abi.PyObject_RichCompareBool(name, self.state.dict_name.?, abi.Py_EQ);
 }
 
 fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const ldict = localDict(self) orelse return null;
-    switch (isDictName(name)) {
+    switch (isDictName(self, name)) {
         1 => return abi.newRef(ldict),
         0 => {},
         else => return null,
@@ -282,7 +284,7 @@ fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
 fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
     const self = cast(o);
     const ldict = localDict(self) orelse return -1;
-    switch (isDictName(name)) {
+    switch (isDictName(self, name)) {
         1 => return dictIsReadOnly(self, name),
         0 => {},
         else => return -1,
@@ -358,12 +360,12 @@ var spec: abi.TypeSpec = .{
     .slots = &slots,
 };
 
-pub fn createType() ?*Object {
-    if (registry_type == null) {
-        object_init = abi.PyType_GetSlot(&abi.PyBaseObject_Type, abi.Py_tp_init);
-        registry_key = abi.PyUnicode_InternFromString("zthread._local registry") orelse return null;
-        dict_name = abi.PyUnicode_InternFromString("__dict__") orelse return null;
-        registry_type = @ptrCast(abi.PyType_FromSpec(&registry_spec) orelse return null);
-    }
-    return abi.PyType_FromSpec(&spec);
+/// Creates `_local` for `module`, and what its instances need in the module's state: the per-thread registry
+/// type and the strings it looks up.
+pub fn createType(module: *Object, s: *state.State) ?*Object {
+    s.object_init = abi.PyType_GetSlot(&abi.PyBaseObject_Type, abi.Py_tp_init);
+    s.local_registry_key = abi.PyUnicode_InternFromString("zthread._local registry") orelse return null;
+    s.dict_name = abi.PyUnicode_InternFromString("__dict__") orelse return null;
+    s.local_registry_type = abi.PyType_FromSpec(&registry_spec) orelse return null;
+    return abi.PyType_FromModuleAndSpec(module, &spec, null);
 }

@@ -6,6 +6,7 @@ const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
+const state = @import("state.zig");
 const version = @import("version.zig");
 const wait = @import("wait.zig");
 
@@ -97,7 +98,8 @@ noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const 
         if (!blocking) return abi.boolean(false);
         return waitFor(self, -1);
     }
-    const parsed = args.parseAcquireNamed(fname, argv, nargs, kwnames) orelse return null;
+    const keywords = &state.ofType(self.ob_base.ob_type).keywords;
+    const parsed = args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);
     if (parsed.timeout_ns == 0) return abi.boolean(false);
     return waitFor(self, parsed.timeout_ns);
@@ -141,8 +143,8 @@ fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
 }
 
 fn repr(o: *Object) callconv(.c) ?*Object {
-    const state: [*:0]const u8 = if (cast(o).lock.isLocked()) "locked" else "unlocked";
-    return abi.PyUnicode_FromFormat("<%s %s object at %p>", state, spec.name, o);
+    const held: [*:0]const u8 = if (cast(o).lock.isLocked()) "locked" else "unlocked";
+    return abi.PyUnicode_FromFormat("<%s %s object at %p>", held, spec_name, o);
 }
 
 const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;
@@ -203,31 +205,39 @@ const lock_doc =
     \\will block until another thread unlocks it.  Deadlocks may ensue.
 ;
 
-var slots = [_]abi.TypeSlot{
+/// The slots of 3.10-3.12, where the type cannot be instantiated from Python (`threading.Lock` is a function).
+const common_slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
     .{ .slot = abi.Py_tp_doc, .pfunc = lock_doc },
-    // Only from 3.13 (see createType); a zeroed slot ends the list on older versions.
-    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
-    .{ .slot = 0, .pfunc = null },
 };
+const end_slot = abi.TypeSlot{ .slot = 0, .pfunc = null };
+const slots_until_3_12 = common_slots ++ [_]abi.TypeSlot{end_slot};
+/// 3.13+: `lock()` makes a lock (`threading.Lock` is this type).
+const slots_from_3_13 = common_slots ++ [_]abi.TypeSlot{ .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }, end_slot };
 
-var spec: abi.TypeSpec = .{
-    .name = "_thread.lock",
+const spec_name = "_thread.lock";
+const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
+const spec_until_3_12: abi.TypeSpec = .{
+    .name = spec_name,
     .basicsize = @sizeOf(LockObject),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE),
-    .slots = &slots,
+    .flags = @intCast(flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .slots = &slots_until_3_12,
+};
+const spec_from_3_13: abi.TypeSpec = .{
+    .name = spec_name,
+    .basicsize = @sizeOf(LockObject),
+    .itemsize = 0,
+    .flags = @intCast(flags),
+    .slots = &slots_from_3_13,
 };
 
-/// Creates LockType. Not subclassable (no BASETYPE) on any version; instantiable from Python only
-/// from 3.13, as in CPython.
-pub fn createType() ?*Object {
-    if (!version.atLeast(13)) {
-        slots[slots.len - 2] = .{ .slot = 0, .pfunc = null };
-        spec.flags |= @intCast(abi.Py_TPFLAGS_DISALLOW_INSTANTIATION);
-    }
-    return abi.PyType_FromSpec(&spec);
+/// Creates LockType for `module` (its state is found from the type). Not subclassable (no BASETYPE) on any
+/// version; instantiable from Python only from 3.13, as in CPython. Nothing here is written: every
+/// interpreter may create its type at the same time.
+pub fn createType(module: *Object) ?*Object {
+    return abi.PyType_FromModuleAndSpec(module, if (version.atLeast(13)) &spec_from_3_13 else &spec_until_3_12, null);
 }

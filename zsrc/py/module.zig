@@ -49,12 +49,20 @@ fn getNativeId(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 }
 
 fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    return lock.newLock(state.lockType(module.?));
+    return lock.newLock(state.lockType(state.of(module.?)) orelse return null);
 }
 
-/// The ident of the thread that imported zthread first in the main interpreter, or, on Linux, of the
-/// process's initial thread when it calls first (CPython: `_PyRuntime.main_thread`).
-var main_thread_ident: u64 = 0;
+/// The ident of the thread that first imported zthread in the main interpreter, or, where the OS tells, of
+/// the process's initial thread when it imports first (CPython: `_PyRuntime.main_thread`). Process-wide;
+/// interpreters with GILs of their own may import at the same time: set once, by a compare-and-swap.
+var main_thread_ident = std.atomic.Value(u64).init(0);
+
+fn noteMainThread(interp_id: i64) void {
+    if (main_thread_ident.load(.monotonic) != 0) return;
+    // The process's initial thread; where the OS cannot tell, a thread importing in the main interpreter.
+    if (!(core.thread.isProcessMainThread() orelse (interp_id == 0))) return;
+    _ = main_thread_ident.cmpxchgStrong(0, core.thread.currentIdent(), .monotonic, .monotonic);
+}
 
 /// Windows: Ctrl-C and Ctrl-Break end the main thread's zthread waits (locks, RLocks, joins), as signals do
 /// on POSIX, on every CPython version (see core.futex.console). The console handler first makes Python see
@@ -63,12 +71,13 @@ var main_thread_ident: u64 = 0;
 /// none raised. Python runs signal handlers in the main thread only, so only its waits are interruptible.
 fn enableConsoleInterrupts() void {
     if (builtin.os.tag != .windows) return;
-    if (core.thread.currentIdent() == main_thread_ident) core.futex.console.interruptible = true;
-    if (console_handler_installed) return;
-    console_handler_installed = core.futex.console.install(onConsoleEvent);
+    if (core.thread.currentIdent() == main_thread_ident.load(.monotonic)) core.futex.console.interruptible = true;
+    // Once per process, whichever interpreter imports first.
+    if (console_handler_installed.swap(true, .acq_rel)) return;
+    if (!core.futex.console.install(onConsoleEvent)) console_handler_installed.store(false, .release);
 }
 
-var console_handler_installed = false;
+var console_handler_installed = std.atomic.Value(bool).init(false);
 
 fn onConsoleEvent(event: u32) void {
     if (abi.Py_IsInitialized() == 0) return; // finalized: nobody to tell
@@ -79,7 +88,7 @@ fn onConsoleEvent(event: u32) void {
 
 /// In a forked child the forking thread is the main thread (CPython resets `_PyRuntime.main_thread`).
 pub fn afterForkInChild() void {
-    main_thread_ident = core.thread.currentIdent();
+    main_thread_ident.store(core.thread.currentIdent(), .monotonic);
 }
 
 /// Whether this interpreter may start threads: 3.13+ says so in `_interpreters.get_config()`; before,
@@ -112,7 +121,7 @@ fn clearAnd(value: bool) bool {
 }
 
 fn getMainThreadIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    return abi.PyLong_FromUnsignedLongLong(main_thread_ident);
+    return abi.PyLong_FromUnsignedLongLong(main_thread_ident.load(.monotonic));
 }
 
 fn isMainInterpreter(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
@@ -229,29 +238,28 @@ fn addFunction(module: *Object, def: *abi.MethodDef) bool {
 }
 
 fn exec(module: *Object) callconv(.c) c_int {
-    version.detect();
-    if (!args.init()) return -1;
+    const s = state.of(module);
+    s.* = .{};
+    if (!s.keywords.init()) return -1;
+    s.threads = handles.Registry.create() orelse return -1;
     if (!addFunctions(module)) return -1;
     if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
-    const lock_type = lock.createType() orelse return -1;
-    state.of(module).lock_type = lock_type; // the state owns the reference
-    if (abi.PyModule_AddObjectRef(module, "LockType", lock_type) != 0) return -1;
-    if (abi.PyModule_AddObjectRef(module, "lock", lock_type) != 0) return -1;
-    if (!capi.addCapsule(module, lock_type)) return -1;
-    const handle_type = handles.createType() orelse return -1;
-    state.of(module).handle_type = handle_type;
-    if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", handle_type) != 0) return -1;
+    s.lock_type = lock.createType(module) orelse return -1; // the state owns the reference
+    if (abi.PyModule_AddObjectRef(module, "LockType", s.lock_type.?) != 0) return -1;
+    if (abi.PyModule_AddObjectRef(module, "lock", s.lock_type.?) != 0) return -1;
+    if (!capi.addCapsule(module, s)) return -1;
+    s.handle_type = handles.createType(module) orelse return -1;
+    if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", s.handle_type.?) != 0) return -1;
     if (!names.addConstants(module)) return -1;
-    state.of(module).threads_allowed = threadsAllowed();
+    s.threads_allowed = threadsAllowed();
     if (!addFromCPython(module)) return -1;
-    handles.registerForkHook();
-    // The first import in the process's initial thread; where the OS cannot tell, the first import.
-    if (main_thread_ident == 0 and (core.thread.isProcessMainThread() orelse true)) main_thread_ident = core.thread.currentIdent();
+    handles.registerForkHook(module);
+    noteMainThread(abi.PyInterpreterState_GetID(abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get())));
     enableConsoleInterrupts();
-    const rlock_type = rlock.createType() orelse return -1;
+    const rlock_type = rlock.createType(module) orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
-    const local_type = local.createType() orelse return -1;
+    const local_type = local.createType(module, s) orelse return -1;
     defer abi.decRef(local_type);
     if (abi.PyModule_AddObjectRef(module, "_local", local_type) != 0) return -1;
     const timeout_max = abi.PyFloat_FromDouble(args.timeoutMaxSeconds()) orelse return -1;
@@ -260,27 +268,53 @@ fn exec(module: *Object) callconv(.c) c_int {
     return 0;
 }
 
-var module_slots = [_]abi.ModuleDefSlot{
+/// 3.12+: the module supports isolated interpreters with their own GIL (it keeps no process-global Python
+/// object, and guards what process-global C state it has with atomics or the core's locks).
+const slots_from_3_12 = [_]abi.ModuleDefSlot{
+    .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
+    .{ .slot = abi.Py_mod_multiple_interpreters, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
+    .{ .slot = 0, .value = null },
+};
+/// 3.10 and 3.11 refuse a module with a slot id they do not know, even in the main interpreter.
+const slots_until_3_11 = [_]abi.ModuleDefSlot{
     .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
     .{ .slot = 0, .value = null },
 };
 
+/// The module's references (GC): the types, which hold the module, and the sentinel locks that ended
+/// threads left to it (they hold their type, so the module).
 fn traverse(module: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
     const s = state.of(module);
-    inline for (state.State.fields) |f| if (@field(s, f)) |t| {
+    inline for (state.State.cyclic) |f| if (@field(s, f)) |t| {
         const rc = visit(t, arg);
         if (rc != 0) return rc;
     };
+    if (s.threads) |r| return r.traverse(visit, arg);
     return 0;
 }
 
+/// Breaks the module's cycles. What instances may still use (the local registry type, the names, the
+/// thread registry) stays until the module is freed: an instance holds the module until it is freed.
 fn clear(module: *Object) callconv(.c) c_int {
     const s = state.of(module);
-    inline for (state.State.fields) |f| {
-        abi.xDecRef(@field(s, f));
-        @field(s, f) = null;
-    }
+    inline for (state.State.cyclic) |f| clearRef(&@field(s, f));
+    if (s.threads) |r| r.buryDead();
     return 0;
+}
+
+fn clearRef(slot: *?*Object) void {
+    const old = slot.*;
+    slot.* = null;
+    abi.xDecRef(old);
+}
+
+fn free(module: *Object) callconv(.c) void {
+    _ = clear(module);
+    const s = state.of(module);
+    inline for (state.State.owned) |f| clearRef(&@field(s, f));
+    s.keywords.deinit();
+    if (s.threads) |r| r.decRef(); // threads still running keep it
+    s.threads = null;
 }
 
 /// Names whose behaviour belongs to the interpreter, not to threads or locks, are CPython's own objects
@@ -312,22 +346,26 @@ var extra_functions = [_]abi.MethodDef{
     args.noArgsMethod("_thread", "daemon_threads_allowed", daemonThreadsAllowed, "daemon_threads_allowed($module, /)\n--\n\nReturn True if daemon threads are allowed in the current interpreter,\nand False otherwise.\n"),
 };
 
-fn free(module: *Object) callconv(.c) void {
-    _ = clear(module);
+fn moduleDef(comptime slots: []const abi.ModuleDefSlot) abi.ModuleDef {
+    return .{
+        .m_base = abi.module_def_head_init,
+        .m_name = "zthread._zthread",
+        .m_doc = module_doc,
+        .m_size = @sizeOf(state.State),
+        .m_methods = null,
+        .m_slots = slots.ptr,
+        .m_traverse = @ptrCast(&traverse),
+        .m_clear = @ptrCast(&clear),
+        .m_free = @ptrCast(&free),
+    };
 }
 
-var module_def: abi.ModuleDef = .{
-    .m_base = abi.module_def_head_init,
-    .m_name = "zthread._zthread",
-    .m_doc = module_doc,
-    .m_size = @sizeOf(state.State),
-    .m_methods = null,
-    .m_slots = &module_slots,
-    .m_traverse = @ptrCast(&traverse),
-    .m_clear = @ptrCast(&clear),
-    .m_free = @ptrCast(&free),
-};
+var module_def_from_3_12 = moduleDef(&slots_from_3_12);
+var module_def_until_3_11 = moduleDef(&slots_until_3_11);
 
+/// The definition is chosen by the running version: one cp310-abi3 binary imports on 3.10 and 3.11 (no
+/// multiple-interpreters slot) and in isolated interpreters from 3.12.
 export fn PyInit__zthread() ?*Object {
-    return abi.PyModuleDef_Init(&module_def);
+    version.detect();
+    return abi.PyModuleDef_Init(if (version.atLeast(12)) &module_def_from_3_12 else &module_def_until_3_11);
 }

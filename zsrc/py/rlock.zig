@@ -4,6 +4,7 @@ const std = @import("std");
 const core = @import("core");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
+const state = @import("state.zig");
 const version = @import("version.zig");
 const wait = @import("wait.zig");
 
@@ -51,7 +52,7 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
     const timeout_ns: i64 = if (nargs == 0 and kwnames == null)
         -1
     else
-        (args.parseAcquire(argv, nargs, kwnames) orelse return null).timeout_ns;
+        (args.parseAcquire(&state.ofSubclass(o.ob_type, &dealloc).keywords, argv, nargs, kwnames) orelse return null).timeout_ns;
     const ident = currentIdent();
     const reentered = self.rlock.reenter(ident) catch {
         abi.PyErr_SetString(abi.PyExc_OverflowError, "Internal lock count overflowed");
@@ -134,25 +135,25 @@ fn acquireRestore(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*O
 
 /// 3.14+: a pair (any sequence, though the message says tuple) of count as Py_ssize_t via __index__
 /// and owner as an int, masked.
-fn parseCountOwner(state: *Object, out: *[2]u64) bool {
+fn parseCountOwner(pair: *Object, out: *[2]u64) bool {
     const arg: []const u8 = if (version.atLeast(15)) "argument" else "argument 1";
-    if (abi.PySequence_Check(state) == 0 or abi.isBytes(state) or abi.isUnicode(state)) {
-        const name = args.argTypeName(state) orelse return false;
+    if (abi.PySequence_Check(pair) == 0 or abi.isBytes(pair) or abi.isUnicode(pair)) {
+        const name = args.argTypeName(pair) orelse return false;
         defer abi.decRef(name);
         _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() %s must be 2-item tuple, not %U", arg.ptr, name);
         return false;
     }
-    const len = abi.PySequence_Size(state);
+    const len = abi.PySequence_Size(pair);
     if (len < 0) return false;
     if (len != 2) {
-        const kind: [*:0]const u8 = if (abi.isTuple(state)) "tuple" else "sequence";
+        const kind: [*:0]const u8 = if (abi.isTuple(pair)) "tuple" else "sequence";
         _ = abi.PyErr_Format(abi.PyExc_TypeError, "_acquire_restore() %s must be %s of length 2, not %zd", arg.ptr, kind, len);
         return false;
     }
-    const first = abi.PySequence_GetItem(state, 0) orelse return false;
+    const first = abi.PySequence_GetItem(pair, 0) orelse return false;
     defer abi.decRef(first);
     const count = args.toSsize(first) orelse return false;
-    const owner = abi.PySequence_GetItem(state, 1) orelse return false;
+    const owner = abi.PySequence_GetItem(pair, 1) orelse return false;
     defer abi.decRef(owner);
     if (abi.PyIndex_Check(owner) == 0) {
         const name = args.argTypeName(owner) orelse return false;
@@ -208,11 +209,11 @@ fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
 
 fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
-    const state: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
+    const held: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
     const name = args.instanceTypeName(o, abi.isExactType(o.ob_type, &dealloc), spec.name) orelse return null;
     defer abi.decRef(name);
-    return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", state, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
+    return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
 }
 
 const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;
@@ -283,6 +284,6 @@ var spec: abi.TypeSpec = .{
     .slots = &slots,
 };
 
-pub fn createType() ?*Object {
-    return abi.PyType_FromSpec(&spec);
+pub fn createType(module: *Object) ?*Object {
+    return abi.PyType_FromModuleAndSpec(module, &spec, null);
 }

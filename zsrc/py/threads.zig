@@ -13,20 +13,18 @@ const version = @import("version.zig");
 const Object = abi.Object;
 const Handle = handles.Handle;
 
-/// `stack_size()`: the size requested for new threads, 0 for the default. CPython keeps it per
-/// interpreter; zthread keeps one per process.
-var stack_size_bytes = std.atomic.Value(usize).init(0);
-
-/// `_count()`: threads started by this module that have not finished.
-var running_count = std.atomic.Value(isize).init(0);
-
 /// What a new thread needs to run `function(*args, **kwargs)`; owned by the new thread once started.
 const Bootstrap = struct {
     interp: *abi.InterpreterState,
+    /// zthread's module of that interpreter (a reference): its state outlives the thread's Python code.
+    module: *Object,
     function: *Object,
     args: *Object,
     kwargs: ?*Object,
     handle: *Handle,
+    /// Set once the thread has made its thread state, if its creator waits for that (see `start`). It is
+    /// the creator's (on its stack): touched by the thread only to set it.
+    has_thread_state: ?*core.Event,
 };
 
 pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -42,7 +40,7 @@ pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kw
     if (!mayStartThread(module.?)) return null;
     const h = Handle.create() orelse return null;
     defer h.decRef(); // nobody will join it: only the thread keeps its handle
-    if (!start(h, function, call_args, kwargs, stack_size_bytes.load(.monotonic))) return null;
+    if (!start(module.?, h, function, call_args, kwargs, state.of(module.?).stack_size_bytes.load(.monotonic))) return null;
     return abi.PyLong_FromUnsignedLongLong(h.ident.load(.monotonic));
 }
 
@@ -50,7 +48,7 @@ pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kw
 pub fn startJoinableThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     var values = [_]?*Object{ null, null, null };
     if (!args.parseKeywords("start_joinable_thread", &.{ "function", "handle", "daemon" }, 1, argv, nargs, kwnames, &values)) return null;
-    return startJoinable(module.?, values[0].?, values[1], values[2], stack_size_bytes.load(.monotonic));
+    return startJoinable(module.?, values[0].?, values[1], values[2], state.of(module.?).stack_size_bytes.load(.monotonic));
 }
 
 /// `_start_thread(function, stack_size=0, daemon=True)` -> handle: start_joinable_thread with this thread's
@@ -75,8 +73,9 @@ fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemo
         if (!handles.isHandleObject(o)) return typeError("'handle' must be a _ThreadHandle");
         break :blk abi.newRef(o);
     } else blk: {
+        const tp = state.handleType(state.of(module)) orelse return null;
         const h = Handle.create() orelse return null;
-        break :blk handles.newObject(state.handleType(module), h) orelse {
+        break :blk handles.newObject(tp, h) orelse {
             h.decRef();
             return null;
         };
@@ -94,7 +93,7 @@ fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemo
     h.daemon = daemon;
     const no_args = abi.PyTuple_New(0) orelse return null;
     defer abi.decRef(no_args);
-    if (!start(h, function, no_args, null, stack_size)) {
+    if (!start(module, h, function, no_args, null, stack_size)) {
         abi.decRef(handle_obj);
         return null;
     }
@@ -122,32 +121,44 @@ fn typeError(msg: [*:0]const u8) ?*Object {
     return null;
 }
 
-/// Starts an OS thread running the call, with `h` as its handle. False with RuntimeError set on failure.
-fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize) bool {
-    handles.buryDead();
+/// Starts an OS thread running the call, with `h` as its handle, in the calling interpreter. False with
+/// RuntimeError set on failure.
+fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize) bool {
+    const registry = state.threadRegistry(state.of(module)) orelse return false;
+    registry.buryDead();
+    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
+    // A subinterpreter can be destroyed as soon as this call returns, and the new thread makes its thread
+    // state itself (the stable ABI has no way to make one for another OS thread): until it has, the
+    // interpreter does not know of it. So in a subinterpreter the creator waits for that, and closing the
+    // interpreter then treats the thread as it treats CPython's own (an error, or a wait), never freeing
+    // the interpreter under a thread about to enter it. The main interpreter is never freed.
+    var has_thread_state: core.Event = .{};
+    const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0;
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
         _ = abi.PyErr_NoMemory();
         return false;
     };
     boot.* = .{
-        .interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get()),
+        .interp = interp,
+        .module = abi.newRef(module),
         .function = abi.newRef(function),
         .args = abi.newRef(call_args),
         .kwargs = if (kwargs) |kw| abi.newRef(kw) else null,
         .handle = h,
+        .has_thread_state = if (in_subinterpreter) &has_thread_state else null,
     };
     h.incRef(); // the thread's reference
     h.state.store(.starting, .release);
-    if (!handles.register(h)) {
+    if (!registry.add(h)) {
         h.state.store(.not_started, .release);
         h.decRef();
         freeBootstrap(boot);
         return false;
     }
-    _ = running_count.fetchAdd(1, .monotonic);
+    _ = registry.running.fetchAdd(1, .monotonic);
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
-        _ = running_count.fetchSub(1, .monotonic);
-        handles.unregister(h);
+        _ = registry.running.fetchSub(1, .monotonic);
+        registry.drop(h); // not started: nothing for _shutdown or fork to see
         h.state.store(.not_started, .release);
         h.decRef();
         freeBootstrap(boot);
@@ -157,10 +168,17 @@ fn start(h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, st
     h.ident.store(thread.ident(), .monotonic);
     h.os_thread = thread;
     if (h.state.cmpxchgStrong(.starting, .running, .acq_rel, .monotonic)) |_| {} // the thread may be done already
+    if (in_subinterpreter) {
+        // Short: the thread needs nothing this thread holds to make its state (no GIL).
+        const tstate = abi.PyEval_SaveThread();
+        _ = has_thread_state.wait(.forever);
+        abi.PyEval_RestoreThread(tstate);
+    }
     return true;
 }
 
 fn freeBootstrap(boot: *Bootstrap) void {
+    abi.decRef(boot.module);
     abi.decRef(boot.function);
     abi.decRef(boot.args);
     abi.xDecRef(boot.kwargs);
@@ -174,19 +192,23 @@ fn run(boot: *Bootstrap) void {
     handles.current = h;
     h.ident.store(core.thread.currentIdent(), .monotonic);
     defer {
-        _ = running_count.fetchSub(1, .monotonic);
+        _ = h.registry.?.running.fetchSub(1, .monotonic);
         handles.finishWithoutGil(h);
         h.decRef();
     }
     // PyThreadState_New needs no GIL; it fails only when out of memory, and then no Python object can
     // be touched here: the references in `boot` are leaked rather than released without the GIL.
-    const tstate = abi.PyThreadState_New(boot.interp) orelse return;
+    const made = abi.PyThreadState_New(boot.interp);
+    if (boot.has_thread_state) |e| e.set(); // from here on the interpreter knows this thread
+    const tstate = made orelse return;
     abi.PyEval_AcquireThread(tstate);
+    const module = abi.newRef(boot.module);
     const function = abi.newRef(boot.function);
     const result = abi.PyObject_Call(boot.function, boot.args, boot.kwargs);
     freeBootstrap(boot);
-    if (result) |r| abi.decRef(r) else reportThreadException(function);
+    if (result) |r| abi.decRef(r) else reportThreadException(module, function);
     abi.decRef(function);
+    abi.decRef(module);
     // Clear and delete the thread state while still holding the GIL, as CPython's thread_run does
     // with _PyThreadState_DeleteCurrent: once the GIL is released the main thread may finalize and
     // free every thread state, so a PyThreadState_Delete after PyEval_ReleaseThread can touch freed
@@ -197,7 +219,7 @@ fn run(boot: *Bootstrap) void {
 
 /// What CPython's thread_run does with an exception that escapes the thread's function: SystemExit
 /// ends the thread quietly, anything else goes to sys.unraisablehook.
-fn reportThreadException(function: *Object) void {
+fn reportThreadException(module: *Object, function: *Object) void {
     if (abi.PyErr_ExceptionMatches(abi.PyExc_SystemExit) != 0) {
         abi.PyErr_Clear();
         return;
@@ -205,17 +227,18 @@ fn reportThreadException(function: *Object) void {
     // 3.10-3.12: err_msg "Exception ignored in thread started by", object=function;
     // 3.13+: the function's repr is in err_msg and object is None (test_thread asserts both).
     if (version.atLeast(13))
-        errors.writeUnraisable("Exception ignored in thread started by %R", function, null)
+        errors.writeUnraisable(module, "Exception ignored in thread started by %R", function, null)
     else
-        errors.writeUnraisable("Exception ignored in thread started by", null, function);
+        errors.writeUnraisable(module, "Exception ignored in thread started by", null, function);
 }
 
 /// `_set_sentinel()`: a new lock that zthread releases, if it is held then, when the calling thread has
 /// ended (threading 3.10-3.12 acquires it at once and joins threads with it). For a thread zthread did
 /// not start it is never released automatically (threading releases the main thread's own at shutdown).
 pub fn setSentinel(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    handles.buryDead();
-    const o = lock.newLock(state.lockType(module.?)) orelse return null;
+    const s = state.of(module.?);
+    if (s.threads) |r| r.buryDead();
+    const o = lock.newLock(state.lockType(s) orelse return null) orelse return null;
     if (handles.current) |h| {
         if (h.sentinel) |old| abi.decRef(old); // called twice: only the latest is released, as CPython
         h.sentinel = abi.newRef(o);
@@ -223,9 +246,10 @@ pub fn setSentinel(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return o;
 }
 
-pub fn stackSize(_: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+pub fn stackSize(module: ?*Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("stack_size");
     if (nargs > 1) return args.tooManyPositional("stack_size", 1, nargs);
+    const stack_size_bytes = &state.of(module.?).stack_size_bytes;
     const old_size = stack_size_bytes.load(.monotonic);
     if (nargs == 1) stack_size_bytes.store(toStackSize(argv[0]) orelse return null, .monotonic);
     return abi.PyLong_FromSsize_t(@intCast(old_size));
@@ -254,12 +278,9 @@ fn toStackSize(o: *Object) ?usize {
     return size;
 }
 
-pub fn count(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    handles.buryDead();
-    return abi.PyLong_FromSsize_t(running_count.load(.monotonic));
-}
-
-/// In a forked child only the forking thread runs: it alone may still count.
-pub fn afterForkInChild(forking_thread_is_ours: bool) void {
-    running_count.store(if (forking_thread_is_ours) 1 else 0, .monotonic);
+/// `_count()`: the calling interpreter's threads (this module's) that have not finished.
+pub fn count(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    const registry = state.threadRegistry(state.of(module.?)) orelse return null;
+    registry.buryDead();
+    return abi.PyLong_FromSsize_t(registry.running.load(.monotonic));
 }

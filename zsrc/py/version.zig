@@ -1,17 +1,32 @@
 //! The CPython version the module was loaded into. One abi3 binary serves 3.10 and later, and a few
 //! behaviours (argument parsing, messages) differ by version: the layer asks `minor` at run time.
+const std = @import("std");
+const core = @import("core");
 const abi = @import("abi.zig");
 
-/// Minor version of the running CPython 3.x, set once when the module is initialised.
+/// Minor version of the running CPython 3.x, set once, by the first import in the process (interpreters with
+/// their own GILs may import at the same time: `detect` runs under a lock, and later readers see `detected`).
 pub var minor: u32 = 10;
 
 /// A debug build of CPython (Py_DEBUG, e.g. Debian's python3.14-dbg): it has sys.gettotalrefcount.
 /// Its C-stack margin, and so `stack_size`'s minimum on 3.14+, is twice a release build's.
 pub var debug_build = false;
 
+var detected = std.atomic.Value(bool).init(false);
+var detect_lock: core.Lock = .{};
+
 /// Reads the version from `Py_GetVersion()` ("3.12.1 (main, ...)"): `Py_Version` is only in the stable
-/// ABI from 3.11.
+/// ABI from 3.11. Once per process; the values are the same in every interpreter.
 pub fn detect() void {
+    if (detected.load(.acquire)) return;
+    while (detect_lock.acquire(.forever) != .acquired) {}
+    defer detect_lock.release() catch unreachable;
+    if (detected.load(.monotonic)) return;
+    read();
+    detected.store(true, .release);
+}
+
+fn read() void {
     const text = abi.Py_GetVersion();
     var i: usize = 0;
     while (text[i] != '.' and text[i] != 0) : (i += 1) {}
