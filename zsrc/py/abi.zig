@@ -122,9 +122,6 @@ pub const Py_TPFLAGS_DICT_SUBCLASS: c_ulong = 1 << 29;
 pub extern fn Py_IncRef(o: ?*Object) void;
 pub extern fn Py_DecRef(o: ?*Object) void;
 pub extern fn _Py_Dealloc(o: *Object) void;
-pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
-pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
-pub extern fn PyObject_Free(p: ?*anyopaque) void;
 pub extern fn PyObject_ClearWeakRefs(o: *Object) void;
 pub extern fn PyObject_Call(callable: *Object, args: *Object, kwargs: ?*Object) ?*Object;
 pub extern fn PyObject_CallFunctionObjArgs(callable: *Object, ...) ?*Object;
@@ -138,6 +135,10 @@ pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;
 pub extern fn PyObject_GenericSetAttr(o: *Object, name: *Object, v: ?*Object) c_int;
 pub extern fn PyObject_GC_UnTrack(o: *anyopaque) void;
+pub extern fn PyObject_GC_Track(o: *anyopaque) void;
+pub extern fn PyObject_GC_Del(o: *anyopaque) void;
+/// What the PyObject_GC_New macro calls: memory for a GC object of `tp`, its header initialised, not tracked.
+pub extern fn _PyObject_GC_New(tp: *TypeObject) ?*Object;
 pub extern fn PyWeakref_NewRef(o: *Object, callback: ?*Object) ?*Object;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
@@ -299,23 +300,34 @@ pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
     return @ptrCast(@alignCast(PyType_GetSlot(tp, slot).?));
 }
 
-/// A new instance of the non-GC, non-subclassable heap type `tp` (struct `T` starting with its Object
-/// header), from the object allocator: the cheap path `allocate_lock()` and friends take.
+/// A new instance of the non-subclassable heap type `tp` (struct `T` starting with its Object header; the
+/// caller sets the other fields), tracked by the garbage collector at once: its tp_traverse is
+/// `traverseType`, which reads nothing but the header. The cheap path `allocate_lock()` and friends take.
+///
+/// Why tracked, although such an instance references nothing but its type: an instance of a heap type holds
+/// its type, and a type is freed only by a collection (it refers to itself through its MRO). An untracked
+/// instance hides that reference from the collector, so one freed during an interpreter's last collection
+/// (a module dict cleared there) drops the type's last reference after the collector has judged the type
+/// alive: the type, its module and, in a closed subinterpreter, that interpreter's memory arenas leak.
+/// `traverseType` shows the reference. CPython's own `_thread` objects are tracked for the same reason.
 pub fn newInstance(comptime T: type, tp: *TypeObject) ?*T {
-    const mem = PyObject_Malloc(@sizeOf(T)) orelse {
-        _ = PyErr_NoMemory();
-        return null;
-    };
-    const self: *T = @ptrCast(@alignCast(mem));
-    _ = PyObject_Init(@ptrCast(self), tp);
-    return self;
+    const o = _PyObject_GC_New(tp) orelse return null; // MemoryError set
+    PyObject_GC_Track(o);
+    return @ptrCast(@alignCast(o));
 }
 
 /// The end of a `newInstance` object's tp_dealloc: instances of a heap type own a reference to it.
 pub fn freeInstance(o: *Object) void {
     const tp = o.ob_type;
-    PyObject_Free(o);
+    PyObject_GC_UnTrack(o);
+    PyObject_GC_Del(o);
     decRef(typeObject(tp));
+}
+
+/// tp_traverse of a type whose instances reference nothing but their type (which every instance of a heap
+/// type must visit, 3.9+; for a Python subclass this is its own type).
+pub fn traverseType(o: *Object, visit: VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
+    return visit(typeObject(o.ob_type), arg);
 }
 
 /// An instance of `tp` or of a Python subclass of it (which may add a __dict__ and the GC): tp_alloc.

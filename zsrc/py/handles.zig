@@ -194,11 +194,17 @@ pub threadlocal var current: ?*Handle = null;
 
 // ---- after fork ----
 
-/// os.register_at_fork(after_in_child=...), bound to the module: only the forking thread exists in the
-/// child. Every other handle of the module is done and can never be joined at the OS level. (Only the main
-/// interpreter can fork, and the child has no other interpreter: each module registers its own hook.)
-fn afterForkInChild(module_obj: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    const registry = state.of(module_obj.?).threads orelse return abi.none();
+/// os.register_at_fork(after_in_child=...), bound to a weak reference to the module: only the forking thread
+/// exists in the child. Every other handle of the module is done and can never be joined at the OS level.
+/// (Only the main interpreter can fork, and the child has no other interpreter: each module registers its
+/// own hook.) The reference is weak because the interpreter keeps its at-fork hooks until its very end,
+/// after its last garbage collection: a hook that held the module would keep the module and its types
+/// alive past it, and with them the memory of a closed subinterpreter.
+fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
+    defer abi.decRef(module_obj);
+    if (module_obj == &abi._Py_NoneStruct) return abi.none();
+    const registry = state.of(module_obj).threads orelse return abi.none();
     registry.lock.resetAfterFork();
     const me = core.thread.currentIdent();
     for (registry.live.items) |h| {
@@ -224,7 +230,9 @@ pub fn registerForkHook(module_obj: *Object) void {
     defer abi.decRef(os_mod);
     const register_at_fork = abi.PyObject_GetAttrString(os_mod, "register_at_fork") orelse return abi.PyErr_Clear();
     defer abi.decRef(register_at_fork);
-    const hook = abi.PyCFunction_NewEx(&after_fork_def, module_obj, null) orelse return abi.PyErr_Clear();
+    const module_ref = abi.PyWeakref_NewRef(module_obj, null) orelse return abi.PyErr_Clear();
+    defer abi.decRef(module_ref);
+    const hook = abi.PyCFunction_NewEx(&after_fork_def, module_ref, null) orelse return abi.PyErr_Clear();
     defer abi.decRef(hook);
     const no_args = abi.PyTuple_New(0) orelse return abi.PyErr_Clear();
     defer abi.decRef(no_args);
@@ -427,6 +435,7 @@ var getset = [_]abi.GetSetDef{
 var slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
     .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_getset, .pfunc = @ptrCast(&getset) },
@@ -437,7 +446,7 @@ var spec: abi.TypeSpec = .{
     .name = "_thread._ThreadHandle",
     .basicsize = @sizeOf(HandleObject),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE),
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
     .slots = &slots,
 };
 

@@ -77,6 +77,7 @@ var registry_members = [_]abi.MemberDef{
 };
 var registry_slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&registryDealloc) },
+    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&registry_members) },
     .{ .slot = 0, .pfunc = null },
 };
@@ -84,7 +85,7 @@ var registry_spec: abi.TypeSpec = .{
     .name = "_thread._localregistry",
     .basicsize = @sizeOf(Registry),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION),
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION | abi.Py_TPFLAGS_HAVE_GC),
     .slots = &registry_slots,
 };
 

@@ -32,7 +32,7 @@ pub fn isLock(o: *Object) bool {
     return abi.isExactType(o.ob_type, &dealloc);
 }
 
-/// A new unlocked lock of type `tp` (`allocate_lock()`): allocated without the GC (it references nothing).
+/// A new unlocked lock of type `tp` (`allocate_lock()`).
 pub fn newLock(tp: *abi.TypeObject) ?*Object {
     const self = abi.newInstance(LockObject, tp) orelse return null;
     self.lock = .{};
@@ -208,6 +208,7 @@ const lock_doc =
 /// The slots of 3.10-3.12, where the type cannot be instantiated from Python (`threading.Lock` is a function).
 const common_slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
@@ -219,7 +220,7 @@ const slots_until_3_12 = common_slots ++ [_]abi.TypeSlot{end_slot};
 const slots_from_3_13 = common_slots ++ [_]abi.TypeSlot{ .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }, end_slot };
 
 const spec_name = "_thread.lock";
-const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
+const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC;
 const spec_until_3_12: abi.TypeSpec = .{
     .name = spec_name,
     .basicsize = @sizeOf(LockObject),

@@ -285,7 +285,7 @@ const slots_until_3_11 = [_]abi.ModuleDefSlot{
 /// threads left to it (they hold their type, so the module).
 fn traverse(module: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
     const s = state.of(module);
-    inline for (state.State.cyclic) |f| if (@field(s, f)) |t| {
+    inline for (state.State.types) |f| if (@field(s, f)) |t| {
         const rc = visit(t, arg);
         if (rc != 0) return rc;
     };
@@ -297,7 +297,7 @@ fn traverse(module: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c
 /// thread registry) stays until the module is freed: an instance holds the module until it is freed.
 fn clear(module: *Object) callconv(.c) c_int {
     const s = state.of(module);
-    inline for (state.State.cyclic) |f| clearRef(&@field(s, f));
+    inline for (state.State.types) |f| clearRef(&@field(s, f));
     if (s.threads) |r| r.buryDead();
     return 0;
 }

@@ -43,6 +43,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
 
 fn dealloc(o: *Object) callconv(.c) void {
     const self = cast(o);
+    abi.PyObject_GC_UnTrack(o);
     if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
     abi.freeViaSlot(o);
 }
@@ -270,6 +271,7 @@ var members = [_]abi.MemberDef{
 var slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
     .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
@@ -280,7 +282,7 @@ var spec: abi.TypeSpec = .{
     .name = "_thread.RLock",
     .basicsize = @sizeOf(RLockObject),
     .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE),
+    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
     .slots = &slots,
 };
 

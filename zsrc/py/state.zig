@@ -23,12 +23,14 @@ const handles = @import("handles.zig");
 const Object = abi.Object;
 
 pub const State = struct {
-    /// Types made by `PyType_FromModuleAndSpec`: each holds a reference to the module, so they are visited
-    /// and cleared with it (the cycle module -> state -> type -> module is the garbage collector's to break).
+    /// Types, visited and cleared with the module: they need the garbage collector to be freed (a heap type
+    /// refers to itself through its MRO), and those made by `PyType_FromModuleAndSpec` also hold the module.
+    /// A reference to a type dropped only when the module is freed could come after the interpreter's last
+    /// collection, and leak the type (and with it, in a closed subinterpreter, its memory arenas).
     lock_type: ?*Object = null,
     handle_type: ?*Object = null,
-    /// `_local`'s per-thread registry type, made by `PyType_FromSpec` (it needs no state): no cycle, so it is
-    /// released only when the module is freed, and a `_local` can always make a registry.
+    /// `_local`'s per-thread registry type, made by `PyType_FromSpec` (it needs no state). A `_local` that
+    /// can still make a registry holds the module, which then cannot have been cleared.
     local_registry_type: ?*Object = null,
     /// Strings made in this interpreter, as every object here is (two interpreters with their own GILs must
     /// not share an object that is not immortal: reference counts are not atomic).
@@ -48,10 +50,10 @@ pub const State = struct {
     /// The C ABI's function table; the capsule `_C_API` points here.
     capi: capi.Api = undefined,
 
-    /// The fields that hold references to types that hold the module (visited by traverse, cleared by clear).
-    pub const cyclic = .{ "lock_type", "handle_type" };
-    /// The other references, dropped when the module is freed.
-    pub const owned = .{ "local_registry_type", "local_registry_key", "dict_name", "unraisable_args_type" };
+    /// The references to types (visited by traverse, cleared by clear).
+    pub const types = .{ "lock_type", "handle_type", "local_registry_type" };
+    /// The other references (objects the garbage collector does not track), dropped when the module is freed.
+    pub const owned = .{ "local_registry_key", "dict_name", "unraisable_args_type" };
 };
 
 pub inline fn of(module: *Object) *State {
