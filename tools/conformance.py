@@ -1,6 +1,7 @@
 """Conformance: CPython's own test_thread, lock_tests (LockTests, RLockTests), test_threading and
-test_threading_local (`_thread._local` as `threading.local`), run on
-each interpreter twice, on CPython's `_thread` and with zthread swapped in as `_thread`, side by side.
+test_threading_local (`_thread._local` as `threading.local`), and on 3.12+ its tests of threads in
+subinterpreters (test_interpreters: closing and calling interpreters, stress; 3.14+: InterpreterPoolExecutor),
+run on each interpreter twice, on CPython's `_thread` and with zthread swapped in as `_thread`, side by side.
 
     python tools/conformance.py [--wheel WHEEL] [PYTHON ...]
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tools" / "conformance_suite.py"
 EXCLUSIONS = ROOT / "tools" / "conformance_exclusions.txt"
 PTH_LINE = 'import os; exec("import zthread; zthread.install()") if os.environ.get("ZTHREAD_CONFORMANCE") == "1" else None\n'
-SUITES = ("test_thread", "lock_tests", "test_threading", "test_threading_local")
+SUITES = ("test_thread", "lock_tests", "test_threading", "test_threading_local", "test_interpreters", "interpreter_pool")
 
 
 def load_exclusions() -> dict[str, str]:
@@ -142,8 +143,8 @@ def main() -> int:
             cpython = run_side(venv_python, False, work)
             zthread = run_side(venv_python, True, work)
             for suite in SUITES + ("(runner)",):
-                if suite == "(runner)" and not any(r["suite"] == suite for r in cpython + zthread):
-                    continue
+                if not any(r["suite"] == suite for r in cpython + zthread):
+                    continue  # not on this version
                 print(f"{minor:8} {suite:21} {counts(cpython, suite):>28}   {counts(zthread, suite):>28}")
             problems, excused = compare(minor, cpython, zthread, exclusions)
             for line in excused + problems:

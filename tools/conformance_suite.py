@@ -14,6 +14,42 @@ import unittest
 PER_TEST_TIMEOUT_S = 180
 
 
+def check_subinterpreters_swap_in() -> None:
+    """The .pth file runs in every new interpreter too (3.12+: an isolated one, with its own GIL)."""
+    if sys.version_info < (3, 12):
+        return
+    import importlib
+
+    low = importlib.import_module("_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters")
+    interp = low.create() if sys.version_info >= (3, 13) else low.create(isolated=True)
+    try:
+        code = "import _thread, zthread\nassert _thread is zthread._zthread, 'zthread not installed'\n"
+        failure = low.exec(interp, code) if sys.version_info >= (3, 13) else low.run_string(interp, code)
+        assert failure is None, f"zthread was not installed as _thread in a subinterpreter: {failure}"
+    finally:
+        low.destroy(interp)
+
+
+def subinterpreter_suites(loader: unittest.TestLoader) -> dict[str, unittest.TestSuite]:
+    """CPython's tests of threads in subinterpreters (test_threading's SubinterpThreadingTests run above): the
+    closing and calling of interpreters with threads, the stress tests, and (3.14+) InterpreterPoolExecutor.
+    The .pth file swaps zthread in within every interpreter they create."""
+    if sys.version_info < (3, 12):
+        return {}
+    if sys.version_info < (3, 13):  # one module, test.support.interpreters over _xxsubinterpreters
+        names = ["test.test_interpreters.TestInterpreterClose", "test.test_interpreters.StressTests"]
+    else:
+        names = [
+            "test.test_interpreters.test_api.TestInterpreterClose",
+            "test.test_interpreters.test_api.TestInterpreterCall",
+            "test.test_interpreters.test_stress",
+        ]
+    suites = {"test_interpreters": loader.loadTestsFromNames(names)}
+    if sys.version_info >= (3, 14):
+        suites["interpreter_pool"] = loader.loadTestsFromName("test.test_concurrent_futures.test_interpreter_pool")
+    return suites
+
+
 def main() -> int:
     out_path = sys.argv[1]
     on_zthread = os.environ.get("ZTHREAD_CONFORMANCE") == "1"
@@ -23,6 +59,7 @@ def main() -> int:
         import zthread
 
         assert _thread is zthread._zthread, "zthread was not installed as _thread"
+        check_subinterpreters_swap_in()
     else:
         assert type(_thread).__name__ == "module" and "zthread" not in sys.modules
 
@@ -43,6 +80,7 @@ def main() -> int:
         "test_threading": loader.loadTestsFromModule(test_threading),
         "test_threading_local": loader.loadTestsFromModule(test_threading_local),
     }
+    suites.update(subinterpreter_suites(loader))
     records: list[dict[str, str]] = []
 
     def save() -> None:

@@ -11,6 +11,7 @@ const rlock = @import("rlock.zig");
 const local = @import("local.zig");
 const threads = @import("threads.zig");
 const handles = @import("handles.zig");
+const interp = @import("interp.zig");
 const errors = @import("errors.zig");
 const names = @import("names.zig");
 const state = @import("state.zig");
@@ -91,42 +92,12 @@ pub fn afterForkInChild() void {
     main_thread_ident.store(core.thread.currentIdent(), .monotonic);
 }
 
-/// Whether this interpreter may start threads: 3.13+ says so in `_interpreters.get_config()`; before,
-/// zthread cannot tell (see docs/DESIGN.md) and allows them.
-fn threadsAllowed() bool {
-    if (!version.atLeast(13)) return true;
-    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
-    if (abi.PyInterpreterState_GetID(interp) == 0) return true; // the main interpreter always may
-    const saved = errors.save();
-    defer errors.restore(saved);
-    const interpreters = abi.PyImport_ImportModule("_interpreters") orelse return clearAnd(true);
-    defer abi.decRef(interpreters);
-    const get_current = abi.PyObject_GetAttrString(interpreters, "get_current") orelse return clearAnd(true);
-    defer abi.decRef(get_current);
-    const current = abi.PyObject_CallFunctionObjArgs(get_current, @as(?*Object, null)) orelse return clearAnd(true);
-    defer abi.decRef(current);
-    const id = (if (abi.isTuple(current)) abi.PyTuple_GetItem(current, 0) else current) orelse return clearAnd(true);
-    const get_config = abi.PyObject_GetAttrString(interpreters, "get_config") orelse return clearAnd(true);
-    defer abi.decRef(get_config);
-    const config = abi.PyObject_CallFunctionObjArgs(get_config, id, @as(?*Object, null)) orelse return clearAnd(true);
-    defer abi.decRef(config);
-    const allow = abi.PyObject_GetAttrString(config, "allow_threads") orelse return clearAnd(true);
-    defer abi.decRef(allow);
-    return abi.PyObject_IsTrue(allow) != 0;
-}
-
-fn clearAnd(value: bool) bool {
-    abi.PyErr_Clear();
-    return value;
-}
-
 fn getMainThreadIdent(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.PyLong_FromUnsignedLongLong(main_thread_ident.load(.monotonic));
 }
 
 fn isMainInterpreter(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
-    return abi.boolean(abi.PyInterpreterState_GetID(interp) == 0);
+    return abi.boolean(interp.isMain());
 }
 
 fn exitThread(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
@@ -251,10 +222,10 @@ fn exec(module: *Object) callconv(.c) c_int {
     s.handle_type = handles.createType(module) orelse return -1;
     if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", s.handle_type.?) != 0) return -1;
     if (!names.addConstants(module)) return -1;
-    s.threads_allowed = threadsAllowed();
+    s.threads_allowed = interp.threadsAllowed();
     if (!addFromCPython(module)) return -1;
     handles.registerForkHook(module);
-    noteMainThread(abi.PyInterpreterState_GetID(abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get())));
+    noteMainThread(interp.currentId());
     enableConsoleInterrupts();
     const rlock_type = rlock.createType(module) orelse return -1;
     defer abi.decRef(rlock_type);

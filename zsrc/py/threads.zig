@@ -6,6 +6,7 @@ const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
 const handles = @import("handles.zig");
+const interp_info = @import("interp.zig");
 const lock = @import("lock.zig");
 const state = @import("state.zig");
 const version = @import("version.zig");
@@ -126,14 +127,14 @@ fn typeError(msg: [*:0]const u8) ?*Object {
 fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize) bool {
     const registry = state.threadRegistry(state.of(module)) orelse return false;
     registry.buryDead();
-    const interp = abi.PyThreadState_GetInterpreter(abi.PyThreadState_Get());
+    const interp = interp_info.current();
     // A subinterpreter can be destroyed as soon as this call returns, and the new thread makes its thread
     // state itself (the stable ABI has no way to make one for another OS thread): until it has, the
     // interpreter does not know of it. So in a subinterpreter the creator waits for that, and closing the
     // interpreter then treats the thread as it treats CPython's own (an error, or a wait), never freeing
     // the interpreter under a thread about to enter it. The main interpreter is never freed.
     var has_thread_state: core.Event = .{};
-    const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0;
+    const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0; // the main one is never freed
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
         _ = abi.PyErr_NoMemory();
         return false;
