@@ -36,7 +36,7 @@ def run_in_new(code: str) -> list[Any]:
 
 def python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`script` run by this interpreter in a child process, with the tests folder on its path."""
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     # From the tests folder: the repository root would put the source folder zthread/ first on the path.
     return subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=TESTS

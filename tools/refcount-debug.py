@@ -11,8 +11,11 @@
    path of each with bad arguments) in two stretches of N rounds after a warm-up and checks that
    sys.gettotalrefcount() and sys.getallocatedblocks() end where they started in at least one (a leak of
    one reference per round would show as N in both).
-3. Runs the project's API, fuzzing, drop-in and reliability tests on the debug interpreter (its assertions
-   catch a wrong reference count or a call without the GIL as a crash).
+3. Creates, uses (threading on zthread: threads, Lock, RLock, Condition, local, joinable handles) and closes
+   N/2 isolated subinterpreters, twice, after a warm-up, and checks the same totals: every object zthread made
+   in an interpreter must be freed with it (a leaked one would also keep that interpreter's memory arenas).
+4. Runs the project's API, fuzzing, drop-in, reliability and subinterpreter tests on the debug interpreter
+   (its assertions catch a wrong reference count or a call without the GIL as a crash).
 
 Run with any Python that has pip (CI: the same 3.11 as tools/wheels.py); needs `ziglang` importable, or
 uses .venv-release's (tools/wheels.py makes it).
@@ -180,6 +183,60 @@ sys.exit(0 if abs(refs) < rounds // 4 and abs(blocks) < rounds // 4 else 1)
 '''
 
 
+SUBINTERP_WORKLOAD = r'''
+import gc, sys
+from concurrent import interpreters
+
+PREFIX = "import zthread; zthread.install()\n" if sys.argv[2] == "zthread" else ""
+CODE = PREFIX + """
+import _thread, threading
+lock, rlock, cond, n = threading.Lock(), threading.RLock(), threading.Condition(), [0]
+local = threading.local()
+def work():
+    local.x = [1]
+    for _ in range(50):
+        with lock:
+            n[0] += 1
+        with rlock, rlock:
+            pass
+    with cond:
+        cond.notify_all()
+ts = [threading.Thread(target=work) for _ in range(3)]
+for t in ts: t.start()
+for t in ts: t.join()
+h = _thread.start_joinable_thread(lambda: None)
+h.join()
+assert n[0] == 150
+"""
+
+
+def cycle(count):
+    for _ in range(count):
+        interp = interpreters.create()
+        interp.exec(CODE)
+        interp.close()
+
+
+def totals():
+    gc.collect()
+    return sys.gettotalrefcount(), sys.getallocatedblocks()
+
+
+count = int(sys.argv[1])
+cycle(max(count // 5, 2))  # warm-up
+stretches = []
+for _ in range(2):
+    before = totals()
+    cycle(count)
+    after = totals()
+    stretches.append((after[0] - before[0], after[1] - before[1]))
+print(f"refcount-debug: {sys.argv[2]}: {count} subinterpreters with threads, twice: total references "
+      f"{stretches[0][0]:+d} then {stretches[1][0]:+d}, allocated blocks {stretches[0][1]:+d} then {stretches[1][1]:+d}")
+refs, blocks = min(stretches, key=lambda s: abs(s[0]) + abs(s[1]))
+sys.exit(0 if abs(refs) < count // 4 and abs(blocks) < count // 4 else 1)
+'''
+
+
 def run(cmd: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
     print("+", " ".join(str(c) if len(str(c)) < 200 else "<workload>" for c in cmd), flush=True)
     return subprocess.run(cmd, text=True, **kw)  # type: ignore[call-overload, no-any-return]
@@ -214,15 +271,21 @@ def main() -> int:
         proc = run([PYTHON_D, "-X", "dev", "-c", WORKLOAD, str(opts.rounds), "zthread._zthread"], cwd=tmp, env=env)
         results.append((f"{opts.rounds} rounds of every entry point: reference total and allocated blocks flat",
                         proc.returncode == 0))
+        count = opts.rounds // 2
+        run([PYTHON_D, "-X", "dev", "-c", SUBINTERP_WORKLOAD, str(count), "_thread"], cwd=tmp, env=env)
+        proc = run([PYTHON_D, "-X", "dev", "-c", SUBINTERP_WORKLOAD, str(count), "zthread"], cwd=tmp, env=env)
+        results.append((f"{count} subinterpreters with threads on zthread, twice: reference total and allocated "
+                        "blocks flat", proc.returncode == 0))
         # pytest and hypothesis are pure Python: the host's pip puts them where the debug interpreter finds them.
         run([sys.executable, "-m", "pip", "install", "--quiet", "--target", site, "--python-version", "3.14",
              "--only-binary=:all:", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"], check=True)
         tests = ["tests/test_api.py", "tests/test_fuzz_differential.py", "tests/test_dropin.py",
-                 "tests/test_reliability.py", "tests/test_start_thread.py"]
+                 "tests/test_reliability.py", "tests/test_start_thread.py", "tests/test_subinterpreters.py"]
         # -P: the source folder (no binary in it) stays off sys.path; the debug build is ~3x slower.
         proc = run([PYTHON_D, "-P", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "timeout=600", *tests],
                    cwd=ROOT, env=env)
-        results.append(("pytest (API, fuzzing, drop-in, reliability, start_thread) on python3.14d", proc.returncode == 0))
+        results.append(("pytest (API, fuzzing, drop-in, reliability, start_thread, subinterpreters) on python3.14d",
+                        proc.returncode == 0))
     print("\nrefcount-debug:")
     for what, ok in results:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
