@@ -160,28 +160,33 @@ def exercise(rounds):
     time.sleep(0.01)  # the last thread's state is deleted just after _count() drops
 
 
+step = exercise
+WHAT = "rounds of every entry point"
+'''
+
+# What both workloads end with: `step(n)` runs n rounds; a warm-up, then two measured stretches.
+MEASURE = r'''
 def totals():
     gc.collect()
     return sys.gettotalrefcount(), sys.getallocatedblocks()
 
 
 rounds = int(sys.argv[1])
-exercise(rounds // 5)  # warm-up: caches, interned names, free lists
+step(max(rounds // 5, 2))  # warm-up: caches, interned names, free lists
 # Two measured stretches of `rounds` rounds each: a leak per round grows both alike, while a one-off move
 # (a cache or a container resizing, seen as +260 once in CI) shows in one only. The better one is judged.
 stretches = []
 for _ in range(2):
     before = totals()
-    exercise(rounds)
+    step(rounds)
     after = totals()
     stretches.append((after[0] - before[0], after[1] - before[1]))
-print(f"refcount-debug: {sys.argv[2]}: {rounds} rounds of every entry point, twice: total references "
+print(f"refcount-debug: {sys.argv[2]}: {rounds} {WHAT}, twice: total references "
       f"{stretches[0][0]:+d} then {stretches[1][0]:+d}, allocated blocks {stretches[0][1]:+d} then {stretches[1][1]:+d}")
 # A leak of one reference or block per round shows as >= rounds in both; CPython's own caches move a few.
 refs, blocks = min(stretches, key=lambda s: abs(s[0]) + abs(s[1]))
 sys.exit(0 if abs(refs) < rounds // 4 and abs(blocks) < rounds // 4 else 1)
 '''
-
 
 SUBINTERP_WORKLOAD = r'''
 import gc, sys
@@ -217,23 +222,8 @@ def cycle(count):
         interp.close()
 
 
-def totals():
-    gc.collect()
-    return sys.gettotalrefcount(), sys.getallocatedblocks()
-
-
-count = int(sys.argv[1])
-cycle(max(count // 5, 2))  # warm-up
-stretches = []
-for _ in range(2):
-    before = totals()
-    cycle(count)
-    after = totals()
-    stretches.append((after[0] - before[0], after[1] - before[1]))
-print(f"refcount-debug: {sys.argv[2]}: {count} subinterpreters with threads, twice: total references "
-      f"{stretches[0][0]:+d} then {stretches[1][0]:+d}, allocated blocks {stretches[0][1]:+d} then {stretches[1][1]:+d}")
-refs, blocks = min(stretches, key=lambda s: abs(s[0]) + abs(s[1]))
-sys.exit(0 if abs(refs) < count // 4 and abs(blocks) < count // 4 else 1)
+step = cycle
+WHAT = "subinterpreters with threads"
 '''
 
 
@@ -267,13 +257,13 @@ def main() -> int:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{pkg}:{site}", "HOME": tmp}
         results = []
         # CPython's own _thread first, for comparison: what its caches move in the same workload.
-        run([PYTHON_D, "-X", "dev", "-c", WORKLOAD, str(opts.rounds), "_thread"], cwd=tmp, env=env)
-        proc = run([PYTHON_D, "-X", "dev", "-c", WORKLOAD, str(opts.rounds), "zthread._zthread"], cwd=tmp, env=env)
+        for module in ("_thread", "zthread._zthread"):
+            proc = run([PYTHON_D, "-X", "dev", "-c", WORKLOAD + MEASURE, str(opts.rounds), module], cwd=tmp, env=env)
         results.append((f"{opts.rounds} rounds of every entry point: reference total and allocated blocks flat",
                         proc.returncode == 0))
         count = opts.rounds // 2
-        run([PYTHON_D, "-X", "dev", "-c", SUBINTERP_WORKLOAD, str(count), "_thread"], cwd=tmp, env=env)
-        proc = run([PYTHON_D, "-X", "dev", "-c", SUBINTERP_WORKLOAD, str(count), "zthread"], cwd=tmp, env=env)
+        for module in ("_thread", "zthread"):
+            proc = run([PYTHON_D, "-X", "dev", "-c", SUBINTERP_WORKLOAD + MEASURE, str(count), module], cwd=tmp, env=env)
         results.append((f"{count} subinterpreters with threads on zthread, twice: reference total and allocated "
                         "blocks flat", proc.returncode == 0))
         # pytest and hypothesis are pure Python: the host's pip puts them where the debug interpreter finds them.

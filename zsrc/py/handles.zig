@@ -160,6 +160,7 @@ pub const Registry = struct {
     /// this registry's interpreter.
     pub fn buryDead(self: *Registry) void {
         self.lockShort();
+        if (self.graveyard.items.len == 0) return self.unlock();
         const dead = self.graveyard.toOwnedSlice(allocator) catch &.{};
         self.unlock();
         defer allocator.free(dead);

@@ -134,7 +134,7 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     // interpreter then treats the thread as it treats CPython's own (an error, or a wait), never freeing
     // the interpreter under a thread about to enter it. The main interpreter is never freed.
     var has_thread_state: core.Event = .{};
-    const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0; // the main one is never freed
+    const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0;
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
         _ = abi.PyErr_NoMemory();
         return false;
@@ -170,9 +170,10 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     h.os_thread = thread;
     if (h.state.cmpxchgStrong(.starting, .running, .acq_rel, .monotonic)) |_| {} // the thread may be done already
     if (in_subinterpreter) {
-        // Short: the thread needs nothing this thread holds to make its state (no GIL).
+        // Short: the thread needs nothing this thread holds to make its state (no GIL). Until the event is
+        // set, nothing may end this wait: the thread will write to it, on this stack.
         const tstate = abi.PyEval_SaveThread();
-        _ = has_thread_state.wait(.forever);
+        while (has_thread_state.wait(.forever) != .set) {} // a signal: Python handles it once we return
         abi.PyEval_RestoreThread(tstate);
     }
     return true;
