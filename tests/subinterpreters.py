@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 from typing import Any
 
-OWN_GIL = sys.version_info >= (3, 12)
+LOW_LEVEL = "_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters"
+AVAILABLE = importlib.util.find_spec(LOW_LEVEL) is not None
+"""Whether this CPython can make subinterpreters from Python at all (a build may leave the module out)."""
+OWN_GIL = AVAILABLE and sys.version_info >= (3, 12)
 """Whether the running CPython has isolated interpreters with a GIL of their own."""
 
 
@@ -27,7 +31,7 @@ class Failed(Exception):
 
 
 def _low_level() -> Any:
-    return importlib.import_module("_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters")
+    return importlib.import_module(LOW_LEVEL)
 
 
 class Interpreter:

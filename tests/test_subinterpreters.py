@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from subinterpreters import OWN_GIL, Failed, Interpreter, own_gil
+from subinterpreters import AVAILABLE, OWN_GIL, Failed, Interpreter, own_gil
 
 import zthread
 
 needs_own_gil = pytest.mark.skipif(not OWN_GIL, reason="isolated interpreters with their own GIL are 3.12+")
+needs_subinterpreters = pytest.mark.skipif(not AVAILABLE, reason="this CPython makes no subinterpreters")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 TESTS = Path(__file__).resolve().parent
 
@@ -61,6 +62,7 @@ def test_zthread_imports_in_an_isolated_interpreter_with_its_own_gil() -> None:
     assert installed is True
 
 
+@needs_subinterpreters
 @pytest.mark.skipif(OWN_GIL, reason="3.10 and 3.11 only")
 def test_zthread_imports_on_3_10_and_3_11_where_the_slot_does_not_exist() -> None:
     # The multiple-interpreters slot is unknown before 3.12 ("uses unknown slot ID 3"): the module definition
@@ -622,6 +624,7 @@ def test_python_m_zthread_run_works_in_a_subinterpreter(tmp_path: Path) -> None:
     assert json.loads(result_file.read_text()) == [True, 4000, ["x"]]
 
 
+@needs_subinterpreters
 def test_failed_code_in_a_subinterpreter_is_reported() -> None:
     # The helper itself: an exception in the subinterpreter reaches the test (so a failing workload fails).
     with pytest.raises(Failed, match="ZeroDivisionError"):
