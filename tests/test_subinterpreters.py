@@ -63,6 +63,22 @@ def test_zthread_imports_in_an_isolated_interpreter_with_its_own_gil() -> None:
 
 
 @needs_subinterpreters
+@needs_own_gil
+def test_objects_made_in_a_subinterpreter_are_tracked_by_the_gc() -> None:
+    # An untracked lock freed in an interpreter's last collection leaked its type, its module and the closed
+    # interpreter's memory (docs/DESIGN.md). The main interpreter keeps its cheaper untracked locks.
+    import gc
+
+    (tracked,) = run_in_new(
+        "import gc, zthread\n"
+        "z = zthread._zthread\n"
+        "loc = z._local(); loc.x = 1\n"
+        "report([gc.is_tracked(o) for o in (z.allocate_lock(), z._ThreadHandle(), z.RLock(), loc)])\n"
+    )
+    assert tracked == [True, True, True, True]
+    assert gc.is_tracked(zthread.allocate_lock()) is False
+
+
 @pytest.mark.skipif(OWN_GIL, reason="3.10 and 3.11 only")
 def test_zthread_imports_on_3_10_and_3_11_where_the_slot_does_not_exist() -> None:
     # The multiple-interpreters slot is unknown before 3.12 ("uses unknown slot ID 3"): the module definition

@@ -134,6 +134,9 @@ pub extern fn PyObject_SetAttrString(o: *Object, name: [*:0]const u8, v: *Object
 pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;
 pub extern fn PyObject_GenericSetAttr(o: *Object, name: *Object, v: ?*Object) c_int;
+pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
+pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
+pub extern fn PyObject_Free(p: ?*anyopaque) void;
 pub extern fn PyObject_GC_UnTrack(o: *anyopaque) void;
 pub extern fn PyObject_GC_Track(o: *anyopaque) void;
 pub extern fn PyObject_GC_Del(o: *anyopaque) void;
@@ -301,27 +304,74 @@ pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
 }
 
 /// A new instance of the non-subclassable heap type `tp` (struct `T` starting with its Object header; the
-/// caller sets the other fields), tracked by the garbage collector at once: its tp_traverse is
-/// `traverseType`, which reads nothing but the header. The cheap path `allocate_lock()` and friends take.
-///
-/// Why tracked, although such an instance references nothing but its type: an instance of a heap type holds
-/// its type, and a type is freed only by a collection (it refers to itself through its MRO). An untracked
-/// instance hides that reference from the collector, so one freed during an interpreter's last collection
-/// (a module dict cleared there) drops the type's last reference after the collector has judged the type
-/// alive: the type, its module and, in a closed subinterpreter, that interpreter's memory arenas leak.
-/// `traverseType` shows the reference. CPython's own `_thread` objects are tracked for the same reason.
-pub fn newInstance(comptime T: type, tp: *TypeObject) ?*T {
-    const o = _PyObject_GC_New(tp) orelse return null; // MemoryError set
-    PyObject_GC_Track(o);
-    return @ptrCast(@alignCast(o));
+/// caller sets the other fields): the cheap path `allocate_lock()` and friends take. `tracked` must be what
+/// `tp`'s `instanceSpec` said: tracked by the garbage collector (at once: its tp_traverse reads nothing but
+/// the header), or from the object allocator. (Asking the type, PyType_GetFlags, would cost an `allocate_lock()`
+/// about 6 ns: the caller knows from its module state.)
+pub fn newInstance(comptime T: type, tp: *TypeObject, tracked: bool) ?*T {
+    if (tracked) {
+        const o = _PyObject_GC_New(tp) orelse return null; // MemoryError set
+        PyObject_GC_Track(o);
+        return @ptrCast(@alignCast(o));
+    }
+    const mem = PyObject_Malloc(@sizeOf(T)) orelse {
+        _ = PyErr_NoMemory();
+        return null;
+    };
+    const self: *T = @ptrCast(@alignCast(mem));
+    _ = PyObject_Init(@ptrCast(self), tp);
+    return self;
 }
 
-/// The end of a `newInstance` object's tp_dealloc: instances of a heap type own a reference to it.
-pub fn freeInstance(o: *Object) void {
+/// The end of a `newInstance` object's tp_dealloc (each variant of the type has its own tp_dealloc):
+/// instances of a heap type own a reference to it.
+pub fn freeInstance(o: *Object, comptime tracked: bool) void {
     const tp = o.ob_type;
-    PyObject_GC_UnTrack(o);
-    PyObject_GC_Del(o);
+    if (tracked) {
+        PyObject_GC_UnTrack(o);
+        PyObject_GC_Del(o);
+    } else {
+        PyObject_Free(o);
+    }
     decRef(typeObject(tp));
+}
+
+/// The spec of a non-subclassable type whose instances reference nothing but their type, in one of two
+/// variants: `tracked` by the garbage collector (`traverseType` visits the type) or not. `dealloc(tracked)` is
+/// the variant's tp_dealloc (it ends with `freeInstance(o, tracked)`); the other slots are `slots`.
+///
+/// Why a tracked variant, although such an instance references nothing else: an instance of a heap type holds
+/// its type, and a type is freed only by a collection (it refers to itself through its MRO). An untracked
+/// instance hides that reference from the collector, so one freed during an interpreter's last collection (a
+/// module dict cleared there) drops its type's last reference after the collector has judged the type alive:
+/// the type and its module leak, and a closed subinterpreter's memory arenas with them. CPython's own `_thread`
+/// objects are tracked. zthread tracks them in subinterpreters, and leaves them untracked in the main
+/// interpreter, which is finalized only when the process ends: there an untracked lock is cheaper to make
+/// (no collector bookkeeping) and 16 bytes smaller, and nothing outlives the process to be leaked.
+pub fn instanceSpec(
+    comptime name: [*:0]const u8,
+    comptime basicsize: usize,
+    comptime flags: c_ulong,
+    comptime dealloc: fn (comptime bool) fn (*Object) callconv(.c) void,
+    comptime slots: []const TypeSlot,
+    comptime tracked: bool,
+) TypeSpec {
+    const head = [_]TypeSlot{.{ .slot = Py_tp_dealloc, .pfunc = @ptrCast(&dealloc(tracked)) }};
+    const gc = [_]TypeSlot{.{ .slot = Py_tp_traverse, .pfunc = @ptrCast(&traverseType) }};
+    const end = [_]TypeSlot{.{ .slot = 0, .pfunc = null }};
+    const all = head ++ slots ++ (if (tracked) gc else [0]TypeSlot{}) ++ end;
+    return .{
+        .name = name,
+        .basicsize = basicsize,
+        .itemsize = 0,
+        .flags = @intCast(flags | if (tracked) Py_TPFLAGS_HAVE_GC else 0),
+        .slots = all,
+    };
+}
+
+/// True if `tp` is one of the two variants (abi.instanceSpec) of the type whose tp_dealloc is `dealloc(_)`.
+pub fn isInstanceType(tp: *TypeObject, comptime dealloc: fn (comptime bool) fn (*Object) callconv(.c) void) bool {
+    return isExactType(tp, &dealloc(false)) or isExactType(tp, &dealloc(true));
 }
 
 /// tp_traverse of a type whose instances reference nothing but their type (which every instance of a heap

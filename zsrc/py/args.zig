@@ -213,7 +213,7 @@ pub const Acquire = struct {
 
 /// `lock.acquire(blocking=True, timeout=-1)`, as `lock_acquire_parse_args` of the running CPython parses
 /// it (PyArg_ParseTupleAndKeywords "|iO:acquire" on 3.10/3.11, "|pO:acquire" from 3.12).
-pub fn parseAcquire(kw: *const Keywords, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+pub fn parseAcquire(kw: ?*const Keywords, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     return parseAcquireNamed(kw, "acquire", args, nargs, kwnames);
 }
 
@@ -238,8 +238,9 @@ pub const Keywords = struct {
     }
 };
 
-/// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`).
-pub fn parseAcquireNamed(kw: *const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+/// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`). `kw`, the
+/// module's interned names, is needed (and looked up by the caller) only when there are keywords.
+pub fn parseAcquireNamed(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     const nkw = keywordCount(kwnames);
     if (nargs + nkw > 2) {
         const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
@@ -254,9 +255,10 @@ pub fn parseAcquireNamed(kw: *const Keywords, fname: [*:0]const u8, args: [*]con
     var k: isize = 0;
     while (k < nkw) : (k += 1) {
         const key = abi.PyTuple_GetItem(kwnames.?, k).?;
-        const slot: usize = if (key == kw.blocking or (key != kw.timeout and abi.PyUnicode_CompareWithASCIIString(key, names[0]) == 0))
+        const interned = kw.?;
+        const slot: usize = if (key == interned.blocking or (key != interned.timeout and abi.PyUnicode_CompareWithASCIIString(key, names[0]) == 0))
             0
-        else if (key == kw.timeout or abi.PyUnicode_CompareWithASCIIString(key, names[1]) == 0)
+        else if (key == interned.timeout or abi.PyUnicode_CompareWithASCIIString(key, names[1]) == 0)
             1
         else {
             misplaced = true;

@@ -32,7 +32,7 @@ pub const Api = extern struct {
 /// state, and so this interpreter's lock type, from it.
 fn lockNew(api: *const Api) callconv(.c) ?*Object {
     const s: *state.State = @constCast(@fieldParentPtr("capi", api));
-    return lock.newLock(state.lockType(s) orelse return null);
+    return lock.newLock(s);
 }
 
 fn lockCheck(o: ?*Object) callconv(.c) c_int {

@@ -330,7 +330,6 @@ pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?
     const ident = abi.PyLong_AsUnsignedLongLong(ident_obj);
     if (ident == std.math.maxInt(c_ulonglong) and abi.PyErr_Occurred() != null) return null;
     const s = state.of(module_obj.?);
-    const tp = state.handleType(s) orelse return null;
     const registry = state.threadRegistry(s) orelse return null;
     const h = Handle.create() orelse return null;
     h.ident.store(ident, .monotonic);
@@ -339,35 +338,41 @@ pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?
         h.decRef();
         return null;
     }
-    return newObject(tp, h) orelse {
+    return newObject(s, h) orelse {
         h.decRef();
         return null;
     };
 }
 
-/// Per-interpreter type object, looked up through the module state by callers.
-pub fn newObject(tp: *abi.TypeObject, h: *Handle) ?*Object {
-    const self = abi.newInstance(HandleObject, tp) orelse return null;
+/// A `_ThreadHandle` of `s`'s type for `h`, which it takes over.
+pub fn newObject(s: *const state.State, h: *Handle) ?*Object {
+    const tp = state.handleType(s) orelse return null;
+    const self = abi.newInstance(HandleObject, tp, s.tracked) orelse return null;
     self.handle = h;
     return &self.ob_base;
 }
 
 pub fn isHandleObject(o: *Object) bool {
-    return abi.isExactType(o.ob_type, &dealloc);
+    return abi.isInstanceType(o.ob_type, dealloc);
 }
 
 /// `_ThreadHandle(*args, **kwargs)`: arguments ignored, as in CPython.
 fn new(tp: *abi.TypeObject, _: *Object, _: ?*Object) callconv(.c) ?*Object {
     const h = Handle.create() orelse return null;
-    return newObject(tp, h) orelse {
+    return newObject(state.ofType(tp), h) orelse {
         h.decRef();
         return null;
     };
 }
 
-fn dealloc(o: *Object) callconv(.c) void {
-    cast(o).handle.decRef();
-    abi.freeInstance(o);
+/// tp_dealloc of the type's variant whose handles are `tracked` by the GC or not (abi.instanceSpec).
+fn dealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
+    return struct {
+        fn dealloc(o: *Object) callconv(.c) void {
+            cast(o).handle.decRef();
+            abi.freeInstance(o, tracked);
+        }
+    }.dealloc;
 }
 
 fn repr(o: *Object) callconv(.c) ?*Object {
@@ -433,24 +438,20 @@ var getset = [_]abi.GetSetDef{
     .{ .name = null, .get = null, .set = null, .doc = null, .closure = null },
 };
 
-var slots = [_]abi.TypeSlot{
+const slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
-    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
-    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_getset, .pfunc = @ptrCast(&getset) },
-    .{ .slot = 0, .pfunc = null },
+};
+const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
+/// [tracked]
+const specs = [2]abi.TypeSpec{
+    abi.instanceSpec("_thread._ThreadHandle", @sizeOf(HandleObject), flags, dealloc, &slots, false),
+    abi.instanceSpec("_thread._ThreadHandle", @sizeOf(HandleObject), flags, dealloc, &slots, true),
 };
 
-var spec: abi.TypeSpec = .{
-    .name = "_thread._ThreadHandle",
-    .basicsize = @sizeOf(HandleObject),
-    .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
-    .slots = &slots,
-};
-
-pub fn createType(module_obj: *Object) ?*Object {
-    return abi.PyType_FromModuleAndSpec(module_obj, &spec, null);
+/// Its handles are `tracked` by the GC or not (abi.instanceSpec).
+pub fn createType(module_obj: *Object, tracked: bool) ?*Object {
+    return abi.PyType_FromModuleAndSpec(module_obj, &specs[@intFromBool(tracked)], null);
 }

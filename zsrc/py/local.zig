@@ -60,33 +60,34 @@ inline fn castRegistry(o: *Object) *Registry {
 
 // ---- per-thread registries ----
 
-fn registryDealloc(o: *Object) callconv(.c) void {
-    const self = castRegistry(o);
-    // First let every local drop its dict for this thread (weak reference callbacks), then forget them.
-    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
-    if (self.map) |m| {
-        m.deinit(std.heap.c_allocator);
-        std.heap.c_allocator.destroy(m);
-    }
-    abi.freeInstance(o);
+/// tp_dealloc of the registry type's variant whose registries are `tracked` by the GC or not.
+fn registryDealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
+    return struct {
+        fn dealloc(o: *Object) callconv(.c) void {
+            const self = castRegistry(o);
+            // First let every local drop its dict for this thread (weak reference callbacks), then forget them.
+            if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+            if (self.map) |m| {
+                m.deinit(std.heap.c_allocator);
+                std.heap.c_allocator.destroy(m);
+            }
+            abi.freeInstance(o, tracked);
+        }
+    }.dealloc;
 }
 
 var registry_members = [_]abi.MemberDef{
     .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(Registry, "weakreflist"), .flags = abi.READONLY, .doc = null },
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
-var registry_slots = [_]abi.TypeSlot{
-    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&registryDealloc) },
-    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
+const registry_slots = [_]abi.TypeSlot{
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&registry_members) },
-    .{ .slot = 0, .pfunc = null },
 };
-var registry_spec: abi.TypeSpec = .{
-    .name = "_thread._localregistry",
-    .basicsize = @sizeOf(Registry),
-    .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION | abi.Py_TPFLAGS_HAVE_GC),
-    .slots = &registry_slots,
+const registry_flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
+/// [tracked]
+const registry_specs = [2]abi.TypeSpec{
+    abi.instanceSpec("_thread._localregistry", @sizeOf(Registry), registry_flags, registryDealloc, &registry_slots, false),
+    abi.instanceSpec("_thread._localregistry", @sizeOf(Registry), registry_flags, registryDealloc, &registry_slots, true),
 };
 
 /// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use. A thread
@@ -98,7 +99,7 @@ fn currentRegistry(s: *const state.State) ?*Registry {
     };
     if (abi.PyDict_GetItemWithError(tdict, s.local_registry_key.?)) |r| return castRegistry(r);
     if (abi.PyErr_Occurred() != null) return null;
-    const self = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?)) orelse return null;
+    const self = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?), s.tracked) orelse return null;
     self.map = null;
     self.weakreflist = null;
     const o = &self.ob_base;
@@ -362,11 +363,11 @@ var spec: abi.TypeSpec = .{
 };
 
 /// Creates `_local` for `module`, and what its instances need in the module's state: the per-thread registry
-/// type and the strings it looks up.
+/// type (its registries tracked by the GC as `s.tracked` says: abi.instanceSpec) and the strings it looks up.
 pub fn createType(module: *Object, s: *state.State) ?*Object {
     s.object_init = abi.PyType_GetSlot(&abi.PyBaseObject_Type, abi.Py_tp_init);
     s.local_registry_key = abi.PyUnicode_InternFromString("zthread._local registry") orelse return null;
     s.dict_name = abi.PyUnicode_InternFromString("__dict__") orelse return null;
-    s.local_registry_type = abi.PyType_FromSpec(&registry_spec) orelse return null;
+    s.local_registry_type = abi.PyType_FromSpec(&registry_specs[@intFromBool(s.tracked)]) orelse return null;
     return abi.PyType_FromModuleAndSpec(module, &spec, null);
 }

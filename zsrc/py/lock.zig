@@ -29,21 +29,27 @@ pub fn coreLock(o: *Object) *core.Lock {
 
 /// Whether `o` is a lock of this module's type, made by any interpreter's import of it (they share `dealloc`).
 pub fn isLock(o: *Object) bool {
-    return abi.isExactType(o.ob_type, &dealloc);
+    return abi.isInstanceType(o.ob_type, dealloc);
 }
 
-/// A new unlocked lock of type `tp` (`allocate_lock()`).
-pub fn newLock(tp: *abi.TypeObject) ?*Object {
-    const self = abi.newInstance(LockObject, tp) orelse return null;
+/// A new unlocked lock (`allocate_lock()`) of `s`'s lock type.
+pub fn newLock(s: *const state.State) ?*Object {
+    const tp = state.lockType(s) orelse return null;
+    const self = abi.newInstance(LockObject, tp, s.tracked) orelse return null;
     self.lock = .{};
     self.weakreflist = null;
     return &self.ob_base;
 }
 
-fn dealloc(o: *Object) callconv(.c) void {
-    const self = cast(o);
-    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
-    abi.freeInstance(o);
+/// tp_dealloc of the type's variant whose locks are `tracked` by the GC or not (abi.instanceSpec).
+fn dealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
+    return struct {
+        fn dealloc(o: *Object) callconv(.c) void {
+            const self = cast(o);
+            if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+            abi.freeInstance(o, tracked);
+        }
+    }.dealloc;
 }
 
 /// `lock()` from 3.13, where `threading.Lock` is this type; before, the type is not instantiable.
@@ -58,7 +64,7 @@ fn new(tp: *abi.TypeObject, tuple: *Object, kwargs: ?*Object) callconv(.c) ?*Obj
         }
         return null;
     }
-    return newLock(tp);
+    return newLock(state.ofType(tp));
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -98,7 +104,7 @@ noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const 
         if (!blocking) return abi.boolean(false);
         return waitFor(self, -1);
     }
-    const keywords = &state.ofType(self.ob_base.ob_type).keywords;
+    const keywords = if (kwnames == null) null else &state.ofType(self.ob_base.ob_type).keywords;
     const parsed = args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);
     if (parsed.timeout_ns == 0) return abi.boolean(false);
@@ -205,40 +211,35 @@ const lock_doc =
     \\will block until another thread unlocks it.  Deadlocks may ensue.
 ;
 
-/// The slots of 3.10-3.12, where the type cannot be instantiated from Python (`threading.Lock` is a function).
 const common_slots = [_]abi.TypeSlot{
-    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
-    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
     .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
     .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
     .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
     .{ .slot = abi.Py_tp_doc, .pfunc = lock_doc },
 };
-const end_slot = abi.TypeSlot{ .slot = 0, .pfunc = null };
-const slots_until_3_12 = common_slots ++ [_]abi.TypeSlot{end_slot};
-/// 3.13+: `lock()` makes a lock (`threading.Lock` is this type).
-const slots_from_3_13 = common_slots ++ [_]abi.TypeSlot{ .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }, end_slot };
-
+/// 3.13+: `lock()` makes a lock (`threading.Lock` is this type); before, the type cannot be instantiated
+/// from Python (`threading.Lock` is a function).
+const slots_from_3_13 = common_slots ++ [_]abi.TypeSlot{.{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }};
 const spec_name = "_thread.lock";
-const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC;
-const spec_until_3_12: abi.TypeSpec = .{
-    .name = spec_name,
-    .basicsize = @sizeOf(LockObject),
-    .itemsize = 0,
-    .flags = @intCast(flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION),
-    .slots = &slots_until_3_12,
-};
-const spec_from_3_13: abi.TypeSpec = .{
-    .name = spec_name,
-    .basicsize = @sizeOf(LockObject),
-    .itemsize = 0,
-    .flags = @intCast(flags),
-    .slots = &slots_from_3_13,
+const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
+const flags_until_3_12 = flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
+
+/// [tracked][from 3.13]
+const specs = [2][2]abi.TypeSpec{
+    .{
+        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags_until_3_12, dealloc, &common_slots, false),
+        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags, dealloc, &slots_from_3_13, false),
+    },
+    .{
+        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags_until_3_12, dealloc, &common_slots, true),
+        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags, dealloc, &slots_from_3_13, true),
+    },
 };
 
-/// Creates LockType for `module` (its state is found from the type). Not subclassable (no BASETYPE) on any
-/// version; instantiable from Python only from 3.13, as in CPython. Nothing here is written: every
-/// interpreter may create its type at the same time.
-pub fn createType(module: *Object) ?*Object {
-    return abi.PyType_FromModuleAndSpec(module, if (version.atLeast(13)) &spec_from_3_13 else &spec_until_3_12, null);
+/// Creates LockType for `module` (its state is found from the type); its locks are `tracked` by the GC or not
+/// (abi.instanceSpec). Not subclassable (no BASETYPE) on any version; instantiable from Python only from
+/// 3.13, as in CPython. Nothing here is written: every interpreter may create its type at the same time.
+pub fn createType(module: *Object, tracked: bool) ?*Object {
+    const spec = &specs[@intFromBool(tracked)][@intFromBool(version.atLeast(13))];
+    return abi.PyType_FromModuleAndSpec(module, spec, null);
 }

@@ -50,7 +50,7 @@ fn getNativeId(_: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 }
 
 fn allocateLock(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    return lock.newLock(state.lockType(state.of(module.?)) orelse return null);
+    return lock.newLock(state.of(module.?));
 }
 
 /// The ident of the thread that first imported zthread in the main interpreter, or, where the OS tells, of
@@ -215,11 +215,13 @@ fn exec(module: *Object) callconv(.c) c_int {
     s.threads = handles.Registry.create() orelse return -1;
     if (!addFunctions(module)) return -1;
     if (abi.PyModule_AddObjectRef(module, "error", abi.PyExc_RuntimeError) != 0) return -1;
-    s.lock_type = lock.createType(module) orelse return -1; // the state owns the reference
+    // Instances tracked by the GC in a subinterpreter, untracked (cheaper) in the main one (abi.instanceSpec).
+    s.tracked = !interp.isMain();
+    s.lock_type = lock.createType(module, s.tracked) orelse return -1; // the state owns the reference
     if (abi.PyModule_AddObjectRef(module, "LockType", s.lock_type.?) != 0) return -1;
     if (abi.PyModule_AddObjectRef(module, "lock", s.lock_type.?) != 0) return -1;
     if (!capi.addCapsule(module, s)) return -1;
-    s.handle_type = handles.createType(module) orelse return -1;
+    s.handle_type = handles.createType(module, s.tracked) orelse return -1;
     if (abi.PyModule_AddObjectRef(module, "_ThreadHandle", s.handle_type.?) != 0) return -1;
     if (!names.addConstants(module)) return -1;
     s.threads_allowed = interp.threadsAllowed();

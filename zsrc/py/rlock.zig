@@ -53,7 +53,7 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
     const timeout_ns: i64 = if (nargs == 0 and kwnames == null)
         -1
     else
-        (args.parseAcquire(&state.ofSubclass(o.ob_type, &dealloc).keywords, argv, nargs, kwnames) orelse return null).timeout_ns;
+        (args.parseAcquire(keywordsOf(o, kwnames), argv, nargs, kwnames) orelse return null).timeout_ns;
     const ident = currentIdent();
     const reentered = self.rlock.reenter(ident) catch {
         abi.PyErr_SetString(abi.PyExc_OverflowError, "Internal lock count overflowed");
@@ -64,6 +64,11 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
         (timeout_ns != 0 and (wait.acquire(&self.rlock.lock, timeout_ns) orelse return null));
     if (acquired) self.rlock.setOwner(ident, 1);
     return abi.boolean(acquired);
+}
+
+/// The module's interned keyword names, looked up (through a subclass's bases) only for a call with keywords.
+fn keywordsOf(o: *Object, kwnames: ?*Object) ?*const args.Keywords {
+    return if (kwnames == null) null else &state.ofSubclass(o.ob_type, &dealloc).keywords;
 }
 
 /// `__enter__`: acquire's arguments until 3.14; none from 3.15.

@@ -47,6 +47,9 @@ pub const State = struct {
     stack_size_bytes: std.atomic.Value(usize) = .init(0),
     /// False in a subinterpreter configured without threads (3.13+: read from `_interpreters`).
     threads_allowed: bool = true,
+    /// Whether this module's locks, handles and registries are tracked by the GC (abi.instanceSpec: in a
+    /// subinterpreter, not in the main interpreter).
+    tracked: bool = false,
     /// The C ABI's function table; the capsule `_C_API` points here.
     capi: capi.Api = undefined,
 
@@ -77,11 +80,11 @@ pub fn ofSubclass(tp: *abi.TypeObject, dealloc: *const anyopaque) *State {
 
 /// This module's lock type, or null with an exception set once the module has been cleared (interpreter
 /// shutdown: code run by finalizers may still call).
-pub fn lockType(s: *State) ?*abi.TypeObject {
+pub fn lockType(s: *const State) ?*abi.TypeObject {
     return @ptrCast(s.lock_type orelse return cleared(*abi.TypeObject));
 }
 
-pub fn handleType(s: *State) ?*abi.TypeObject {
+pub fn handleType(s: *const State) ?*abi.TypeObject {
     return @ptrCast(s.handle_type orelse return cleared(*abi.TypeObject));
 }
 

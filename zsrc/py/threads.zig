@@ -74,9 +74,8 @@ fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemo
         if (!handles.isHandleObject(o)) return typeError("'handle' must be a _ThreadHandle");
         break :blk abi.newRef(o);
     } else blk: {
-        const tp = state.handleType(state.of(module)) orelse return null;
         const h = Handle.create() orelse return null;
-        break :blk handles.newObject(tp, h) orelse {
+        break :blk handles.newObject(state.of(module), h) orelse {
             h.decRef();
             return null;
         };
@@ -240,7 +239,7 @@ fn reportThreadException(module: *Object, function: *Object) void {
 pub fn setSentinel(module: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     const s = state.of(module.?);
     if (s.threads) |r| r.buryDead();
-    const o = lock.newLock(state.lockType(s) orelse return null) orelse return null;
+    const o = lock.newLock(s) orelse return null;
     if (handles.current) |h| {
         if (h.sentinel) |old| abi.decRef(old); // called twice: only the latest is released, as CPython
         h.sentinel = abi.newRef(o);
