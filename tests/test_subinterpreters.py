@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -371,13 +370,7 @@ def test_closing_interpreters_right_after_starting_threads_never_crashes() -> No
 
 # ---- many interpreters at once ----
 
-THREADING_WORKLOAD = r"""
-import zthread
-zthread.install()
-import _thread, sys, threading, time
-from concurrent.futures import ThreadPoolExecutor
-out = {"installed": _thread is zthread._zthread}
-
+COUNTING = """
 lock, counter = threading.Lock(), [0]
 def add():
     for _ in range(2000):
@@ -386,6 +379,17 @@ def add():
 threads = [threading.Thread(target=add) for _ in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
+"""
+"""4 threads adding 2000 each to `counter[0]` under a `threading.Lock` (threading imported)."""
+
+THREADING_WORKLOAD = r"""
+import zthread
+zthread.install()
+import _thread, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+out = {"installed": _thread is zthread._zthread}
+
+COUNTING
 out["lock"] = counter[0]
 
 rlock, depth = threading.RLock(), []
@@ -437,7 +441,7 @@ if sys.version_info >= (3, 13):
         out["pool"] = sum(ex.map(lambda x: x * x, range(100)))
 out["count"] = _thread._count()
 report(out)
-"""
+""".replace("COUNTING\n", COUNTING.lstrip("\n"))
 
 THREADING_EXPECTED: dict[str, Any] = {
     "installed": True, "lock": 8000, "rlock": [2, 2, 2, 2], "condition": True, "event": 50, "local": True,
@@ -609,22 +613,10 @@ def test_a_signal_during_a_wait_in_a_subinterpreter_is_handled_as_with_cpythons_
 def test_python_m_zthread_run_works_in_a_subinterpreter(tmp_path: Path) -> None:
     script, result_file = tmp_path / "prog.py", tmp_path / "result.json"
     script.write_text(
-        textwrap.dedent(
-            """
-            import _thread, json, sys, threading
-            import zthread
-            counter, lock = [0], threading.Lock()
-            def add():
-                for _ in range(1000):
-                    with lock:
-                        counter[0] += 1
-            ts = [threading.Thread(target=add) for _ in range(4)]
-            for t in ts: t.start()
-            for t in ts: t.join()
-            with open(sys.argv[1], "w") as f:
-                json.dump([_thread is zthread._zthread, counter[0], sys.argv[2:]], f)
-            """
-        )
+        "import _thread, json, sys, threading\nimport zthread\n"
+        + COUNTING
+        + "with open(sys.argv[1], 'w') as f:\n"
+        "    json.dump([_thread is zthread._zthread, counter[0], sys.argv[2:]], f)\n"
     )
     (code,) = run_in_new(
         "import runpy, sys\n"
@@ -637,7 +629,7 @@ def test_python_m_zthread_run_works_in_a_subinterpreter(tmp_path: Path) -> None:
         "report(code)\n"
     )
     assert code == 0
-    assert json.loads(result_file.read_text()) == [True, 4000, ["x"]]
+    assert json.loads(result_file.read_text()) == [True, 8000, ["x"]]
 
 
 @needs_subinterpreters
