@@ -1,5 +1,6 @@
 """zthread's C ABI (zthread/include/zthread.h, the capsule zthread._zthread._C_API), used by a C extension
-(tests/capi/zthread_capi_test.c) built here with `python -m ziglang cc` against the stable ABI."""
+(tests/capi/zthread_capi_test.c) built here with `python -m ziglang cc` against the stable ABI (a free-threaded
+interpreter's own ABI there)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ SOURCE = Path(__file__).parent / "capi" / "zthread_capi_test.c"
 
 def python_include_dirs() -> list[str] | None:
     """Where this interpreter's Python.h is (and Debian's multiarch pyconfig.h), or None."""
-    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}{'t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''}"
     usr = Path(sys.executable).resolve().parent.parent  # an interpreter unpacked from .debs: <root>/usr
     for base in (Path(sysconfig.get_paths()["include"]), usr / "include" / version):
         if (base / "Python.h").exists():
@@ -41,6 +42,8 @@ def ext(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("needs ziglang (pip install .[test])")
     out = tmp_path_factory.mktemp("capi") / "zthread_capi_test.so"
     flags = [f"-I{d}" for d in [zthread.get_include(), *includes]]
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        flags.append("-DZTHREAD_TEST_LIMITED_API")
     # -mcpu=baseline: zig cc would otherwise use every feature of this CPU (valgrind knows not all of them).
     proc = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-shared", "-fPIC", "-O2", "-mcpu=baseline", "-Wall",
                            "-Werror", *flags, "-o", str(out), str(SOURCE)], capture_output=True, text=True)

@@ -383,11 +383,15 @@ ATTRIBUTE_CALLS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+NAME_BY_REPR = (3, 13, 1)
+"""From this version CPython's _local shows an attribute name by repr in its `__dict__` error (gh-127190)."""
+
+
 def cpython_misreads_the_name(kind: str, call: str, name: Any) -> bool:
-    """True where CPython 3.10-3.13's _local formats the name of a `__dict__` assignment with '%U' although it
+    """True where CPython 3.10-3.13.0's _local formats the name of a `__dict__` assignment with '%U' although it
     is not a str (it only compares equal to "__dict__"): undefined behaviour there (garbage text on 3.10/3.11,
-    a segfault on 3.12/3.13), so it is never called; 3.14 mended it with %R."""
-    if sys.version_info >= (3, 14) or kind not in LOCALS or isinstance(name, str):
+    a segfault on 3.12/3.13.0), so it is never called; 3.14 and 3.13.1 mended it with %R (gh-127190)."""
+    if sys.version_info >= NAME_BY_REPR or kind not in LOCALS or isinstance(name, str):
         return False
     if call not in ("type.__setattr__", "type.__delattr__"):
         return False  # the builtins refuse a name that is not a str; object's refuse a _local before 3.13
@@ -416,11 +420,11 @@ def known_deviation(kind: str, call: str, name: Any) -> bool:
 
 def read_only_dict(obj: Any, name: Any) -> AttributeError:
     """The AttributeError for assigning or deleting `__dict__` of a _local, as CPython of this version raises it:
-    the type's name cut at 50 bytes (3.10/3.11) or 100 (3.12+); the attribute's name by repr (3.14+) or as its
-    text in quotes (3.10-3.13). A name that is not a str, which 3.10-3.13 misread, is shown by repr as 3.14 does."""
+    the type's name cut at 50 bytes (3.10/3.11) or 100 (3.12+); the attribute's name by repr (3.13.1+) or as its
+    text in quotes (3.10-3.13.0). A name that is not a str, which those misread, is shown by repr as 3.14 does."""
     tp_name = "_thread._local" if type(obj) in (_thread._local, zt._local) else type(obj).__name__
     cut = 50 if sys.version_info < (3, 12) else 100
-    shown = f"'{str.__str__(name)}'" if sys.version_info < (3, 14) and isinstance(name, str) else repr(name)
+    shown = f"'{str.__str__(name)}'" if sys.version_info < NAME_BY_REPR and isinstance(name, str) else repr(name)
     return AttributeError(f"'{tp_name[:cut]}' object attribute {shown} is read-only")
 
 

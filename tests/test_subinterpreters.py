@@ -135,7 +135,10 @@ zthread.start_new_thread(lambda a, b=0: (result.append(a + b), done.release()), 
 out["thread_acquired"] = done.acquire(timeout=10)
 out["thread_result"] = result
 
-# start_joinable_thread + join; _count sees the thread while it runs.
+# start_joinable_thread + join; _count sees the thread while it runs (once the one above has ended).
+deadline = time.monotonic() + 10
+while z._count() and time.monotonic() < deadline:
+    time.sleep(0.001)
 gate = zthread.allocate_lock(); gate.acquire()
 h = z.start_joinable_thread(lambda: gate.acquire(timeout=10), daemon=False)
 out["count_running"] = z._count()

@@ -3,9 +3,11 @@ test_threading_local (`_thread._local` as `threading.local`), and on 3.12+ its t
 subinterpreters (test_interpreters: closing and calling interpreters, stress; 3.14+: InterpreterPoolExecutor),
 run on each interpreter twice, on CPython's `_thread` and with zthread swapped in as `_thread`, side by side.
 
-    python tools/conformance.py [--wheel WHEEL] [PYTHON ...]
+    python tools/conformance.py [--wheel WHEEL ...] [PYTHON ...]
 
-Each interpreter gets a fresh venv with the zthread wheel and a .pth file that swaps zthread in at
+Each interpreter gets a fresh venv with the zthread wheel that fits it (a free-threaded CPython needs its
+own cp3XXt wheel: without one given, zthread is built from this source by that interpreter's pip), and a
+.pth file that swaps zthread in at
 start-up when ZTHREAD_CONFORMANCE=1, so child processes and subinterpreters started by the suites run on
 zthread too. A test that passes on CPython's `_thread` must pass on zthread, unless it is listed with its
 reason in tools/conformance_exclusions.txt. Exits 1 on any other difference.
@@ -47,10 +49,11 @@ def build_wheel(dest: Path) -> Path:
     return next(dest.glob("zthread-*.whl"))
 
 
-def make_venv(python: str, wheel: Path, where: Path) -> Path:
+def make_venv(python: str, wheel: Path | None, where: Path) -> Path:
+    """A venv of `python` with `wheel`, or, if None, zthread built from this source (pip install .)."""
     subprocess.run([python, "-m", "venv", str(where)], check=True)
     venv_python = where / "bin" / "python"
-    subprocess.run([str(venv_python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    subprocess.run([str(venv_python), "-m", "pip", "install", "-q", "--no-deps", str(wheel or ROOT)], check=True)
     purelib = subprocess.run(
         [str(venv_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
@@ -79,8 +82,18 @@ def run_side(venv_python: Path, on_zthread: bool, work: Path) -> list[dict[str, 
 
 
 def minor_of(python: str) -> str:
-    return subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    """"3.13", or "3.13t" for a free-threaded build."""
+    code = "import sys, sysconfig; print('%d.%d' % sys.version_info[:2] + ('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))"
+    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def wheel_for(minor: str, wheels: list[Path]) -> Path | None:
+    """The given wheel that installs on `minor`: a cp310-abi3 one on a GIL build, cp313-cp313t on 3.13t."""
+    for wheel in wheels:
+        tags = wheel.name.split("-")
+        if (tags[-2] == "abi3") != minor.endswith("t") and (not minor.endswith("t") or tags[-3] == "cp" + minor.replace(".", "")):
+            return wheel
+    return None
 
 
 def compare(minor: str, cpython: list[dict[str, str]], zthread: list[dict[str, str]],
@@ -94,7 +107,7 @@ def compare(minor: str, cpython: list[dict[str, str]], zthread: list[dict[str, s
         ref = base.get(r["test"])
         if ref is not None and ref["outcome"] == "fail":
             continue  # fails on CPython's own _thread too
-        for key in (f"{minor} {r['test']}", f"* {r['test']}"):
+        for key in (f"{minor} {r['test']}", f"{minor.rstrip('t')} {r['test']}", f"* {r['test']}"):
             if key in exclusions:
                 excused.append(f"  excluded: {r['test']}  ({exclusions[key]})")
                 break
@@ -124,7 +137,8 @@ def default_pythons() -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheel", type=Path, help="zthread wheel to test (default: build one)")
+    parser.add_argument("--wheel", type=Path, action="append", default=[],
+                        help="zthread wheel to test, the one that fits each interpreter (default: build one)")
     parser.add_argument("pythons", nargs="*", help="interpreters (default: pyenv's 3.10-3.13 and .pythons/)")
     opts = parser.parse_args()
     exclusions = load_exclusions()
@@ -133,13 +147,13 @@ def main() -> int:
     failed_total = 0
     with tempfile.TemporaryDirectory(prefix="zthread-conformance-") as tmp:
         work_root = Path(tmp)
-        wheel = opts.wheel or build_wheel(work_root / "wheel")
+        wheels = opts.wheel or [build_wheel(work_root / "wheel")]
         print(f"{'python':8} {'suite':21} {'CPython _thread':>28}   {'zthread':>28}")
         for python in opts.pythons or default_pythons():
             minor = minor_of(python)
             work = work_root / minor
             work.mkdir()
-            venv_python = make_venv(python, wheel, work / "venv")
+            venv_python = make_venv(python, wheel_for(minor, wheels), work / "venv")
             cpython = run_side(venv_python, False, work)
             zthread = run_side(venv_python, True, work)
             for suite in SUITES + ("(runner)",):

@@ -1,6 +1,9 @@
 /* A C extension that uses zthread through its C ABI (zthread/include/zthread.h) only, built by
- * tests/test_capi.py with `python -m ziglang cc` against the stable ABI. */
+ * tests/test_capi.py with `python -m ziglang cc` against the stable ABI (ZTHREAD_TEST_LIMITED_API), or against
+ * a free-threaded interpreter's own (which has no stable ABI before 3.15). */
+#ifdef ZTHREAD_TEST_LIMITED_API
 #define Py_LIMITED_API 0x030a0000
+#endif
 #include <Python.h>
 #include <stdlib.h>
 #include <time.h>
@@ -162,5 +165,14 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "zthread_capi_test", 
 PyMODINIT_FUNC PyInit_zthread_capi_test(void) {
     zt = zthread_import();
     if (zt == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+#ifdef Py_GIL_DISABLED
+    /* It keeps no state but the capsule's table, set once above: it needs no GIL (else importing it turns
+     * the GIL back on for the whole test process). */
+    if (m != NULL && PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+    return m;
 }

@@ -1,6 +1,8 @@
 //! A recursive lock: the lock behind `_thread.RLock`. The owner is a thread ident chosen by the caller
-//! (the CPython layer passes `get_ident()`), so the core stays free of Python. Only the owner touches
-//! `count`; `owner` is atomic because other threads read it to learn that they are not the owner.
+//! (the CPython layer passes `get_ident()`), so the core stays free of Python. Only the owner writes
+//! `count`; `owner` and `count` are atomic (relaxed: the lock itself orders the owner's accesses) because other
+//! threads read them, with no GIL between them on a free-threaded CPython, to learn that they are not the
+//! owner, or for a repr.
 const std = @import("std");
 const clock = @import("clock.zig");
 const Lock = @import("lock.zig").Lock;
@@ -10,10 +12,10 @@ pub const RecursiveLock = extern struct {
     /// The ident of the thread holding the lock, 0 when nobody does.
     owner: std.atomic.Value(u64) = .init(0),
     /// How many times the owner has acquired it; 0 when unowned.
-    count: u64 = 0,
+    count: std.atomic.Value(u64) = .init(0),
 
     pub fn isOwnedBy(self: *const RecursiveLock, ident: u64) bool {
-        return self.owner.load(.monotonic) == ident and self.count > 0;
+        return self.owner.load(.monotonic) == ident and self.count.load(.monotonic) > 0;
     }
 
     pub const CountError = error{CountOverflow};
@@ -23,7 +25,7 @@ pub const RecursiveLock = extern struct {
     pub fn reenter(self: *RecursiveLock, ident: u64) CountError!bool {
         std.debug.assert(ident != 0);
         if (!self.isOwnedBy(ident)) return false;
-        self.count = std.math.add(u64, self.count, 1) catch return error.CountOverflow;
+        self.count.store(std.math.add(u64, self.count.load(.monotonic), 1) catch return error.CountOverflow, .monotonic);
         return true;
     }
 
@@ -31,12 +33,12 @@ pub const RecursiveLock = extern struct {
     pub fn setOwner(self: *RecursiveLock, ident: u64, count: u64) void {
         std.debug.assert(self.lock.isLocked());
         self.owner.store(ident, .monotonic);
-        self.count = count;
+        self.count.store(count, .monotonic);
     }
 
     /// How many times `ident` holds the lock: 0 for any other thread.
     pub fn recursionCount(self: *const RecursiveLock, ident: u64) u64 {
-        return if (self.isOwnedBy(ident)) self.count else 0;
+        return if (self.isOwnedBy(ident)) self.count.load(.monotonic) else 0;
     }
 
     /// Blocking acquire for callers with no GIL to release (the core's own tests).
@@ -51,12 +53,13 @@ pub const RecursiveLock = extern struct {
 
     pub fn release(self: *RecursiveLock, ident: u64) ReleaseError!void {
         if (!self.isOwnedBy(ident)) return error.NotOwned;
-        self.count -= 1;
-        if (self.count == 0) self.releaseFully();
+        const left = self.count.load(.monotonic) - 1;
+        self.count.store(left, .monotonic);
+        if (left == 0) self.releaseFully();
     }
 
     fn releaseFully(self: *RecursiveLock) void {
-        self.count = 0;
+        self.count.store(0, .monotonic);
         self.owner.store(0, .monotonic);
         self.lock.release() catch unreachable; // the owner held it
     }
@@ -65,8 +68,9 @@ pub const RecursiveLock = extern struct {
 
     /// `_release_save()`: gives the lock up entirely, returning what `restore` needs (Condition.wait).
     pub fn releaseSave(self: *RecursiveLock) ReleaseError!Saved {
-        if (self.count == 0) return error.NotOwned;
-        const saved: Saved = .{ .count = self.count, .owner = self.owner.load(.monotonic) };
+        const count = self.count.load(.monotonic);
+        if (count == 0) return error.NotOwned;
+        const saved: Saved = .{ .count = count, .owner = self.owner.load(.monotonic) };
         self.releaseFully();
         return saved;
     }
@@ -79,7 +83,12 @@ pub const RecursiveLock = extern struct {
     pub fn resetAfterFork(self: *RecursiveLock) void {
         self.lock.resetAfterFork();
         self.owner.store(0, .monotonic);
-        self.count = 0;
+        self.count.store(0, .monotonic);
+    }
+
+    /// The count, for a repr: any thread may read it (0 when unowned).
+    pub fn countNow(self: *const RecursiveLock) u64 {
+        return self.count.load(.monotonic);
     }
 };
 
@@ -92,7 +101,7 @@ test "the owner re-enters and must release as often as it acquired" {
     try testing.expect(r.isOwnedBy(7));
     try testing.expectEqual(@as(u64, 2), r.recursionCount(7));
     try testing.expectEqual(@as(u64, 0), r.recursionCount(8));
-    try testing.expectEqual(@as(u64, 2), r.count);
+    try testing.expectEqual(@as(u64, 2), r.countNow());
     try r.release(7);
     try testing.expect(r.isLocked());
     try r.release(7);
@@ -119,7 +128,7 @@ test "release_save and acquire_restore round-trip the state" {
     try testing.expect(r.lock.tryAcquire());
     r.setOwner(saved.owner, saved.count);
     try testing.expect(r.isOwnedBy(3));
-    try testing.expectEqual(@as(u64, 2), r.count);
+    try testing.expectEqual(@as(u64, 2), r.countNow());
     var unowned: RecursiveLock = .{};
     try testing.expectError(error.NotOwned, unowned.releaseSave());
 }
@@ -127,9 +136,9 @@ test "release_save and acquire_restore round-trip the state" {
 test "the count refuses to overflow" {
     var r: RecursiveLock = .{};
     _ = r.acquire(9, .forever);
-    r.count = std.math.maxInt(u64);
+    r.count.store(std.math.maxInt(u64), .monotonic);
     try testing.expectError(error.CountOverflow, r.reenter(9));
-    try testing.expectEqual(@as(u64, std.math.maxInt(u64)), r.count);
+    try testing.expectEqual(@as(u64, std.math.maxInt(u64)), r.countNow());
 }
 
 test "recursive locks exclude each other's threads under contention" {

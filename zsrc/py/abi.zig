@@ -1,15 +1,43 @@
-//! The part of CPython's stable ABI (abi3, 3.10+) that zthread uses, declared by hand: no Python headers,
-//! so one source builds for every target. This is the only file that declares a CPython symbol; the
-//! Windows import library's .def (`zsrc/py/python3.def`) lists exactly the functions and data below, and a
-//! test keeps the two in step.
+//! The part of CPython's ABI that zthread uses, declared by hand: no Python headers, so one source builds for
+//! every target. This is the only file that declares a CPython symbol, and the only one that knows which ABI
+//! the build targets (build.zig's -Dabi):
+//! - `abi3`: the stable ABI of CPython 3.10 and later with the GIL (one binary for every version);
+//! - `cp313t`: free-threaded CPython 3.13's own ABI (PEP 703: no GIL, a larger object header, references
+//!   counted by the interpreter's functions).
+//! Everything that differs between them (the object header, reference counting, the few calls that only
+//! exist in one, or that must be made differently without a GIL) is decided here; the rest of the layer asks
+//! none of it. The Windows import libraries' .defs (`zsrc/py/python3.def`, `python313t.def`) list exactly the
+//! functions and data declared below for their ABI, and a test keeps them in step.
 //!
-//! Layouts are those of the stable ABI on 64-bit and 32-bit platforms (Py_ssize_t = isize).
+//! Layouts are those of 64-bit and 32-bit platforms (Py_ssize_t = isize).
 const builtin = @import("builtin");
 
-pub const Object = extern struct {
-    ob_refcnt: isize,
-    ob_type: *TypeObject,
-};
+pub const Abi = @TypeOf(@import("build_options").abi);
+pub const target_abi: Abi = @import("build_options").abi;
+/// No GIL: the interpreter runs threads in parallel, and zthread's objects are reached by several at once.
+pub const free_threaded = target_abi == .cp313t;
+
+pub const Object = Header(*TypeObject);
+
+/// PyObject_HEAD, its type pointer of type `TypePtr`.
+fn Header(comptime TypePtr: type) type {
+    return switch (target_abi) {
+        .abi3 => extern struct {
+            ob_refcnt: isize,
+            ob_type: TypePtr,
+        },
+        // Include/object.h with Py_GIL_DISABLED (3.13): 32 bytes on 64-bit platforms.
+        .cp313t => extern struct {
+            ob_tid: usize,
+            _padding: u16,
+            ob_mutex: u8,
+            ob_gc_bits: u8,
+            ob_ref_local: u32,
+            ob_ref_shared: isize,
+            ob_type: TypePtr,
+        },
+    };
+}
 
 /// Opaque in the stable ABI: read it only through PyType_GetFlags/PyType_GetSlot.
 pub const TypeObject = opaque {};
@@ -32,13 +60,25 @@ pub const METH_O = 0x0008;
 pub const METH_FASTCALL = 0x0080;
 
 pub const ModuleDefBase = extern struct {
-    ob_base: extern struct { ob_refcnt: isize, ob_type: ?*TypeObject },
+    ob_base: Header(?*TypeObject),
     m_init: ?*const fn () callconv(.c) ?*Object,
     m_index: isize,
     m_copy: ?*Object,
 };
+/// PyModuleDef_HEAD_INIT: an immortal object header with no type yet (PyModuleDef_Init sets it).
 pub const module_def_head_init: ModuleDefBase = .{
-    .ob_base = .{ .ob_refcnt = 1, .ob_type = null },
+    .ob_base = switch (target_abi) {
+        .abi3 => .{ .ob_refcnt = 1, .ob_type = null },
+        .cp313t => .{
+            .ob_tid = 0,
+            ._padding = 0,
+            .ob_mutex = 0,
+            .ob_gc_bits = 0,
+            .ob_ref_local = 0xFFFF_FFFF, // _Py_IMMORTAL_REFCNT_LOCAL
+            .ob_ref_shared = 0,
+            .ob_type = null,
+        },
+    },
     .m_init = null,
     .m_index = 0,
     .m_copy = null,
@@ -49,6 +89,10 @@ pub const Py_mod_exec = 2;
 /// its own GIL. 3.10 and 3.11 reject the slot id ("uses unknown slot ID 3").
 pub const Py_mod_multiple_interpreters = 3;
 pub const Py_MOD_PER_INTERPRETER_GIL_SUPPORTED: *const anyopaque = @ptrFromInt(2);
+/// 3.13+: the module does not need the GIL; without it a free-threaded interpreter turns the GIL back on when
+/// it imports the module. Builds with the GIL accept and ignore it.
+pub const Py_mod_gil = 4;
+pub const Py_MOD_GIL_NOT_USED: *const anyopaque = @ptrFromInt(1);
 pub const ModuleDef = extern struct {
     m_base: ModuleDefBase,
     m_name: [*:0]const u8,
@@ -255,11 +299,115 @@ pub extern var PyExc_SystemError: *Object;
 pub extern var PyExc_OSError: *Object;
 pub extern var PyExc_AttributeError: *Object;
 
+/// What free-threaded CPython 3.13's ABI has and the stable ABI lacks (python313t.def lists these too).
+pub const only_cp313t = struct {
+    pub extern fn PyDict_GetItemRef(d: *Object, key: *Object, result: *?*Object) c_int;
+    pub extern fn PyErr_FormatUnraisable(fmt: [*:0]const u8, ...) void;
+    pub extern fn _PyObject_GenericGetAttrWithDict(o: *Object, name: *Object, dict: ?*Object, suppress: c_int) ?*Object;
+    pub extern fn _PyObject_GenericSetAttrWithDict(o: *Object, name: *Object, v: ?*Object, dict: ?*Object) c_int;
+    pub extern fn PyImport_AddModuleRef(name: [*:0]const u8) ?*Object;
+    pub extern fn PyCriticalSection_Begin(c: *CriticalSection, o: *Object) void;
+    pub extern fn PyCriticalSection_End(c: *CriticalSection) void;
+};
+
+/// Include/cpython/critical_section.h's PyCriticalSection (cp313t).
+const CriticalSection = extern struct { prev: usize, mutex: ?*anyopaque };
+
+/// `Py_BEGIN_CRITICAL_SECTION(o)` ... `Py_END_CRITICAL_SECTION()`: excludes other threads from what the GIL
+/// excludes them from, for C state that hangs off a Python object and that several threads may touch. With a
+/// GIL (abi3) it is nothing; without (cp313t) it holds the object's own mutex, which CPython releases if the
+/// thread blocks or detaches (so it cannot deadlock with a stop-the-world). Keep the section free of waits.
+/// CPython links the section into the thread's list by its address: it must stay where `begin` put it.
+///
+///     var section: abi.Section = undefined;
+///     section.begin(o);
+///     defer section.end();
+pub const Section = struct {
+    cs: if (free_threaded) CriticalSection else void,
+
+    pub inline fn begin(self: *Section, o: *Object) void {
+        if (free_threaded) only_cp313t.PyCriticalSection_Begin(&self.cs, o);
+    }
+
+    pub inline fn end(self: *Section) void {
+        if (free_threaded) only_cp313t.PyCriticalSection_End(&self.cs);
+    }
+};
+
+// ---- Operations whose means differ between the ABIs ----
+
+/// `d[key]` as a new reference in `result`: 1 found, 0 missing, -1 with an exception set. Without a GIL a
+/// borrowed item could be freed by another thread at once, so cp313t asks for a strong one.
+pub fn dictGetItemRef(d: *Object, key: *Object, result: *?*Object) c_int {
+    if (free_threaded) return only_cp313t.PyDict_GetItemRef(d, key, result);
+    const v = PyDict_GetItemWithError(d, key) orelse {
+        result.* = null;
+        return if (PyErr_Occurred() != null) -1 else 0;
+    };
+    result.* = newRef(v);
+    return 1;
+}
+
+/// The generic attribute lookup of `o` (its type's MRO, descriptors) with `dict` as its instance dict, for
+/// `_local`, whose instance dict is the calling thread's. cp313t calls CPython's own. The stable ABI has no
+/// such call: there `o`'s dict slot (`dict_slot`, its tp_dictoffset field) points at `dict` for the one call,
+/// which the GIL keeps other threads from seeing; nested calls (a property reading another attribute) save and
+/// restore it in turn.
+pub fn genericGetAttrWithDict(o: *Object, name: *Object, dict: *Object, dict_slot: *?*Object) ?*Object {
+    if (free_threaded) return only_cp313t._PyObject_GenericGetAttrWithDict(o, name, dict, 0);
+    const saved = swapDict(dict_slot, dict);
+    defer restoreDict(dict_slot, saved);
+    return PyObject_GenericGetAttr(o, name);
+}
+
+/// As `genericGetAttrWithDict`, for setting (`value`) or deleting (null) an attribute.
+pub fn genericSetAttrWithDict(o: *Object, name: *Object, value: ?*Object, dict: *Object, dict_slot: *?*Object) c_int {
+    if (free_threaded) return only_cp313t._PyObject_GenericSetAttrWithDict(o, name, value, dict);
+    const saved = swapDict(dict_slot, dict);
+    defer restoreDict(dict_slot, saved);
+    return PyObject_GenericSetAttr(o, name, value);
+}
+
+fn swapDict(slot: *?*Object, dict: *Object) ?*Object {
+    const saved = slot.*;
+    slot.* = newRef(dict);
+    return saved;
+}
+
+fn restoreDict(slot: *?*Object, saved: ?*Object) void {
+    const current = slot.*;
+    slot.* = saved;
+    xDecRef(current);
+}
+
+/// `sys.<name>` as a new reference, or null (with no exception) if sys has no such attribute. With a GIL,
+/// PySys_GetObject's borrowed object cannot go away before it is taken; without, another thread could replace
+/// it at once, so cp313t reads it from the sys module as a strong reference.
+pub fn sysAttr(name: [*:0]const u8) ?*Object {
+    if (free_threaded) {
+        const sys = only_cp313t.PyImport_AddModuleRef("sys") orelse return clearedNull();
+        defer decRef(sys);
+        return PyObject_GetAttrString(sys, name) orelse clearedNull();
+    }
+    return newRef(PySys_GetObject(name) orelse return null);
+}
+
+fn clearedNull() ?*Object {
+    PyErr_Clear();
+    return null;
+}
+
+/// PyErr_FormatUnraisable where the ABI has it (cp313t): the hook gets `err_msg` formatted and `object` None,
+/// with no Python code run on the way. The stable ABI has no call that sets `err_msg` (errors.zig builds the
+/// hook's arguments itself).
+pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = if (free_threaded) &only_cp313t.PyErr_FormatUnraisable else null;
+
 // Helpers for what Python.h spells as macros.
 
-/// Py_INCREF as the stable ABI before 3.12 compiles it: a plain add. On 3.12+ an immortal object's count
-/// is large enough that a matched +1/-1 never reaches zero (PEP 683's compatibility guarantee).
-/// Built with -Dref-calls (for CPython debug builds' reference totals), both go through the C API's calls.
+/// abi3: Py_INCREF as the stable ABI before 3.12 compiles it, a plain add. On 3.12+ an immortal object's
+/// count is large enough that a matched +1/-1 never reaches zero (PEP 683's compatibility guarantee).
+/// Built with -Dref-calls (for CPython debug builds' reference totals), and without a GIL (the count is split
+/// between the owning thread's and a shared atomic one), both go through the interpreter's own functions.
 pub inline fn incRef(o: *Object) void {
     if (ref_calls) return Py_IncRef(o);
     o.ob_refcnt += 1;
@@ -271,7 +419,7 @@ pub inline fn decRef(o: *Object) void {
     if (o.ob_refcnt == 0) _Py_Dealloc(o);
 }
 
-const ref_calls = @import("build_options").ref_calls;
+const ref_calls = @import("build_options").ref_calls or free_threaded;
 
 pub inline fn xDecRef(o: ?*Object) void {
     if (o) |p| decRef(p);

@@ -26,6 +26,11 @@ pub fn restore(e: Saved) void {
 /// `err_msg` is None. `module`: zthread's module of the calling interpreter, whose state caches the hook's
 /// argument type.
 pub fn writeUnraisable(module: *Object, msg_format: [*:0]const u8, msg_arg: ?*Object, object: ?*Object) void {
+    // Where the ABI has CPython's own call, it does all of this. (Without a GIL the hook swap below, which
+    // learns the hook's argument type, could catch another thread's report.)
+    if (abi.formatUnraisable) |format| if (object == null) {
+        return if (msg_arg) |arg| format(msg_format, arg) else format("%s", msg_format);
+    };
     var exc: Saved = save();
     abi.PyErr_NormalizeException(&exc[0], &exc[1], &exc[2]);
     if (exc[1] != null and exc[2] != null) _ = abi.PyException_SetTraceback(exc[1].?, exc[2].?);
@@ -43,7 +48,8 @@ pub fn writeUnraisable(module: *Object, msg_format: [*:0]const u8, msg_arg: ?*Ob
     defer abi.decRef(tuple);
     const hook_args = abi.PyObject_CallFunctionObjArgs(hook_args_type, tuple, @as(?*Object, null)) orelse return fallback(exc, object);
     defer abi.decRef(hook_args);
-    const hook = abi.PySys_GetObject("unraisablehook") orelse return fallback(exc, object);
+    const hook = abi.sysAttr("unraisablehook") orelse return fallback(exc, object);
+    defer abi.decRef(hook);
     const result = abi.PyObject_CallFunctionObjArgs(hook, hook_args, @as(?*Object, null)) orelse
         return abi.PyErr_WriteUnraisable(hook);
     abi.decRef(result);
@@ -75,8 +81,7 @@ fn unraisableArgsType(module: *Object) ?*Object {
     defer restore(saved);
     const capture = abi.PyCFunction_NewEx(&capture_def, module, null) orelse return null;
     defer abi.decRef(capture);
-    const user_hook = abi.PySys_GetObject("unraisablehook") orelse return null;
-    abi.incRef(user_hook);
+    const user_hook = abi.sysAttr("unraisablehook") orelse return null;
     defer abi.decRef(user_hook);
     if (abi.PySys_SetObject("unraisablehook", capture) != 0) return null;
     abi.PyErr_SetNone(abi.PyExc_RuntimeError);
@@ -89,7 +94,8 @@ fn unraisableArgsType(module: *Object) ?*Object {
 /// interpreter is shutting down: what `sys.is_finalizing()` reports, the only view of it the stable ABI
 /// gives. Also true (with that error) if the check itself failed.
 pub fn refuseAtShutdown(msg: [*:0]const u8) bool {
-    const is_finalizing = abi.PySys_GetObject("is_finalizing") orelse return false;
+    const is_finalizing = abi.sysAttr("is_finalizing") orelse return false;
+    defer abi.decRef(is_finalizing);
     const r = abi.PyObject_CallFunctionObjArgs(is_finalizing, @as(?*Object, null)) orelse return true;
     defer abi.decRef(r);
     if (r != &abi._Py_TrueStruct) return false;

@@ -30,8 +30,11 @@ pub const Handle = struct {
     ident: std.atomic.Value(u64) = .init(0),
     state: std.atomic.Value(State) = .init(.not_started),
     exited: core.Event = .{},
-    /// The OS thread while it can still be joined; taken by the one joiner, or detached.
+    /// The OS thread (set by its creator before anyone else can see the handle), joined or detached once, by
+    /// whoever takes it first (`takeOsThread`): two threads may join one handle at once, with no GIL between
+    /// them on a free-threaded CPython.
     os_thread: ?core.thread.Thread = null,
+    os_thread_taken: std.atomic.Value(bool) = .init(false),
     daemon: bool = true,
     /// `_set_sentinel()`'s lock for this thread (3.10-3.12 threading), released once the thread is gone.
     sentinel: ?*Object = null,
@@ -63,8 +66,14 @@ pub const Handle = struct {
         if (self.refs.fetchSub(1, .acq_rel) != 1) return;
         if (self.registry) |r| r.drop(self);
         // Nobody can join it any more: let the OS reclaim the thread when it ends.
-        if (self.os_thread) |t| t.detach();
+        if (self.takeOsThread()) |t| t.detach();
         allocator.destroy(self);
+    }
+
+    /// The OS thread, for the one caller that joins or detaches it; null for every other (and if none).
+    pub fn takeOsThread(self: *Handle) ?core.thread.Thread {
+        if (self.os_thread_taken.swap(true, .acq_rel)) return null;
+        return self.os_thread;
     }
 
     pub fn isDone(self: *const Handle) bool {
@@ -210,7 +219,7 @@ fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     const me = core.thread.currentIdent();
     for (registry.live.items) |h| {
         if (h.ident.load(.monotonic) == me and h.state.load(.monotonic) != .done) continue;
-        h.os_thread = null; // that thread does not exist here
+        h.os_thread_taken.store(true, .monotonic); // that thread does not exist here
         h.state.store(.done, .monotonic);
         h.exited.set();
     }
@@ -273,11 +282,9 @@ pub fn join(h: *Handle, timeout_ns: i64) JoinError!bool {
     return true;
 }
 
-/// Joins the finished OS thread, once (the first caller takes it; under the GIL of the handle's interpreter,
-/// the only one whose objects can reach it, so no race).
+/// Joins the finished OS thread, once: the first caller takes it.
 fn reap(h: *Handle) void {
-    const t = h.os_thread orelse return;
-    h.os_thread = null;
+    const t = h.takeOsThread() orelse return;
     const tstate = abi.PyEval_SaveThread();
     t.join(); // the thread has signalled its exit: only its last instructions remain
     abi.PyEval_RestoreThread(tstate);
@@ -417,10 +424,7 @@ fn setDone(o: *Object, _: ?*Object) callconv(.c) ?*Object {
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread not started");
         return null;
     }
-    if (h.os_thread) |t| {
-        h.os_thread = null;
-        t.detach();
-    }
+    if (h.takeOsThread()) |t| t.detach();
     h.state.store(.done, .release);
     h.exited.set();
     return abi.none();

@@ -35,7 +35,8 @@ const LocalObject = extern struct {
     dicts: ?*Object,
     /// Bound to a weak reference to this local, so the callback does not keep it alive.
     on_registry_death: ?*Object,
-    /// The tp_dictoffset slot: the calling thread's dict during a generic attribute call. Otherwise null,
+    /// The tp_dictoffset slot: with the GIL (abi3), the calling thread's dict during a generic attribute call
+    /// (abi.genericGetAttrWithDict). Otherwise null,
     /// or a dict that CPython's generic code made for the object when called on it directly (3.13+
     /// `object.__setattr__(local, ...)`): CPython's subclasses have such a per-object dict of their own.
     dict: ?*Object,
@@ -91,7 +92,8 @@ const registry_specs = [2]abi.TypeSpec{
 };
 
 /// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use. A thread
-/// state belongs to one interpreter, so its registry does too.
+/// state belongs to one interpreter, so its registry does too. Only this thread reads or writes its
+/// thread-state dict, so the borrowed reference stays good (without a GIL too).
 fn currentRegistry(s: *const state.State) ?*Registry {
     const tdict = abi.PyThreadState_GetDict() orelse {
         abi.PyErr_SetString(abi.PyExc_SystemError, "Couldn't get thread-state dictionary");
@@ -108,12 +110,42 @@ fn currentRegistry(s: *const state.State) ?*Registry {
     return self;
 }
 
+/// A registry's map is its thread's, but a local that dies in another thread removes its key from it: every
+/// access is a critical section on the registry (nothing with a GIL; the registry's own mutex without).
+fn lookup(registry: *Registry, key: u64) ?*Object {
+    var section: abi.Section = undefined;
+    section.begin(&registry.ob_base);
+    defer section.end();
+    const m = registry.map orelse return null;
+    return m.get(key);
+}
+
+fn insert(registry: *Registry, key: u64, ldict: *Object) std.mem.Allocator.Error!void {
+    var section: abi.Section = undefined;
+    section.begin(&registry.ob_base);
+    defer section.end();
+    const map = registry.map orelse blk: {
+        const m = try std.heap.c_allocator.create(Map);
+        m.* = .empty;
+        registry.map = m;
+        break :blk m;
+    };
+    try map.put(std.heap.c_allocator, key, ldict);
+}
+
+fn forget(registry: *Registry, key: u64) void {
+    var section: abi.Section = undefined;
+    section.begin(&registry.ob_base);
+    defer section.end();
+    if (registry.map) |m| _ = m.remove(key);
+}
+
 // ---- the local's dict for the calling thread ----
 
 /// The calling thread's dict of `self` (borrowed), created and initialised on first use in a thread.
 fn localDict(self: *LocalObject) ?*Object {
     const registry = currentRegistry(self.state) orelse return null;
-    if (registry.map) |m| if (m.get(self.key)) |d| return d;
+    if (lookup(registry, self.key)) |d| return d;
     const ldict = createDict(self, registry) orelse return null;
     const tp = self.ob_base.ob_type;
     const init = abi.PyType_GetSlot(tp, abi.Py_tp_init);
@@ -134,13 +166,7 @@ fn createDict(self: *LocalObject, registry: *Registry) ?*Object {
     const wr = abi.PyWeakref_NewRef(&registry.ob_base, self.on_registry_death) orelse return null;
     defer abi.decRef(wr);
     if (abi.PyDict_SetItem(self.dicts.?, wr, ldict) != 0) return null;
-    const map = registry.map orelse blk: {
-        const m = std.heap.c_allocator.create(Map) catch return abi.PyErr_NoMemory();
-        m.* = .empty;
-        registry.map = m;
-        break :blk m;
-    };
-    map.put(std.heap.c_allocator, self.key, ldict) catch {
+    insert(registry, self.key, ldict) catch {
         _ = abi.PyDict_DelItem(self.dicts.?, wr);
         return abi.PyErr_NoMemory();
     };
@@ -150,7 +176,7 @@ fn createDict(self: *LocalObject, registry: *Registry) ?*Object {
 fn removeDict(self: *LocalObject, registry: *Registry) void {
     const saved = errors.save();
     defer errors.restore(saved);
-    if (registry.map) |m| _ = m.remove(self.key);
+    forget(registry, self.key);
     const wr = abi.PyWeakref_NewRef(&registry.ob_base, null) orelse return;
     defer abi.decRef(wr);
     if (abi.PyDict_DelItem(self.dicts.?, wr) != 0) abi.PyErr_Clear();
@@ -217,7 +243,7 @@ fn forgetAllThreads(self: *LocalObject) void {
         };
         defer abi.decRef(registry);
         if (registry == &abi._Py_NoneStruct) continue;
-        if (castRegistry(registry).map) |m| _ = m.remove(self.key);
+        forget(castRegistry(registry), self.key);
     }
 }
 
@@ -275,12 +301,14 @@ fn getattro(o: *Object, name: *Object) callconv(.c) ?*Object {
     }
     if (self.is_exact) {
         // No class attributes to honour first: look in the thread's dict directly.
-        if (abi.PyDict_GetItemWithError(ldict, name)) |v| return abi.newRef(v);
-        if (abi.PyErr_Occurred() != null) return null;
+        var v: ?*Object = null;
+        switch (abi.dictGetItemRef(ldict, name, &v)) {
+            1 => return v,
+            0 => {},
+            else => return null,
+        }
     }
-    const saved = swapDict(self, ldict);
-    defer restoreDict(self, saved);
-    return abi.PyObject_GenericGetAttr(o, name);
+    return abi.genericGetAttrWithDict(o, name, ldict, &self.dict);
 }
 
 fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
@@ -291,13 +319,11 @@ fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
         0 => {},
         else => return -1,
     }
-    const saved = swapDict(self, ldict);
-    defer restoreDict(self, saved);
-    return abi.PyObject_GenericSetAttr(o, name, value);
+    return abi.genericSetAttrWithDict(o, name, value, ldict, &self.dict);
 }
 
 /// CPython's AttributeError for assigning or deleting `__dict__`: the type's name cut at 50 bytes
-/// (3.10/3.11) or 100 (3.12+), the attribute's name by `repr` (3.14+) or as text in quotes (3.10-3.13,
+/// (3.10/3.11) or 100 (3.12+), the attribute's name by `repr` (3.13.1+) or as text in quotes (3.10-3.13.0,
 /// `'%U'`). A name that only compares equal to "__dict__" and is not a str is also formatted by `repr`
 /// on 3.10-3.13: their `'%U'` reads it as a str (3.10/3.11 print garbage, 3.12/3.13 crash), and `repr`
 /// is what CPython chose when it mended that (docs/DESIGN.md, "`_local` and attribute names").
@@ -305,7 +331,8 @@ fn dictIsReadOnly(self: *LocalObject, name: *Object) c_int {
     const tp_name = args.instanceTypeName(&self.ob_base, self.is_exact, spec.name) orelse return -1;
     defer abi.decRef(tp_name);
     const tp_name_utf8 = abi.PyUnicode_AsUTF8AndSize(tp_name, null) orelse return -1;
-    const by_repr = version.atLeast(14) or !abi.isUnicode(name);
+    // gh-127190 (repr) reached 3.13 in 3.13.1.
+    const by_repr = version.atLeastMicro(13, 1) or !abi.isUnicode(name);
     if (version.atLeast(12)) readOnlyError("100", by_repr, tp_name_utf8, name) else readOnlyError("50", by_repr, tp_name_utf8, name);
     return -1;
 }
@@ -320,20 +347,6 @@ fn readOnlyError(comptime cut: []const u8, by_repr: bool, tp_name: [*:0]const u8
     } else {
         _ = abi.PyErr_Format(abi.PyExc_AttributeError, type_part ++ "'%U' is read-only", tp_name, name);
     }
-}
-
-/// Points the instance dict slot at the thread's dict for one generic attribute call. Nested calls
-/// (a property reading another attribute) swap and restore in turn.
-fn swapDict(self: *LocalObject, ldict: *Object) ?*Object {
-    const saved = self.dict;
-    self.dict = abi.newRef(ldict);
-    return saved;
-}
-
-fn restoreDict(self: *LocalObject, saved: ?*Object) void {
-    const current = self.dict;
-    self.dict = saved;
-    abi.xDecRef(current);
 }
 
 var members = [_]abi.MemberDef{

@@ -243,9 +243,16 @@ fn exec(module: *Object) callconv(.c) c_int {
 
 /// 3.12+: the module supports isolated interpreters with their own GIL (it keeps no process-global Python
 /// object, and guards what process-global C state it has with atomics or the core's locks).
-const slots_from_3_12 = [_]abi.ModuleDefSlot{
+const slots_3_12 = [_]abi.ModuleDefSlot{
     .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
     .{ .slot = abi.Py_mod_multiple_interpreters, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
+    .{ .slot = 0, .value = null },
+};
+/// 3.13+: nor does it need a GIL at all (free-threaded builds; the others ignore the slot).
+const slots_from_3_13 = [_]abi.ModuleDefSlot{
+    .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
+    .{ .slot = abi.Py_mod_multiple_interpreters, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
+    .{ .slot = abi.Py_mod_gil, .value = abi.Py_MOD_GIL_NOT_USED },
     .{ .slot = 0, .value = null },
 };
 /// 3.10 and 3.11 refuse a module with a slot id they do not know, even in the main interpreter.
@@ -333,12 +340,14 @@ fn moduleDef(comptime slots: []const abi.ModuleDefSlot) abi.ModuleDef {
     };
 }
 
-var module_def_from_3_12 = moduleDef(&slots_from_3_12);
+var module_def_from_3_13 = moduleDef(&slots_from_3_13);
+var module_def_3_12 = moduleDef(&slots_3_12);
 var module_def_until_3_11 = moduleDef(&slots_until_3_11);
 
-/// The definition is chosen by the running version: one cp310-abi3 binary imports on 3.10 and 3.11 (no
-/// multiple-interpreters slot) and in isolated interpreters from 3.12.
+/// The definition is chosen by the running version: one cp310-abi3 binary imports on 3.10 and 3.11 (no slot
+/// they do not know), in isolated interpreters from 3.12, and declares from 3.13 that it needs no GIL.
 export fn PyInit__zthread() ?*Object {
     version.detect();
-    return abi.PyModuleDef_Init(if (version.atLeast(12)) &module_def_from_3_12 else &module_def_until_3_11);
+    const def = if (version.atLeast(13)) &module_def_from_3_13 else if (version.atLeast(12)) &module_def_3_12 else &module_def_until_3_11;
+    return abi.PyModuleDef_Init(def);
 }

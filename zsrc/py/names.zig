@@ -56,10 +56,11 @@ fn setNameBytes(name: *Object) ?*Object {
 }
 
 fn fsEncoding() ?*Object {
-    const f = abi.PySys_GetObject("getfilesystemencoding") orelse {
+    const f = abi.sysAttr("getfilesystemencoding") orelse {
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "lost sys.getfilesystemencoding");
         return null;
     };
+    defer abi.decRef(f);
     return abi.PyObject_CallFunctionObjArgs(f, @as(?*Object, null));
 }
 

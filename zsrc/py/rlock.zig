@@ -219,7 +219,7 @@ fn repr(o: *Object) callconv(.c) ?*Object {
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
     const name = args.instanceTypeName(o, abi.isExactType(o.ob_type, &dealloc), spec.name) orelse return null;
     defer abi.decRef(name);
-    return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.count, o);
+    return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.countNow(), o);
 }
 
 const fastcall_kw = abi.METH_FASTCALL | abi.METH_KEYWORDS;

@@ -8,6 +8,10 @@ const abi = @import("abi.zig");
 /// their own GILs may import at the same time: `detect` runs under a lock, and later readers see `detected`).
 pub var minor: u32 = 10;
 
+/// Micro version of the running CPython (the 15 of 3.13.15): a few fixes reached a minor version in a
+/// patch release.
+pub var micro: u32 = 0;
+
 /// A debug build of CPython (Py_DEBUG, e.g. Debian's python3.14-dbg): it has sys.gettotalrefcount.
 /// Its C-stack margin, and so `stack_size`'s minimum on 3.14+, is twice a release build's.
 pub var debug_build = false;
@@ -35,10 +39,21 @@ fn read() void {
     var value: u32 = 0;
     while (text[i] >= '0' and text[i] <= '9') : (i += 1) value = value * 10 + (text[i] - '0');
     minor = value;
+    if (text[i] == '.') {
+        i += 1;
+        var m: u32 = 0;
+        while (text[i] >= '0' and text[i] <= '9') : (i += 1) m = m * 10 + (text[i] - '0');
+        micro = m;
+    }
     abi.singletons_immortal = minor >= 12;
     debug_build = abi.PySys_GetObject("gettotalrefcount") != null;
 }
 
 pub inline fn atLeast(wanted_minor: u32) bool {
     return minor >= wanted_minor;
+}
+
+/// At least 3.`wanted_minor`.`wanted_micro` (a later minor version counts too).
+pub fn atLeastMicro(wanted_minor: u32, wanted_micro: u32) bool {
+    return minor > wanted_minor or (minor == wanted_minor and micro >= wanted_micro);
 }
