@@ -4,7 +4,8 @@
     python3 tools/bench_table.py --wheel dist/zthread-...-manylinux_2_17_x86_64.whl PYTHON [PYTHON ...]
     python3 tools/bench_table.py ... --update-readme     # rewrite the table between the README's markers
 
-Each interpreter gets a fresh venv with zthread installed (the wheel given, or this source tree), then runs the
+Each interpreter gets a fresh venv with zthread installed (the wheel given, or this source tree; a free-threaded
+interpreter, for which the cp310-abi3 wheel is not, always gets this source tree), then runs the
 bench in it, one interpreter after the other (never two at once: they would share the CPUs). Each cell is the
 ratio zthread/CPython of the medians, with both medians after it.
 """
@@ -29,6 +30,10 @@ def bench(python: str, install: str, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([python, "-m", "venv", venv], check=True)
+        free_threaded = subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(bool(sysconfig.get_config_var('Py_GIL_DISABLED')))"],
+                                       check=True, capture_output=True, text=True).stdout.strip() == "True"
+        if free_threaded and install.endswith(".whl") and "-abi3-" in install:
+            install = str(ROOT)
         subprocess.run([venv / "bin" / "pip", "install", "--quiet", install], check=True)
         print(f"bench-table: {python}", file=sys.stderr, flush=True)
         out = subprocess.run([venv / "bin" / "python", "-I", "-m", "zthread", "bench", "--json", "--rounds",

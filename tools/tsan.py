@@ -1,6 +1,6 @@
 """ThreadSanitizer: zthread's free-threaded tests on a TSan-built CPython 3.13t, with zthread built with TSan.
 
-    python tools/tsan.py TSAN_PYTHON [PYTEST_ARGS ...]
+    python tools/tsan.py TSAN_PYTHON [PYTEST_ARGS ...]   (test files or ids among them replace the default)
 
 TSAN_PYTHON is a free-threaded 3.13t built with --with-thread-sanitizer (tools/build-free-threaded-python.sh
 DEST --tsan). zthread is built for it with `zig build -Dabi=cp313t -Dtsan-module` (build.zig: the module's
@@ -59,7 +59,8 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     tsan_python = Path(sys.argv[1]).absolute()
-    tests = sys.argv[2:] or DEFAULT_TESTS
+    extra = sys.argv[2:]
+    tests = extra if any(a.endswith(".py") or "::" in a for a in extra) else DEFAULT_TESTS + extra
     suppressions = tsan_python.parent.parent / "suppressions_free_threading.txt"
     if not suppressions.exists():
         raise SystemExit(f"tsan: {suppressions} is missing (tools/build-free-threaded-python.sh DEST --tsan keeps it)")
@@ -69,12 +70,24 @@ def main() -> int:
         log_dir = work / "logs"
         log_dir.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        # zthread first, then the pytest and hypothesis of this (3.13t) venv: pure Python, same ABI.
-        env["PYTHONPATH"] = os.pathsep.join([str(work), sysconfig.get_paths()["purelib"]])
+        # A venv of the TSan build (no pip: installing under TSan is slow) that sees zthread first, then the
+        # pytest and hypothesis of this (3.13t) venv: pure Python, same ABI. A .pth file, not PYTHONPATH, so
+        # the tests' `python -I` children see them too.
+        subprocess.run([str(tsan_python), "-m", "venv", "--without-pip", str(work / "venv")], check=True)
+        purelib = subprocess.run([str(work / "venv" / "bin" / "python"), "-c",
+                                  "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        Path(purelib, "zthread_tsan.pth").write_text(f"{work}\n{sysconfig.get_paths()['purelib']}\n")
+        loaded = subprocess.run([str(work / "venv" / "bin" / "python"), "-I", "-c",
+                                 "from zthread import _zthread; print(_zthread.__file__)"],
+                                check=True, capture_output=True, text=True, env=env).stdout.strip()
+        if not loaded.startswith(str(work)):
+            raise SystemExit(f"tsan: the tests would load {loaded}, not the TSan build")
         env["TSAN_OPTIONS"] = f"suppressions={suppressions} log_path={log_dir}/tsan halt_on_error=0 second_deadlock_stack=1"
         started = time.monotonic()
         # -p no:cacheprovider etc. come from pyproject.toml; the tests import the zthread put first on the path.
-        proc = subprocess.run([str(tsan_python), "-m", "pytest", "--timeout=600", *tests],
+        # -P: the repository root (the source folder zthread/, which has no binary) stays off sys.path.
+        proc = subprocess.run([str(work / "venv" / "bin" / "python"), "-P", "-m", "pytest", "--timeout=600", *tests],
                               cwd=ROOT, env=env)
         elapsed = time.monotonic() - started
         found = reports(log_dir)

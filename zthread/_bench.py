@@ -268,7 +268,9 @@ def measure(metric: Metric, rounds: int, scale: int, progress: Callable[[str], N
 
 
 def python_version() -> str:
-    return "%d.%d.%d" % sys.version_info[:3]
+    """3.13.15, or 3.13.15t on a free-threaded build."""
+    free_threaded = "t" in getattr(sys, "abiflags", "")
+    return "%d.%d.%d" % sys.version_info[:3] + ("t" if free_threaded else "")
 
 
 def machine() -> str:

@@ -305,7 +305,6 @@ pub const only_cp313t = struct {
     pub extern fn PyErr_FormatUnraisable(fmt: [*:0]const u8, ...) void;
     pub extern fn _PyObject_GenericGetAttrWithDict(o: *Object, name: *Object, dict: ?*Object, suppress: c_int) ?*Object;
     pub extern fn _PyObject_GenericSetAttrWithDict(o: *Object, name: *Object, v: ?*Object, dict: ?*Object) c_int;
-    pub extern fn PyImport_AddModuleRef(name: [*:0]const u8) ?*Object;
     pub extern fn PyCriticalSection_Begin(c: *CriticalSection, o: *Object) void;
     pub extern fn PyCriticalSection_End(c: *CriticalSection) void;
 };
@@ -380,21 +379,13 @@ fn restoreDict(slot: *?*Object, saved: ?*Object) void {
     xDecRef(current);
 }
 
-/// `sys.<name>` as a new reference, or null (with no exception) if sys has no such attribute. With a GIL,
-/// PySys_GetObject's borrowed object cannot go away before it is taken; without, another thread could replace
-/// it at once, so cp313t reads it from the sys module as a strong reference.
+/// `sys.<name>` as a new reference, or null (with no exception) if sys has no such attribute. Read from the
+/// interpreter's own sys dict, which is still there while the interpreter finalizes (a `__del__` that starts a
+/// thread then must be refused: `sys.is_finalizing()`), when `sys.modules` may be gone. 3.13t has no strong-
+/// reference call for it (`PySys_GetAttr` is 3.14+); the reference is taken at once, and the attributes read
+/// (`is_finalizing`, `getfilesystemencoding`, `unraisablehook`) are replaced by nothing but user code.
 pub fn sysAttr(name: [*:0]const u8) ?*Object {
-    if (free_threaded) {
-        const sys = only_cp313t.PyImport_AddModuleRef("sys") orelse return clearedNull();
-        defer decRef(sys);
-        return PyObject_GetAttrString(sys, name) orelse clearedNull();
-    }
     return newRef(PySys_GetObject(name) orelse return null);
-}
-
-fn clearedNull() ?*Object {
-    PyErr_Clear();
-    return null;
 }
 
 /// PyErr_FormatUnraisable where the ABI has it (cp313t): the hook gets `err_msg` formatted and `object` None,
