@@ -9,6 +9,7 @@ threads interleave instead of running in parallel, and every assertion still hol
 The defaults keep a CI run short; longer runs (RELIABILITY.md's figures) scale up:
   ZTHREAD_FT_THREADS      threads per test (default 8, at least 8 is meant)
   ZTHREAD_FT_ITERATIONS   iterations per thread (default 3000)
+  ZTHREAD_FT_WAIT         seconds a test's threads may take before it fails as a deadlock (default 60)
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from zthread import _zthread
 
 THREADS = int(os.environ.get("ZTHREAD_FT_THREADS", "8"))
 ITERATIONS = int(os.environ.get("ZTHREAD_FT_ITERATIONS", "3000"))
-WAIT = 60.0  # the longest any join below may take: a deadlock or a lost wake-up fails instead of hanging
+# The longest any join below may take: a deadlock or a lost wake-up fails instead of hanging. Longer under
+# ThreadSanitizer (tools/tsan.py sets it), which runs this code 10-20 times slower.
+WAIT = float(os.environ.get("ZTHREAD_FT_WAIT", "60"))
 # How late a timed acquire may return and still count as "not stuck": generous, because the threads may share
 # 2 cores with each other and with other processes; a lost wake-up would show as the full wait or a hang.
 LATE_BOUND_S = 5.0

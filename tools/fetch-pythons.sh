@@ -5,6 +5,8 @@
 #                                                         are included)
 # With --debug, also CPython 3.14's debug build (Py_DEBUG: sys.gettotalrefcount, assertions), no venv:
 #   DEST/3.14d/bin/python3.14d                            (used by tools/refcount-debug.py)
+# Without it, also the free-threaded CPython 3.13t, built from Debian's source package (nothing packages one):
+#   DEST/3.13t/bin/python3.13t                            (tools/build-free-threaded-python.sh; ~2.5 minutes)
 # Uses a private apt state under DEST/.apt (never /var/lib/apt or /etc/apt) and keeps the .debs in
 # DEST/.debs. Idempotent: with everything in place it only checks and returns.
 set -euo pipefail
@@ -23,6 +25,8 @@ works() {
     [ "${1%d}" = "$1" ] && mods+=", venv" && headers="$dest/$1/root/usr/include/python$1/Python.h"
     [ -x "$dest/$1/bin/python$1" ] && [ -e "$headers" ] && "$dest/$1/bin/python$1" -c "import $mods" 2>/dev/null
 }
+
+[ "${2:-}" = --debug ] || bash "$here/tools/build-free-threaded-python.sh" "$dest"
 
 missing=()
 for v in "${versions[@]}"; do works "$v" || missing+=("$v"); done

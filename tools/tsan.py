@@ -83,6 +83,7 @@ def main() -> int:
                                 check=True, capture_output=True, text=True, env=env).stdout.strip()
         if not loaded.startswith(str(work)):
             raise SystemExit(f"tsan: the tests would load {loaded}, not the TSan build")
+        env.setdefault("ZTHREAD_FT_WAIT", "900")  # TSan runs the tests 10-20 times slower
         env["TSAN_OPTIONS"] = f"suppressions={suppressions} log_path={log_dir}/tsan halt_on_error=0 second_deadlock_stack=1"
         started = time.monotonic()
         # -p no:cacheprovider etc. come from pyproject.toml; the tests import the zthread put first on the path.
