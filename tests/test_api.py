@@ -191,6 +191,32 @@ def test_native_id_is_right_in_a_forked_child() -> None:
     assert child[0] == child[1] != str(zthread.get_native_id())
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a 1 TiB stack is refused by Linux's overcommit check")
+@pytest.mark.parametrize("module", ["zthread", "_thread"])
+def test_a_thread_that_cannot_start_leaves_its_handle_done(module: str) -> None:
+    # CPython 3.13+ marks the handle done when the OS refuses the thread: a joiner returns, and the handle cannot
+    # be started again. zthread does the same on every version.
+    if module == "_thread" and sys.version_info < (3, 13):
+        pytest.skip("CPython has start_joinable_thread from 3.13")
+    m: Any = zthread._zthread if module == "zthread" else _thread
+    handle = m._ThreadHandle()
+    old = m.stack_size(1 << 40)
+    try:
+        try:
+            m.start_joinable_thread(print, handle=handle)
+        except RuntimeError as e:
+            assert str(e) == "can't start new thread"
+        else:
+            handle.join(WAIT)
+            pytest.skip("this system gave a thread a 1 TiB stack")
+    finally:
+        m.stack_size(old)
+    assert handle.is_done()
+    handle.join(WAIT)
+    with pytest.raises(RuntimeError, match="^thread already started$"):
+        m.start_joinable_thread(print, handle=handle)
+
+
 def test_unhandled_exception_goes_to_unraisablehook(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     done = zthread.allocate_lock()

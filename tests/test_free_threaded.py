@@ -451,6 +451,35 @@ def test_local_read_and_written_from_many_threads() -> None:
 # ---- threads: start_joinable_thread, join, set_name, _count ----
 
 
+def test_many_threads_starting_one_handle_start_it_once() -> None:
+    # threading.Thread.start() from two threads at once reaches start_joinable_thread(handle=) twice: exactly one
+    # call may start the thread, the others get CPython's "thread already started".
+    rounds = max(ITERATIONS // 30, 20)
+    outcomes = {"started": 0, "refused": 0}
+    for _ in range(rounds):
+        handle = _zthread._ThreadHandle()
+        ran: list[int] = []
+        results: list[str] = []  # list.append is atomic on every build
+
+        def body(me: int) -> None:
+            try:
+                _zthread.start_joinable_thread(functools.partial(ran.append, me), handle=handle)
+                results.append("started")
+            except RuntimeError as e:
+                assert str(e) == "thread already started"
+                results.append("refused")
+
+        run_parallel(THREADS, body)
+        handle.join(WAIT)
+        assert handle.is_done()
+        assert sorted(results) == ["refused"] * (THREADS - 1) + ["started"], results
+        assert len(ran) == 1, f"the thread ran {len(ran)} times"
+        for k in outcomes:
+            outcomes[k] += results.count(k)
+    print(f"{THREADS} threads starting one handle at once, {rounds} rounds ({gil_state()}): {outcomes}, "
+          f"each handle's thread ran once")
+
+
 def test_start_joinable_thread_and_join_from_many_threads() -> None:
     baseline = zthread._count()
     children = max(ITERATIONS // 20, 4)

@@ -30,11 +30,16 @@ pub const Handle = struct {
     ident: std.atomic.Value(u64) = .init(0),
     state: std.atomic.Value(State) = .init(.not_started),
     exited: core.Event = .{},
-    /// The OS thread (set by its creator before anyone else can see the handle), joined or detached once, by
-    /// whoever takes it first (`takeOsThread`): two threads may join one handle at once, with no GIL between
-    /// them on a free-threaded CPython.
+    /// The OS thread, stored by its creator once `spawn` returns, then `published` is set: the thread waits for
+    /// that before it reports done, so whoever sees it done finds the OS thread (with no GIL, a joiner can run
+    /// between the spawn and the store). Joined or detached once, by whoever takes it first (`settleOsThread`):
+    /// two threads may join one handle at once, with no GIL between them on a free-threaded CPython.
     os_thread: ?core.thread.Thread = null,
+    published: core.Event = .{},
     os_thread_taken: std.atomic.Value(bool) = .init(false),
+    /// Set once the OS thread is joined or detached (or there is none): a second joiner waits for it, so
+    /// `join()` returns only when the thread is gone, for every joiner (CPython's once-flag does the same).
+    settled: core.Event = .{},
     daemon: bool = true,
     /// `_set_sentinel()`'s lock for this thread (3.10-3.12 threading), released once the thread is gone.
     sentinel: ?*Object = null,
@@ -66,14 +71,20 @@ pub const Handle = struct {
         if (self.refs.fetchSub(1, .acq_rel) != 1) return;
         if (self.registry) |r| r.drop(self);
         // Nobody can join it any more: let the OS reclaim the thread when it ends.
-        if (self.takeOsThread()) |t| t.detach();
+        _ = self.settleOsThread(.detach);
         allocator.destroy(self);
     }
 
-    /// The OS thread, for the one caller that joins or detaches it; null for every other (and if none).
-    pub fn takeOsThread(self: *Handle) ?core.thread.Thread {
-        if (self.os_thread_taken.swap(true, .acq_rel)) return null;
-        return self.os_thread;
+    /// Joins or detaches the OS thread, once: true for the caller that did it (or found none to settle),
+    /// false for every later caller, who may wait on `settled`. `.join` blocks: call it without the GIL.
+    pub fn settleOsThread(self: *Handle, how: enum { join, detach }) bool {
+        if (self.os_thread_taken.swap(true, .acq_rel)) return false;
+        if (self.os_thread) |t| switch (how) {
+            .join => t.join(),
+            .detach => t.detach(),
+        };
+        self.settled.set();
+        return true;
     }
 
     pub fn isDone(self: *const Handle) bool {
@@ -220,6 +231,7 @@ fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     for (registry.live.items) |h| {
         if (h.ident.load(.monotonic) == me and h.state.load(.monotonic) != .done) continue;
         h.os_thread_taken.store(true, .monotonic); // that thread does not exist here
+        h.settled.set();
         h.state.store(.done, .monotonic);
         h.exited.set();
     }
@@ -282,12 +294,24 @@ pub fn join(h: *Handle, timeout_ns: i64) JoinError!bool {
     return true;
 }
 
-/// Joins the finished OS thread, once: the first caller takes it.
+/// Joins the finished OS thread, once: the first caller joins it, any other waits until that is done (the
+/// thread has signalled its exit: only its last instructions remain, so neither wait is long).
 fn reap(h: *Handle) void {
-    const t = h.takeOsThread() orelse return;
+    if (h.settled.isSet()) return;
     const tstate = abi.PyEval_SaveThread();
-    t.join(); // the thread has signalled its exit: only its last instructions remain
+    if (!h.settleOsThread(.join)) {
+        while (h.settled.wait(.forever) != .set) {}
+    }
     abi.PyEval_RestoreThread(tstate);
+}
+
+/// What CPython's start does when a thread cannot start: the handle is done (a joiner already waiting
+/// returns; the handle cannot be started again), with no OS thread.
+pub fn forceDone(h: *Handle) void {
+    _ = h.settleOsThread(.detach);
+    h.published.set();
+    h.state.store(.done, .release);
+    h.exited.set();
 }
 
 /// Joins every non-daemon thread still running, except the caller's (3.13's `_thread._shutdown`).
@@ -392,7 +416,8 @@ fn getIdent(o: *Object, _: ?*anyopaque) callconv(.c) ?*Object {
 
 /// `join(timeout=None, /)`.
 fn joinMethod(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
-    if (cast(o).handle.registry) |r| r.buryDead();
+    // The module's registry, not the handle's field: another thread may be starting this handle.
+    if (state.ofType(o.ob_type).threads) |r| r.buryDead();
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("join");
     if (nargs > 1) return args.tooManyPositional("join", 1, nargs);
     var timeout_ns: i64 = -1;
@@ -424,7 +449,7 @@ fn setDone(o: *Object, _: ?*Object) callconv(.c) ?*Object {
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread not started");
         return null;
     }
-    if (h.takeOsThread()) |t| t.detach();
+    _ = h.settleOsThread(.detach);
     h.state.store(.done, .release);
     h.exited.set();
     return abi.none();

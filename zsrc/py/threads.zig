@@ -147,10 +147,16 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
         .handle = h,
         .has_thread_state = if (in_subinterpreter) &has_thread_state else null,
     };
+    // One starter per handle: with no GIL two threads may start the same one at once (CPython: under the
+    // handle's mutex). From here on a failure leaves the handle done, as CPython's start does.
+    if (h.state.cmpxchgStrong(.not_started, .starting, .acq_rel, .acquire) != null) {
+        freeBootstrap(boot);
+        abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread already started");
+        return false;
+    }
     h.incRef(); // the thread's reference
-    h.state.store(.starting, .release);
     if (!registry.add(h)) {
-        h.state.store(.not_started, .release);
+        handles.forceDone(h);
         h.decRef();
         freeBootstrap(boot);
         return false;
@@ -159,7 +165,7 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
         _ = registry.running.fetchSub(1, .monotonic);
         registry.drop(h); // not started: nothing for _shutdown or fork to see
-        h.state.store(.not_started, .release);
+        handles.forceDone(h); // a joiner that saw it starting returns
         h.decRef();
         freeBootstrap(boot);
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "can't start new thread");
@@ -167,6 +173,7 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     };
     h.ident.store(thread.ident(), .monotonic);
     h.os_thread = thread;
+    h.published.set(); // the thread may now report done (run waits for this)
     if (h.state.cmpxchgStrong(.starting, .running, .acq_rel, .monotonic)) |_| {} // the thread may be done already
     if (in_subinterpreter) {
         // Short: the thread needs nothing this thread holds to make its state (no GIL). Until the event is
@@ -194,6 +201,8 @@ fn run(boot: *Bootstrap) void {
     h.ident.store(core.thread.currentIdent(), .monotonic);
     defer {
         _ = h.registry.?.running.fetchSub(1, .monotonic);
+        // Whoever sees this thread done must find its OS thread, which the creator stores after spawn returns.
+        while (h.published.wait(.forever) != .set) {}
         handles.finishWithoutGil(h);
         h.decRef();
     }

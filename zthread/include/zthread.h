@@ -18,7 +18,9 @@
  *
  * Which calls need the GIL: lock_new and zthread_import do; every other call works without it (and the
  * waits must not hold it, or Python threads that would release the lock cannot run). Lock objects are
- * Python objects: whoever uses one without the GIL keeps a reference to it meanwhile.
+ * Python objects: whoever uses one without the GIL keeps a reference to it meanwhile. On free-threaded
+ * CPython (3.13t), read "GIL held" as "thread state attached" and "without the GIL" as "detached"
+ * (Py_BEGIN_ALLOW_THREADS): a thread that waits attached holds up the interpreter's stop-the-world pauses.
  */
 #ifndef ZTHREAD_H
 #define ZTHREAD_H
