@@ -41,7 +41,7 @@ pub fn startNewThread(module: ?*Object, argv: [*]const *Object, nargs: isize, kw
     if (!mayStartThread(module.?)) return null;
     const h = Handle.create() orelse return null;
     defer h.decRef(); // nobody will join it: only the thread keeps its handle
-    if (!start(module.?, h, function, call_args, kwargs, state.of(module.?).stack_size_bytes.load(.monotonic))) return null;
+    if (!start(module.?, h, function, call_args, kwargs, state.of(module.?).stack_size_bytes.load(.monotonic), true)) return null;
     return abi.PyLong_FromUnsignedLongLong(h.ident.load(.monotonic));
 }
 
@@ -90,10 +90,9 @@ fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemo
         abi.decRef(handle_obj);
         return null;
     }
-    h.daemon = daemon;
     const no_args = abi.PyTuple_New(0) orelse return null;
     defer abi.decRef(no_args);
-    if (!start(module, h, function, no_args, null, stack_size)) {
+    if (!start(module, h, function, no_args, null, stack_size, daemon)) {
         abi.decRef(handle_obj);
         return null;
     }
@@ -122,8 +121,8 @@ fn typeError(msg: [*:0]const u8) ?*Object {
 }
 
 /// Starts an OS thread running the call, with `h` as its handle, in the calling interpreter. False with
-/// RuntimeError set on failure.
-fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize) bool {
+/// RuntimeError set on failure. `daemon` is stored once the handle is claimed.
+fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwargs: ?*Object, stack_size: usize, daemon: bool) bool {
     const registry = state.threadRegistry(state.of(module)) orelse return false;
     registry.buryDead();
     const interp = interp_info.current();
@@ -154,6 +153,7 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
         abi.PyErr_SetString(abi.PyExc_RuntimeError, "thread already started");
         return false;
     }
+    h.daemon = daemon; // the claimant's alone (read by _shutdown once the registry lists the handle)
     h.incRef(); // the thread's reference
     if (!registry.add(h)) {
         handles.forceDone(h);
