@@ -125,6 +125,24 @@ def timed_acquire(lock: zthread.LockType | zthread.RLock, timeout: float) -> boo
     return got
 
 
+def mixed_acquire(lock: zthread.LockType | zthread.RLock, rng: random.Random, stats: dict[str, int]) -> bool:
+    """One acquire chosen at random: blocking, non-blocking (counted in stats["busy"] when refused) or timed
+    (stats["timed_out"]). True if the lock was acquired."""
+    mode = rng.randrange(3)
+    if mode == 0:
+        assert lock.acquire() is True
+        return True
+    if mode == 1:
+        if lock.acquire(False):
+            return True
+        stats["busy"] += 1
+        return False
+    if timed_acquire(lock, rng.choice([0.0001, 0.001, 0.005])):
+        return True
+    stats["timed_out"] += 1
+    return False
+
+
 # ---- locks ----
 
 
@@ -143,15 +161,7 @@ def test_mutual_exclusion_under_parallel_blocking_nonblocking_and_timed_acquires
         for _ in range(ITERATIONS):
             i = rng.randrange(len(locks))
             lock = locks[i]
-            mode = rng.randrange(3)
-            if mode == 0:
-                assert lock.acquire() is True
-            elif mode == 1:
-                if not lock.acquire(False):
-                    stats["busy"] += 1
-                    continue
-            elif not timed_acquire(lock, rng.choice([0.0001, 0.001, 0.005])):
-                stats["timed_out"] += 1
+            if not mixed_acquire(lock, rng, stats):
                 continue
             try:
                 inside[i] += 1
@@ -263,15 +273,7 @@ def test_rlock_recursion_from_many_threads() -> None:
                 with pytest.raises(RuntimeError, match="^cannot release un-acquired lock$"):
                     rlock.release()
                 stats["refused"] += 1
-            mode = rng.randrange(3)
-            if mode == 0:
-                assert rlock.acquire() is True
-            elif mode == 1:
-                if not rlock.acquire(False):
-                    stats["busy"] += 1
-                    continue
-            elif not timed_acquire(rlock, rng.choice([0.0001, 0.001, 0.005])):
-                stats["timed_out"] += 1
+            if not mixed_acquire(rlock, rng, stats):
                 continue
             depth = rng.randint(1, 4)
             try:

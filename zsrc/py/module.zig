@@ -241,25 +241,25 @@ fn exec(module: *Object) callconv(.c) c_int {
     return 0;
 }
 
-/// 3.12+: the module supports isolated interpreters with their own GIL (it keeps no process-global Python
-/// object, and guards what process-global C state it has with atomics or the core's locks).
-const slots_3_12 = [_]abi.ModuleDefSlot{
+/// Every slot, each known from a version on: a version's definition takes those it knows (3.10 and 3.11
+/// refuse a module with a slot id they do not know, even in the main interpreter).
+const all_slots = [_]abi.ModuleDefSlot{
     .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
+    // 3.12+: the module supports isolated interpreters with their own GIL (it keeps no process-global Python
+    // object, and guards what process-global C state it has with atomics or the core's locks).
     .{ .slot = abi.Py_mod_multiple_interpreters, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
-    .{ .slot = 0, .value = null },
-};
-/// 3.13+: nor does it need a GIL at all (free-threaded builds; the others ignore the slot).
-const slots_from_3_13 = [_]abi.ModuleDefSlot{
-    .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
-    .{ .slot = abi.Py_mod_multiple_interpreters, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
+    // 3.13+: nor does it need a GIL at all (free-threaded builds; the others ignore the slot).
     .{ .slot = abi.Py_mod_gil, .value = abi.Py_MOD_GIL_NOT_USED },
-    .{ .slot = 0, .value = null },
 };
-/// 3.10 and 3.11 refuse a module with a slot id they do not know, even in the main interpreter.
-const slots_until_3_11 = [_]abi.ModuleDefSlot{
-    .{ .slot = abi.Py_mod_exec, .value = @ptrCast(&exec) },
-    .{ .slot = 0, .value = null },
-};
+
+/// The first `n` slots of `all_slots`, ended as CPython expects.
+fn firstSlots(comptime n: usize) [n + 1]abi.ModuleDefSlot {
+    return all_slots[0..n].* ++ [_]abi.ModuleDefSlot{.{ .slot = 0, .value = null }};
+}
+
+const slots_from_3_13 = firstSlots(3);
+const slots_3_12 = firstSlots(2);
+const slots_until_3_11 = firstSlots(1);
 
 /// The module's references (GC): the types, which hold the module, and the sentinel locks that ended
 /// threads left to it (they hold their type, so the module).

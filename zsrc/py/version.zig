@@ -36,17 +36,20 @@ fn read() void {
     while (text[i] != '.' and text[i] != 0) : (i += 1) {}
     if (text[i] != '.') return;
     i += 1;
-    var value: u32 = 0;
-    while (text[i] >= '0' and text[i] <= '9') : (i += 1) value = value * 10 + (text[i] - '0');
-    minor = value;
+    minor = number(text, &i);
     if (text[i] == '.') {
         i += 1;
-        var m: u32 = 0;
-        while (text[i] >= '0' and text[i] <= '9') : (i += 1) m = m * 10 + (text[i] - '0');
-        micro = m;
+        micro = number(text, &i);
     }
     abi.singletons_immortal = minor >= 12;
     debug_build = abi.PySys_GetObject("gettotalrefcount") != null;
+}
+
+/// The decimal number at text[i.*], i.* moved past it.
+fn number(text: [*:0]const u8, i: *usize) u32 {
+    var value: u32 = 0;
+    while (text[i.*] >= '0' and text[i.*] <= '9') : (i.* += 1) value = value * 10 + (text[i.*] - '0');
+    return value;
 }
 
 pub inline fn atLeast(wanted_minor: u32) bool {
