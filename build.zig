@@ -8,7 +8,7 @@
 const std = @import("std");
 
 /// The CPython ABIs zthread builds for (build_options.abi in zsrc/py/abi.zig).
-pub const Abi = enum { abi3, cp313t };
+pub const Abi = enum { abi3, cp313t, cp314t };
 
 pub fn build(b: *std.Build) void {
     // A wheel must run on every CPU of its platform: default to the baseline model, never the host's.
@@ -16,11 +16,11 @@ pub fn build(b: *std.Build) void {
     const optimize = b.standardOptimizeOption(.{});
     const os = target.result.os.tag;
     // -Dabi: which CPython ABI the module is built for (zsrc/py/abi.zig declares each): abi3, the stable ABI of
-    // every CPython from 3.10 with the GIL, or cp313t, free-threaded CPython 3.13's own.
-    const abi = b.option(Abi, "abi", "CPython ABI: abi3 (3.10+ with the GIL, default) or cp313t (free-threaded 3.13)") orelse .abi3;
+    // every CPython from 3.10 with the GIL, or cp313t / cp314t, free-threaded CPython 3.13's / 3.14's own.
+    const abi = b.option(Abi, "abi", "CPython ABI: abi3 (3.10+ with the GIL, default), cp313t or cp314t (free-threaded 3.13, 3.14)") orelse .abi3;
     const default_ext_name = if (os == .windows) "_zthread.pyd" else switch (abi) {
         .abi3 => "_zthread.abi3.so",
-        .cp313t => "_zthread.so",
+        .cp313t, .cp314t => "_zthread.so",
     };
     const ext_name = b.option([]const u8, "ext-name", "File name of the built extension module") orelse default_ext_name;
 
@@ -54,27 +54,39 @@ pub fn build(b: *std.Build) void {
         },
     });
     if (os == .windows) {
-        // Py* symbols come from python3.dll (the stable ABI) or python313t.dll (cp313t): link an import library
-        // made from the .def that lists exactly what zsrc/py/abi.zig declares for that ABI.
+        // Py* symbols come from python3.dll (the stable ABI), python313t.dll (cp313t) or python314t.dll (cp314t):
+        // link an import library made from the .def that lists exactly what zsrc/py/abi.zig declares for that ABI
+        // (one list for both free-threaded versions), naming the DLL.
         const machine = switch (target.result.cpu.arch) {
             .x86_64 => "i386:x86-64",
             .aarch64 => "arm64",
             else => @panic("zthread: no Windows import library for this architecture"),
         };
         const dlltool = b.addSystemCommand(&.{ b.graph.zig_exe, "dlltool", "-m", machine, "-d" });
-        const def = switch (abi) {
-            .abi3 => "python3",
-            .cp313t => "python313t",
+        const def: []const u8, const dll: []const u8 = switch (abi) {
+            .abi3 => .{ "python3", "python3" },
+            .cp313t => .{ "free_threaded", "python313t" },
+            .cp314t => .{ "free_threaded", "python314t" },
         };
         dlltool.addFileArg(b.path(b.fmt("zsrc/py/{s}.def", .{def})));
-        dlltool.addArg("-l");
-        ext_mod.addObjectFile(dlltool.addOutputFileArg(b.fmt("{s}.lib", .{def})));
+        dlltool.addArgs(&.{ "-D", b.fmt("{s}.dll", .{dll}), "-l" });
+        ext_mod.addObjectFile(dlltool.addOutputFileArg(b.fmt("{s}.lib", .{dll})));
     }
     const ext = b.addLibrary(.{ .name = "_zthread", .linkage = .dynamic, .root_module = ext_mod });
     // Py* symbols are resolved against the interpreter when the module is loaded.
     ext.linker_allow_shlib_undefined = true;
     const install_ext = b.addInstallFileWithDir(if (tsan_module) linkForTsan(b, ext) else ext.getEmittedBin(), .lib, ext_name);
     b.getInstallStep().dependOn(&install_ext.step);
+
+    // `zig build layouts -Dabi=...`: print the layouts zsrc/py/abi.zig declares for the ABI (tools/layouts.py
+    // compares them with CPython's headers). A native program, with the module's options.
+    const layouts = b.addExecutable(.{ .name = "layouts", .root_module = b.createModule(.{
+        .root_source_file = b.path("zsrc/py/layouts.zig"),
+        .target = b.graph.host,
+        .link_libc = true,
+        .imports = &.{.{ .name = "build_options", .module = options.createModule() }},
+    }) });
+    b.step("layouts", "Print the CPython layouts abi.zig declares for -Dabi").dependOn(&b.addRunArtifact(layouts).step);
 
     // -Dtsan: the core's tests under ThreadSanitizer (the module itself is never built with it).
     const tsan = b.option(bool, "tsan", "Run the core's tests under ThreadSanitizer") orelse false;

@@ -2,15 +2,20 @@
 
 The native module is built by `python -m ziglang build` (the pinned `ziglang` wheel, so no system
 compiler is involved) and copied where setuptools expects it; the stub for it is copied from stubs/
-next to it. With the GIL the wheel is tagged cp310-abi3: one binary for CPython 3.10 and later. On
-free-threaded CPython 3.13 (python3.13t) it is built for that interpreter's own ABI (zig build -Dabi=cp313t)
-and tagged cp313-cp313t.
+next to it. Which ABI (zig build -Dabi) and wheel tag:
+  - with the GIL: abi3, tagged cp310-abi3: one binary for CPython 3.10 and later;
+  - on free-threaded CPython 3.13 or 3.14 (python3.13t, python3.14t): that interpreter's own ABI, cp313t or
+    cp314t, tagged cp313-cp313t or cp314-cp314t.
+The module's file name is one the target interpreter imports: `_zthread.abi3.so` / `_zthread.pyd` for abi3, and
+the interpreter's own tagged name for the free-threaded ABIs (`free_threaded_suffix`), so that a binary of one
+free-threaded version can never be imported by another.
 
 Environment:
   ZTHREAD_ZIG_TARGET   a Zig target triple for cross builds (default: this machine, baseline CPU)
   ZTHREAD_ZIG_OPTIMIZE Zig optimize mode (default ReleaseSafe)
   ZTHREAD_PLAT_NAME    the wheel's platform tag for cross builds (e.g. manylinux_2_17_aarch64)
-tools/wheels.py sets these for each platform of the release.
+  ZTHREAD_ABI          the ABI for cross builds: abi3, cp313t or cp314t (default: this interpreter's)
+tools/wheels.py sets these for each wheel of the release.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ def unsupported_interpreter() -> str | None:
     this = f"{sys.executable} is {platform.python_implementation()} {platform.python_version()}"
     if sys.implementation.name != "cpython":
         return f"zthread is an extension of CPython's own C API and does not run on {this}: use CPython 3.10 or later"
-    if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info[:2] != (3, 13):
-        return (f"zthread supports free-threaded CPython 3.13 only, so far: {this} (free-threaded build); "
-                "use python3.13t, or a CPython 3.10 or later with the GIL")
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info[:2] not in ((3, 13), (3, 14)):
+        return (f"zthread supports free-threaded CPython 3.13 and 3.14 only, so far: {this} (free-threaded build); "
+                "use python3.13t or python3.14t, or a CPython 3.10 or later with the GIL")
     return None
 
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-"""python3.13t: the cp313t build (no stable ABI exists there)."""
+"""python3.13t, python3.14t: the building interpreter needs a free-threaded build (for the test extra)."""
+FREE_THREADED_ABIS = ("cp313t", "cp314t")
 
 
 reason = unsupported_interpreter()
@@ -47,6 +53,7 @@ if reason:
     raise SystemExit(reason)
 
 from setuptools import Extension, setup  # noqa: E402 (after the check above)
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -56,6 +63,29 @@ STUB = ROOT / "stubs" / "zthread" / "_zthread.pyi"
 
 TARGET = os.environ.get("ZTHREAD_ZIG_TARGET")
 PLAT_NAME = os.environ.get("ZTHREAD_PLAT_NAME")
+ABI = os.environ.get("ZTHREAD_ABI") or (f"cp{sys.version_info[0]}{sys.version_info[1]}t" if FREE_THREADED else "abi3")
+if ABI not in ("abi3", *FREE_THREADED_ABIS):
+    raise SystemExit(f"ZTHREAD_ABI={ABI}: zthread builds abi3, {', '.join(FREE_THREADED_ABIS)}")
+
+
+def free_threaded_suffix(abi: str, target: str | None) -> str:
+    """The file-name suffix that free-threaded CPython `abi` ("cp313t") imports first on `target` (a Zig triple,
+    None for this machine): its own EXT_SUFFIX. Linux: configure's SOABI with the platform triplet (the GNU or
+    musl one); macOS: "darwin"; Windows: Python/dynload_win.c's ".cp313t-win_amd64.pyd". FreeBSD, whose
+    SOABI could not be checked here, gets the untagged ".so" that every CPython on POSIX imports."""
+    if target is None:
+        if FREE_THREADED and abi == f"cp{sys.version_info[0]}{sys.version_info[1]}t":
+            return str(sysconfig.get_config_var("EXT_SUFFIX"))
+        raise SystemExit(f"ZTHREAD_ABI={abi} on {sys.executable}: a cross build, which needs ZTHREAD_ZIG_TARGET")
+    version = abi.removeprefix("cp")
+    arch, system, *rest = target.split("-")
+    if system == "windows":
+        return f".cp{version}-{dict(x86_64='win_amd64', aarch64='win_arm64')[arch]}.pyd"
+    if system == "macos":
+        return f".cpython-{version}-darwin.so"
+    if system == "linux":
+        return f".cpython-{version}-{arch}-linux-{rest[0].split('.')[0]}.so"
+    return ".so"
 
 
 class ZigBuildExt(build_ext):
@@ -63,10 +93,10 @@ class ZigBuildExt(build_ext):
         # The name every CPython from 3.10 imports: "_zthread.abi3.so" (POSIX) or "_zthread.pyd" (Windows), for
         # the target of a cross build or this machine. Not setuptools' choice, the building interpreter's first
         # abi3 suffix: on 3.15 that is ".abi3-x86_64-linux-gnu.so", which 3.10-3.14 do not import, so a
-        # cp310-abi3 wheel built there would not work where its tag says it does. The cp313t build takes the
-        # building interpreter's own suffix (".cpython-313t-x86_64-linux-gnu.so").
-        if FREE_THREADED:
-            return os.path.join(*fullname.split(".")) + sysconfig.get_config_var("EXT_SUFFIX")
+        # cp310-abi3 wheel built there would not work where its tag says it does. A free-threaded build takes
+        # its interpreter's own suffix (".cpython-313t-x86_64-linux-gnu.so").
+        if ABI != "abi3":
+            return os.path.join(*fullname.split(".")) + free_threaded_suffix(ABI, TARGET)
         windows = "windows" in TARGET if TARGET else sys.platform == "win32"
         return os.path.join(*fullname.split(".")) + (".pyd" if windows else ".abi3.so")
 
@@ -77,7 +107,7 @@ class ZigBuildExt(build_ext):
             cmd = [
                 sys.executable, "-m", "ziglang", "build",
                 f"-Doptimize={optimize}", f"-Dext-name={dest.name}", "--prefix", prefix,
-                f"-Dabi={'cp313t' if FREE_THREADED else 'abi3'}",
+                f"-Dabi={ABI}",
             ]
             if TARGET:
                 cmd.append(f"-Dtarget={TARGET}")
@@ -95,6 +125,17 @@ class BuildPyWithStub(build_py):
         shutil.copyfile(STUB, out / STUB.name)
 
 
+class BdistWheelTagged(bdist_wheel):
+    """A free-threaded ABI's wheel is tagged for it (cp314-cp314t) whichever interpreter builds it: setuptools
+    would take the building interpreter's tag (tools/wheels.py cross-builds every wheel on one CPython)."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        impl, abi, plat = super().get_tag()
+        if ABI == "abi3":
+            return impl, abi, plat
+        return ABI.removesuffix("t"), ABI, plat
+
+
 # `pip install '.[test]'`. On a free-threaded 3.13 (no network but PyPI, no Rust toolchain) two tools have no
 # wheel: mypy 2.4.1's ast-serialize, and hypothesis from 6.156 (a native part). There hypothesis stays at its last
 # pure-Python release and mypy is left out (its tests skip; the same sources and stub are checked on every build
@@ -106,12 +147,12 @@ if FREE_THREADED:
 else:
     TEST_REQUIREMENTS += ["hypothesis>=6.100", "mypy==2.4.1"]  # mypy pinned: stubtest's checks grow with releases
 
-wheel_options: dict[str, str] = {} if FREE_THREADED else {"py_limited_api": "cp310"}
+wheel_options: dict[str, str] = {} if ABI != "abi3" else {"py_limited_api": "cp310"}
 if PLAT_NAME:
     wheel_options["plat_name"] = PLAT_NAME
 setup(
-    ext_modules=[Extension("zthread._zthread", sources=[], py_limited_api=not FREE_THREADED)],
-    cmdclass={"build_ext": ZigBuildExt, "build_py": BuildPyWithStub},
+    ext_modules=[Extension("zthread._zthread", sources=[], py_limited_api=ABI == "abi3")],
+    cmdclass={"build_ext": ZigBuildExt, "build_py": BuildPyWithStub, "bdist_wheel": BdistWheelTagged},
     options={"bdist_wheel": wheel_options},
     extras_require={"test": TEST_REQUIREMENTS},
 )

@@ -2,12 +2,14 @@
 //! every target. This is the only file that declares a CPython symbol, and the only one that knows which ABI
 //! the build targets (build.zig's -Dabi):
 //! - `abi3`: the stable ABI of CPython 3.10 and later with the GIL (one binary for every version);
-//! - `cp313t`: free-threaded CPython 3.13's own ABI (PEP 703: no GIL, a larger object header, references
-//!   counted by the interpreter's functions).
+//! - `cp313t`, `cp314t`: free-threaded CPython 3.13's and 3.14's own ABIs (PEP 703: no GIL, a larger object
+//!   header, references counted by the interpreter's functions). The two are the same for everything zthread
+//!   uses but the header of a static object (`module_def_head_init`) and the DLL on Windows (build.zig).
 //! Everything that differs between them (the object header, reference counting, the few calls that only
 //! exist in one, or that must be made differently without a GIL) is decided here; the rest of the layer asks
-//! none of it. The Windows import libraries' .defs (`zsrc/py/python3.def`, `python313t.def`) list exactly the
-//! functions and data declared below for their ABI, and a test keeps them in step.
+//! none of it. The Windows import libraries' .defs (`zsrc/py/python3.def`; `free_threaded.def`, for
+//! python313t.dll and python314t.dll) list exactly the functions and data declared below for their ABI, and a
+//! test keeps them in step. tests/test_layouts.py compares the layouts below with CPython's own headers.
 //!
 //! Layouts are those of 64-bit and 32-bit platforms (Py_ssize_t = isize).
 const builtin = @import("builtin");
@@ -15,7 +17,10 @@ const builtin = @import("builtin");
 pub const Abi = @TypeOf(@import("build_options").abi);
 pub const target_abi: Abi = @import("build_options").abi;
 /// No GIL: the interpreter runs threads in parallel, and zthread's objects are reached by several at once.
-pub const free_threaded = target_abi == .cp313t;
+pub const free_threaded = switch (target_abi) {
+    .abi3 => false,
+    .cp313t, .cp314t => true,
+};
 
 pub const Object = Header(*TypeObject);
 
@@ -26,10 +31,10 @@ fn Header(comptime TypePtr: type) type {
             ob_refcnt: isize,
             ob_type: TypePtr,
         },
-        // Include/object.h with Py_GIL_DISABLED (3.13): 32 bytes on 64-bit platforms.
-        .cp313t => extern struct {
+        // Include/object.h with Py_GIL_DISABLED (3.13, 3.14): 32 bytes on 64-bit platforms.
+        .cp313t, .cp314t => extern struct {
             ob_tid: usize,
-            _padding: u16,
+            ob_flags: u16, // 3.13: _padding
             ob_mutex: u8,
             ob_gc_bits: u8,
             ob_ref_local: u32,
@@ -69,9 +74,10 @@ pub const ModuleDefBase = extern struct {
 pub const module_def_head_init: ModuleDefBase = .{
     .ob_base = switch (target_abi) {
         .abi3 => .{ .ob_refcnt = 1, .ob_type = null },
-        .cp313t => .{
+        .cp313t, .cp314t => .{
             .ob_tid = 0,
-            ._padding = 0,
+            // 3.14: _Py_STATICALLY_ALLOCATED_FLAG (Include/refcount.h); 3.13's field is padding.
+            .ob_flags = if (target_abi == .cp314t) 4 else 0,
             .ob_mutex = 0,
             .ob_gc_bits = 0,
             .ob_ref_local = 0xFFFF_FFFF, // _Py_IMMORTAL_REFCNT_LOCAL
@@ -299,8 +305,9 @@ pub extern var PyExc_SystemError: *Object;
 pub extern var PyExc_OSError: *Object;
 pub extern var PyExc_AttributeError: *Object;
 
-/// What free-threaded CPython 3.13's ABI has and the stable ABI lacks (python313t.def lists these too).
-pub const only_cp313t = struct {
+/// What free-threaded CPython's own ABIs (cp313t, cp314t) have and the stable ABI lacks (free_threaded.def lists
+/// these too).
+pub const only_free_threaded = struct {
     pub extern fn PyDict_GetItemRef(d: *Object, key: *Object, result: *?*Object) c_int;
     pub extern fn PyErr_FormatUnraisable(fmt: [*:0]const u8, ...) void;
     pub extern fn _PyObject_GenericGetAttrWithDict(o: *Object, name: *Object, dict: ?*Object, suppress: c_int) ?*Object;
@@ -309,12 +316,12 @@ pub const only_cp313t = struct {
     pub extern fn PyCriticalSection_End(c: *CriticalSection) void;
 };
 
-/// Include/cpython/critical_section.h's PyCriticalSection (cp313t).
-const CriticalSection = extern struct { prev: usize, mutex: ?*anyopaque };
+/// Include/cpython/critical_section.h's PyCriticalSection (free-threaded builds).
+pub const CriticalSection = extern struct { prev: usize, mutex: ?*anyopaque };
 
 /// `Py_BEGIN_CRITICAL_SECTION(o)` ... `Py_END_CRITICAL_SECTION()`: excludes other threads from what the GIL
 /// excludes them from, for C state that hangs off a Python object and that several threads may touch. With a
-/// GIL (abi3) it is nothing; without (cp313t) it holds the object's own mutex, which CPython releases if the
+/// GIL (abi3) it is nothing; without (cp313t, cp314t) it holds the object's own mutex, which CPython releases if the
 /// thread blocks or detaches (so it cannot deadlock with a stop-the-world). Keep the section free of waits.
 /// CPython links the section into the thread's list by its address: it must stay where `begin` put it.
 ///
@@ -325,20 +332,20 @@ pub const Section = struct {
     cs: if (free_threaded) CriticalSection else void,
 
     pub inline fn begin(self: *Section, o: *Object) void {
-        if (free_threaded) only_cp313t.PyCriticalSection_Begin(&self.cs, o);
+        if (free_threaded) only_free_threaded.PyCriticalSection_Begin(&self.cs, o);
     }
 
     pub inline fn end(self: *Section) void {
-        if (free_threaded) only_cp313t.PyCriticalSection_End(&self.cs);
+        if (free_threaded) only_free_threaded.PyCriticalSection_End(&self.cs);
     }
 };
 
 // ---- Operations whose means differ between the ABIs ----
 
 /// `d[key]` as a new reference in `result`: 1 found, 0 missing, -1 with an exception set. Without a GIL a
-/// borrowed item could be freed by another thread at once, so cp313t asks for a strong one.
+/// borrowed item could be freed by another thread at once, so a free-threaded build asks for a strong one.
 pub fn dictGetItemRef(d: *Object, key: *Object, result: *?*Object) c_int {
-    if (free_threaded) return only_cp313t.PyDict_GetItemRef(d, key, result);
+    if (free_threaded) return only_free_threaded.PyDict_GetItemRef(d, key, result);
     const v = PyDict_GetItemWithError(d, key) orelse {
         result.* = null;
         return if (PyErr_Occurred() != null) -1 else 0;
@@ -348,12 +355,12 @@ pub fn dictGetItemRef(d: *Object, key: *Object, result: *?*Object) c_int {
 }
 
 /// The generic attribute lookup of `o` (its type's MRO, descriptors) with `dict` as its instance dict, for
-/// `_local`, whose instance dict is the calling thread's. cp313t calls CPython's own. The stable ABI has no
+/// `_local`, whose instance dict is the calling thread's. A free-threaded build calls CPython's own. The stable ABI has no
 /// such call: there `o`'s dict slot (`dict_slot`, its tp_dictoffset field) points at `dict` for the one call,
 /// which the GIL keeps other threads from seeing; nested calls (a property reading another attribute) save and
 /// restore it in turn.
 pub fn genericGetAttrWithDict(o: *Object, name: *Object, dict: *Object, dict_slot: *?*Object) ?*Object {
-    if (free_threaded) return only_cp313t._PyObject_GenericGetAttrWithDict(o, name, dict, 0);
+    if (free_threaded) return only_free_threaded._PyObject_GenericGetAttrWithDict(o, name, dict, 0);
     const saved = swapDict(dict_slot, dict);
     defer restoreDict(dict_slot, saved);
     return PyObject_GenericGetAttr(o, name);
@@ -361,7 +368,7 @@ pub fn genericGetAttrWithDict(o: *Object, name: *Object, dict: *Object, dict_slo
 
 /// As `genericGetAttrWithDict`, for setting (`value`) or deleting (null) an attribute.
 pub fn genericSetAttrWithDict(o: *Object, name: *Object, value: ?*Object, dict: *Object, dict_slot: *?*Object) c_int {
-    if (free_threaded) return only_cp313t._PyObject_GenericSetAttrWithDict(o, name, value, dict);
+    if (free_threaded) return only_free_threaded._PyObject_GenericSetAttrWithDict(o, name, value, dict);
     const saved = swapDict(dict_slot, dict);
     defer restoreDict(dict_slot, saved);
     return PyObject_GenericSetAttr(o, name, value);
@@ -388,10 +395,10 @@ pub fn sysAttr(name: [*:0]const u8) ?*Object {
     return newRef(PySys_GetObject(name) orelse return null);
 }
 
-/// PyErr_FormatUnraisable where the ABI has it (cp313t): the hook gets `err_msg` formatted and `object` None,
+/// PyErr_FormatUnraisable where the ABI has it (free-threaded builds): the hook gets `err_msg` formatted and `object` None,
 /// with no Python code run on the way. The stable ABI has no call that sets `err_msg` (errors.zig builds the
 /// hook's arguments itself).
-pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = if (free_threaded) &only_cp313t.PyErr_FormatUnraisable else null;
+pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = if (free_threaded) &only_free_threaded.PyErr_FormatUnraisable else null;
 
 // Helpers for what Python.h spells as macros.
 
