@@ -79,6 +79,7 @@ def free_threaded_suffix(abi: str, target: str | None) -> str:
         raise SystemExit(f"ZTHREAD_ABI={abi} on {sys.executable}: a cross build, which needs ZTHREAD_ZIG_TARGET")
     version = abi.removeprefix("cp")
     arch, system, *rest = target.split("-")
+    system = system.split(".")[0]  # "macos.10.13", "freebsd.14.0": the OS without its version
     if system == "windows":
         return f".cp{version}-{dict(x86_64='win_amd64', aarch64='win_arm64')[arch]}.pyd"
     if system == "macos":

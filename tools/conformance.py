@@ -91,7 +91,7 @@ def wheel_for(minor: str, wheels: list[Path]) -> Path | None:
     """The given wheel that installs on `minor`: a cp310-abi3 one on a GIL build, cp313-cp313t on 3.13t."""
     for wheel in wheels:
         tags = wheel.name.split("-")
-        if (tags[-2] == "abi3") != minor.endswith("t") and (not minor.endswith("t") or tags[-3] == "cp" + minor.replace(".", "")):
+        if (tags[-2] == "abi3") != minor.endswith("t") and (not minor.endswith("t") or tags[-2] == "cp" + minor.replace(".", "")):
             return wheel
     return None
 

@@ -1,19 +1,35 @@
 #!/usr/bin/env python3
 """zthread's wheels for every platform, cross-built on one Linux machine, and their checks.
 
-    python3 tools/wheels.py build [--out dist] [--only NAME ...]   the sdist, then one cp310-abi3 wheel per platform
+    python3 tools/wheels.py build [--out dist] [--only NAME ...] [--abi ABI ...]   the sdist, then every wheel
     python3 tools/wheels.py verify [WHEEL_OR_SDIST ...]            inspect each (default: everything in dist/)
     python3 tools/wheels.py run-tests [--out dist]                 run what this machine can run (see below)
+    python3 tools/wheels.py select [--out dist] PYTHON ...         which wheel pip takes on each interpreter
+
+The wheels (README, "Wheels"): for every platform, one per ABI (ABIS):
+  - cp310-abi3:   CPython 3.10 and later with the GIL, `_zthread.abi3.so` (`_zthread.pyd` on Windows, linking
+                  python3.dll);
+  - cp313-cp313t: free-threaded CPython 3.13, its own tagged file name (`_zthread.cpython-313t-x86_64-linux-gnu.so`,
+                  `_zthread.cp313t-win_amd64.pyd` linking python313t.dll, ...);
+  - cp314-cp314t: free-threaded CPython 3.14, the same way (python314t.dll).
 
 `build` makes the sdist first and builds every wheel from a fresh unpacking of it, so the sdist is proven
-complete. Each wheel is `zig build -Dtarget=...` for the platform's baseline CPU (build.zig decides how).
+complete. Each wheel is `zig build -Dtarget=... -Dabi=...` for the platform's baseline CPU (build.zig decides
+how; setup.py names and tags it).
 
 `verify` checks, for every wheel: the file name's tags against the WHEEL file and against the binary (ELF, Mach-O
 or PE machine; the OS through its C library or format; the minimum macOS version; glibc symbol versions <= 2.17),
-the RECORD hashes, the files shipped, `abi3audit` (no symbol outside the 3.10 stable ABI), `auditwheel show` for
-manylinux, the musllinux binary needing only musl's `libc.so`, the Windows `.pyd` importing Python only from
-`python3.dll`, the macOS binary leaving Python's symbols to dynamic lookup, and nothing exported but
-`PyInit__zthread`. For the sdist: the files a build needs are in it.
+the RECORD hashes, the files shipped, the binary's file name (one its interpreters import), the Python symbols it
+uses (abi3: `abi3audit`, no symbol outside the 3.10 stable ABI; every ABI: only those its .def lists, which
+tests/test_toolchain.py keeps equal to abi.zig's declarations), `auditwheel show` for manylinux, the musllinux
+binary needing only musl's `libc.so`, the Windows `.pyd` importing Python only from its ABI's DLL, the macOS
+binary leaving Python's symbols to dynamic lookup, and nothing exported but `PyInit__zthread`. For the sdist:
+the files a build needs are in it. The layouts behind the binaries are compared with CPython's headers by
+tools/layouts.py.
+
+`select` answers "which wheel does pip install here?" for each given interpreter, from its own
+`packaging.tags.sys_tags()`, and for the interpreters this machine cannot run (3.14t) from pip's own choice
+(`pip download --python-version 3.14 --abi cp314t`) against the built wheels; each must be the intended one.
 
 `run-tests` executes (needs `apt-get install qemu-user-static wine`):
   - `zig build test` (the core's tests) for x86_64-linux-musl natively, aarch64-linux-musl and aarch64-linux-gnu
@@ -78,6 +94,46 @@ PLATFORMS = [
 ]
 BY_TAG = {p.tag: p for p in PLATFORMS}
 
+
+@dataclass(frozen=True)
+class Abi:
+    name: str  # build.zig's -Dabi, setup.py's ZTHREAD_ABI
+    tag: str  # the wheel's python and ABI tags
+    dll: str  # what the Windows binary links
+    def_file: str  # zsrc/py/<def_file>.def: every Python symbol the binary may use
+
+
+ABIS = [
+    Abi("abi3", "cp310-abi3", "python3.dll", "python3"),
+    Abi("cp313t", "cp313-cp313t", "python313t.dll", "free_threaded"),
+    Abi("cp314t", "cp314-cp314t", "python314t.dll", "free_threaded"),
+]
+BY_ABI_TAG = {a.tag: a for a in ABIS}
+
+
+def binary_name(abi: Abi, plat: Platform) -> str:
+    """The file name of the module in `abi`'s wheel for `plat`: one the interpreters it serves import. abi3: the
+    untagged abi3 name of every CPython since 3.2 (Windows: `.pyd`). Free-threaded: that CPython's own
+    EXT_SUFFIX: configure's SOABI `cpython-313t` with the platform triplet on Linux (`x86_64-linux-gnu`,
+    `aarch64-linux-musl`), `darwin` on macOS, Windows' `cp313t-win_amd64` (Python/dynload_win.c's
+    PYD_TAGGED_SUFFIX), so no other version imports it; FreeBSD, whose SOABI is not checked here, gets the
+    untagged `.so` every POSIX CPython imports."""
+    if abi.name == "abi3":
+        return "_zthread.pyd" if plat.os == "windows" else "_zthread.abi3.so"
+    version = abi.name.removeprefix("cp")
+    if plat.os == "windows":
+        return f"_zthread.cp{version}-{plat.tag}.pyd"
+    if plat.os == "macos":
+        return f"_zthread.cpython-{version}-darwin.so"
+    if plat.os.startswith("linux"):
+        return f"_zthread.cpython-{version}-{plat.arch}-{plat.os}.so"
+    return "_zthread.so"
+
+
+def def_symbols(abi: Abi) -> set[str]:
+    lines = (ROOT / "zsrc" / "py" / f"{abi.def_file}.def").read_text().splitlines()
+    return {line.strip().removesuffix(" DATA") for line in lines[lines.index("EXPORTS") + 1:] if line.strip()}
+
 # What a wheel must hold besides the binary and its .dist-info.
 PACKAGE_FILES = {"__init__.py", "__main__.py", "_bench.py", "_run.py", "py.typed", "_zthread.pyi", "include/zthread.h"}
 # What the sdist must hold for `pip install zthread-*.tar.gz` to build.
@@ -97,21 +153,30 @@ def main() -> int:
     b = sub.add_parser("build", help="build the sdist and every platform's wheel")
     b.add_argument("--out", type=Path, default=ROOT / "dist")
     b.add_argument("--only", nargs="+", choices=[p.name for p in PLATFORMS], help="just these platforms")
+    b.add_argument("--abi", nargs="+", choices=[a.name for a in ABIS], help="just these ABIs")
     v = sub.add_parser("verify", help="inspect wheels and the sdist")
     v.add_argument("files", nargs="*", type=Path)
     r = sub.add_parser("run-tests", help="run the cross-built code under qemu and wine")
     r.add_argument("--out", type=Path, default=ROOT / "dist", help="where the built wheels are")
+    r.add_argument("--sdist-python", type=Path, action="append", default=[],
+                   help="an interpreter to install the sdist on (repeatable; default: the one running this)")
+    s = sub.add_parser("select", help="check which wheel pip takes on each interpreter")
+    s.add_argument("--out", type=Path, default=ROOT / "dist", help="where the built wheels are")
+    s.add_argument("pythons", nargs="*", type=Path, help="interpreters to ask (their packaging.tags)")
     args = parser.parse_args()
     ensure_tools()
     if args.command == "build":
-        return build(args.out.resolve(), [p for p in PLATFORMS if not args.only or p.name in args.only])
+        return build(args.out.resolve(), [p for p in PLATFORMS if not args.only or p.name in args.only],
+                     [a for a in ABIS if not args.abi or a.name in args.abi])
+    if args.command == "select":
+        return select(args.out.resolve(), args.pythons)
     if args.command == "verify":
         files = args.files or sorted((ROOT / "dist").glob("zthread-*"))
         if not files:
             print("verify: nothing to verify (run `build` first)", file=sys.stderr)
             return 1
         return verify(files)
-    return run_tests(args.out.resolve())
+    return run_tests(args.out.resolve(), args.sdist_python)
 
 
 # ---- the pinned tools ----
@@ -143,23 +208,26 @@ def tool(name: str) -> str:
 # ---- build ----
 
 
-def build(out: Path, platforms: list[Platform]) -> int:
+def build(out: Path, platforms: list[Platform], abis: list[Abi]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("zthread-*"):
         old.unlink()
     run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out], cwd=ROOT, check=True)
     (sdist,) = out.glob("zthread-*.tar.gz")
-    for p in platforms:
+    # One unpacking per ABI, its Zig cache shared by that ABI's platforms.
+    for abi in abis:
         with tempfile.TemporaryDirectory() as tmp:
             with tarfile.open(sdist) as tar:
                 tar.extractall(tmp, filter="data")
             (src,) = Path(tmp).iterdir()
-            env = dict(os.environ, ZTHREAD_ZIG_TARGET=p.zig_target, ZTHREAD_PLAT_NAME=p.tag)
-            run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out], cwd=src, env=env,
-                check=True, stdout=subprocess.DEVNULL)
+            for p in platforms:
+                env = dict(os.environ, ZTHREAD_ZIG_TARGET=p.zig_target, ZTHREAD_PLAT_NAME=p.tag, ZTHREAD_ABI=abi.name)
+                run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out], cwd=src,
+                    env=env, check=True, stdout=subprocess.DEVNULL)
+                shutil.rmtree(src / "build", ignore_errors=True)  # setuptools' staging, not to leak into the next
     built = sorted(f.name for f in out.glob("zthread-*"))
     print("\n".join(["built:", *built]))
-    return 0 if len(built) == len(platforms) + 1 else 1
+    return 0 if len(built) == len(platforms) * len(abis) + 1 else 1
 
 
 # ---- verify ----
@@ -198,41 +266,45 @@ def verify_sdist(path: Path) -> Iterator[str]:
 
 
 def verify_wheel(path: Path) -> Iterator[str]:
-    m = re.fullmatch(r"zthread-([^-]+)-cp310-abi3-([a-z0-9_]+)\.whl", path.name)
-    check(m is not None, "file name is not zthread-VERSION-cp310-abi3-PLATFORM.whl")
+    m = re.fullmatch(r"zthread-([^-]+)-([a-z0-9]+-[a-z0-9]+)-([a-z0-9_]+)\.whl", path.name)
+    check(m is not None, "file name is not zthread-VERSION-PYTHON-ABI-PLATFORM.whl")
     assert m is not None
-    version, tag = m.groups()
+    version, abi_tag, tag = m.groups()
+    check(abi_tag in BY_ABI_TAG, f"unknown python and ABI tags {abi_tag}: expected one of {sorted(BY_ABI_TAG)}")
     check(tag in BY_TAG, f"unknown platform tag {tag}")
-    plat = BY_TAG[tag]
-    yield f"file name: cp310-abi3-{tag} ({plat.name})"
+    plat, abi = BY_TAG[tag], BY_ABI_TAG[abi_tag]
+    yield f"file name: {abi_tag}-{tag} ({abi.name}, {plat.name})"
 
     with zipfile.ZipFile(path) as z:
         files = {n: z.read(n) for n in z.namelist()}
     dist_info = f"zthread-{version}.dist-info"
     wheel_meta = files[f"{dist_info}/WHEEL"].decode()
-    check(f"Tag: cp310-abi3-{tag}" in wheel_meta.splitlines(), "WHEEL's Tag does not match the file name")
+    tags = [line.removeprefix("Tag: ") for line in wheel_meta.splitlines() if line.startswith("Tag: ")]
+    check(tags == [f"{abi_tag}-{tag}"], f"WHEEL's Tag {tags} does not match the file name")
     check("Root-Is-Purelib: false" in wheel_meta, "WHEEL says the wheel is pure")
     yield "WHEEL: Tag and Root-Is-Purelib match"
     check_record(files, f"{dist_info}/RECORD")
     yield "RECORD: every file's hash and size"
 
-    ext = "_zthread.pyd" if plat.os == "windows" else "_zthread.abi3.so"
+    ext = binary_name(abi, plat)
     pkg = {n.split("/", 1)[1] for n in files if n.startswith("zthread/")}
     check(pkg == PACKAGE_FILES | {ext}, f"zthread/ holds {sorted(pkg)}, expected {sorted(PACKAGE_FILES | {ext})}")
-    yield f"files: the package, its stub and zthread/{ext}"
+    yield f"files: the package, its stub and zthread/{ext} (a name {abi.name} interpreters import)"
 
     binary = files[f"zthread/{ext}"]
-    inspect: dict[str, Callable[[bytes, Platform], Iterator[str]]] = {
+    inspect: dict[str, Callable[[bytes, Platform, Abi], Iterator[str]]] = {
         "linux-gnu": inspect_elf, "linux-musl": inspect_elf, "freebsd": inspect_elf,
         "macos": inspect_macho, "windows": inspect_pe,
     }
-    yield from inspect[plat.os](binary, plat)
+    yield from inspect[plat.os](binary, plat, abi)
 
-    proc = run([tool("abi3audit"), "--strict", "--summary", "--assume-minimum-abi3", "3.10", path], capture_output=True)
-    summary = " ".join((proc.stdout + proc.stderr).split())
-    check(proc.returncode == 0 and "1 extensions scanned; 0 ABI version mismatches and 0 ABI violations" in summary,
-          f"abi3audit: {summary}")
-    yield "abi3audit: every Python symbol is in the 3.10 stable ABI"
+    if abi.name == "abi3":
+        proc = run([tool("abi3audit"), "--strict", "--summary", "--assume-minimum-abi3", "3.10", path],
+                   capture_output=True)
+        summary = " ".join((proc.stdout + proc.stderr).split())
+        check(proc.returncode == 0 and "1 extensions scanned; 0 ABI version mismatches and 0 ABI violations" in summary,
+              f"abi3audit: {summary}")
+        yield "abi3audit: every Python symbol is in the 3.10 stable ABI"
 
     if plat.os == "linux-gnu":
         proc = run([tool("auditwheel"), "show", path], capture_output=True)
@@ -257,7 +329,14 @@ def check_record(files: dict[str, bytes], record_name: str) -> None:
 # -- ELF (Linux glibc and musl, FreeBSD) --
 
 
-def inspect_elf(data: bytes, plat: Platform) -> Iterator[str]:
+def python_symbols_listed(used: set[str], abi: Abi) -> str:
+    """Every Python symbol the binary uses is one its ABI's .def lists (abi.zig's declarations for it)."""
+    unlisted = sorted(used - def_symbols(abi))
+    check(bool(used) and not unlisted, f"Python symbols not in zsrc/py/{abi.def_file}.def: {unlisted}")
+    return f"its {len(used)} Python symbols are all in zsrc/py/{abi.def_file}.def ({abi.name})"
+
+
+def inspect_elf(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.gnuversions import GNUVerNeedSection
 
@@ -305,6 +384,7 @@ def inspect_elf(data: bytes, plat: Platform) -> Iterator[str]:
                     s["st_shndx"] == "SHN_UNDEF"]
     check(bool(undefined_py), "no Python symbol left for the interpreter to resolve")
     yield f"exports only {EXPORT}; {len(undefined_py)} Python symbols resolved by the interpreter at load"
+    yield python_symbols_listed(set(undefined_py), abi)
 
 
 # -- Mach-O (macOS) --
@@ -324,7 +404,7 @@ BIND_FLAT_LOOKUP = -2
 PLATFORM_MACOS = 1
 
 
-def inspect_macho(data: bytes, plat: Platform) -> Iterator[str]:
+def inspect_macho(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     magic, cputype, _, filetype, ncmds = struct.unpack_from("<IiiII", data, 0)
     check(magic == MH_MAGIC_64, f"not a 64-bit Mach-O (magic {magic:#x})")
     check(cputype == CPU[plat.arch], f"Mach-O CPU type {cputype:#x}, not {plat.arch}")
@@ -388,6 +468,7 @@ def inspect_macho(data: bytes, plat: Platform) -> Iterator[str]:
     unbound = sorted(python - set(ordinals))
     check(bool(python) and not bound and not unbound, f"Python symbols bound to a library: {bound}; never bound: {unbound}")
     yield f"{len(python)} Python symbols bound by flat lookup (the interpreter's), none to a library"
+    yield python_symbols_listed({n.removeprefix("_") for n in python}, abi)
 
 
 def bind_opcodes(ops: bytes) -> Iterator[tuple[str, int]]:
@@ -468,7 +549,7 @@ def export_trie(trie: bytes) -> set[str]:
 # -- PE (Windows) --
 
 
-def inspect_pe(data: bytes, plat: Platform) -> Iterator[str]:
+def inspect_pe(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     import pefile
 
     pe = pefile.PE(data=data)
@@ -477,13 +558,15 @@ def inspect_pe(data: bytes, plat: Platform) -> Iterator[str]:
     yield f"PE: DLL for machine {machine:#x}"
     imports = {e.dll.decode(): [i.name.decode() for i in e.imports if i.name]
                for e in getattr(pe, "DIRECTORY_ENTRY_IMPORT", [])}
-    others = [d for d in imports if d.lower() != "python3.dll" and not WINDOWS_SYSTEM_DLLS.fullmatch(d)]
-    check("python3.dll" in {d.lower() for d in imports}, f"does not import python3.dll: {sorted(imports)}")
+    dll = abi.dll
+    others = [d for d in imports if d.lower() != dll and not WINDOWS_SYSTEM_DLLS.fullmatch(d)]
+    check(dll in {d.lower() for d in imports}, f"does not import {dll}: {sorted(imports)}")
     check(not others, f"imports {others}")
-    py_elsewhere = [f"{d}!{n}" for d, ns in imports.items() if d.lower() != "python3.dll" for n in ns
+    py_elsewhere = [f"{d}!{n}" for d, ns in imports.items() if d.lower() != dll for n in ns
                     if n.startswith(("Py", "_Py"))]
     check(not py_elsewhere, f"Python symbols from elsewhere: {py_elsewhere}")
-    yield f"imports Python from python3.dll only; other DLLs: {sorted(d for d in imports if d.lower() != 'python3.dll')}"
+    yield f"imports Python from {dll} only; other DLLs: {sorted(d for d in imports if d.lower() != dll)}"
+    yield python_symbols_listed({n for d, ns in imports.items() if d.lower() == dll for n in ns}, abi)
     export_dir = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
     exported = {s.name.decode() for s in export_dir.symbols if s.name} if export_dir else set()
     check(exported == {EXPORT}, f"exports {sorted(exported)}")
@@ -497,7 +580,7 @@ def zig(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "ziglang", *args], cwd=ROOT, **kw)
 
 
-def run_tests(out: Path) -> int:
+def run_tests(out: Path, sdist_pythons: list[Path]) -> int:
     for needed in ("qemu-aarch64-static", "wine"):
         if not shutil.which(needed):
             print(f"run-tests: {needed} not found: apt-get install qemu-user-static wine", file=sys.stderr)
@@ -535,8 +618,10 @@ def run_tests(out: Path) -> int:
 
     results.append(("pytest on arm64 CPython 3.11 under qemu, manylinux aarch64 wheel",
                     arm64_pytest(out, sysroot) == 0))
-    results.append(("sdist: `pip install zthread-*.tar.gz` in a fresh venv builds a working module",
-                    sdist_install(out) == 0))
+    # The interpreter this tool was started with, not the tools' venv: nothing preinstalled.
+    for python in sdist_pythons or [Path(sys.base_prefix) / "bin" / "python3"]:
+        results.append((f"sdist: `pip install zthread-*.tar.gz` in a fresh venv of {python} builds a working module",
+                        sdist_install(out, python) == 0))
     print("\nrun-tests:")
     for what, ok in results:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
@@ -546,26 +631,27 @@ def run_tests(out: Path) -> int:
 SMOKE = """
 import zthread, sys
 assert "threading" not in sys.modules
+import sysconfig  # imports threading on 3.13+
+assert not (sysconfig.get_config_var("Py_GIL_DISABLED") and sys._is_gil_enabled()), "zthread turned the GIL on"
 lock = zthread.allocate_lock()
 done = zthread.allocate_lock()
 done.acquire()
 zthread.start_new_thread(done.release, ())
 assert done.acquire(timeout=10) and lock.acquire(False) and not lock.acquire(timeout=0.01)
-print("zthread from the sdist works:", zthread.__file__)
+print("zthread from the sdist works:", zthread._zthread.__file__)
 """
 
 
-def sdist_install(out: Path) -> int:
-    """The sdist on a machine with only Python: pip's isolated build fetches setuptools and ziglang itself."""
+def sdist_install(out: Path, python: Path) -> int:
+    """The sdist on a machine with only Python: pip's isolated build fetches setuptools and ziglang itself, and
+    builds the variant `python` needs (abi3, or a free-threaded interpreter's own)."""
     sdists = list(out.glob("zthread-*.tar.gz"))
     if len(sdists) != 1:
         print(f"run-tests: no sdist in {out}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
-        # The interpreter this tool was started with, not the tools' venv: nothing preinstalled.
-        base = Path(sys.base_prefix) / "bin" / "python3"
-        run([base, "-m", "venv", venv], check=True)
+        run([python, "-m", "venv", venv], check=True)
         proc = run([venv / "bin" / "pip", "install", "--quiet", sdists[0]])
         if proc.returncode != 0:
             return proc.returncode
@@ -573,7 +659,7 @@ def sdist_install(out: Path) -> int:
 
 
 def arm64_pytest(out: Path, sysroot: Path) -> int:
-    wheels = list(out.glob("zthread-*-manylinux_2_17_aarch64.whl"))
+    wheels = list(out.glob("zthread-*-cp310-abi3-manylinux_2_17_aarch64.whl"))
     if len(wheels) != 1:
         print(f"run-tests: no aarch64 manylinux wheel in {out} (run `build` first)", file=sys.stderr)
         return 1
@@ -590,6 +676,81 @@ def arm64_pytest(out: Path, sysroot: Path) -> int:
     proc = run([sysroot / "usr" / "bin" / "python3", "-P", "-m", "pytest", "-o", "timeout=900",
                 "--ignore=tests/test_toolchain.py", "-q"], cwd=ROOT)
     return proc.returncode
+
+
+# ---- select ----
+
+# Run by each interpreter, with nothing on its path but a copy of the pinned `packaging`: the wheel among
+# argv[1:] that ranks first in the interpreter's own tags (what pip installs), and what the interpreter is.
+CHOOSE = """
+import json, sys, sysconfig
+from packaging.tags import sys_tags
+from packaging.utils import parse_wheel_filename
+rank = {str(t): i for i, t in enumerate(sys_tags())}
+fits = sorted((min(rank[str(t)] for t in parse_wheel_filename(n)[3] if str(t) in rank), n)
+              for n in sys.argv[1:] if any(str(t) in rank for t in parse_wheel_filename(n)[3]))
+print(json.dumps({"version": list(sys.version_info[:2]), "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                  "wheel": fits[0][1] if fits else None}))
+"""
+# What pip is asked for the interpreters this machine cannot run: (python version, ABI tag, intended ABI).
+ELSEWHERE = [("3.14", "cp314t", "cp314t"), ("3.13", "cp313t", "cp313t"), ("3.15", "cp315", "abi3"),
+             ("3.10", "cp310", "abi3")]
+
+
+def intended(version: tuple[int, int], free_threaded: bool) -> str:
+    """The ABI whose wheel an interpreter should get (None: no wheel, it builds from the sdist)."""
+    if not free_threaded:
+        return "abi3"
+    return f"cp{version[0]}{version[1]}t"
+
+
+def select(out: Path, pythons: list[Path]) -> int:
+    wheels = sorted(f.name for f in out.glob("zthread-*.whl"))
+    if not wheels:
+        print(f"select: no wheels in {out} (run `build` first)", file=sys.stderr)
+        return 1
+    import packaging
+
+    failures = 0
+
+    def report(what: str, chosen: str | None, want: str) -> None:
+        nonlocal failures
+        abi = chosen and BY_ABI_TAG.get(re.fullmatch(r"zthread-[^-]+-([a-z0-9]+-[a-z0-9]+)-.*", chosen)[1])  # type: ignore[index]
+        ok = abi is not None and abi.name == want and chosen is not None and chosen.endswith("-manylinux_2_17_x86_64.whl")
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {chosen} (intended: the {want} wheel)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(Path(packaging.__file__).parent, Path(tmp) / "packaging")
+        for python in pythons:
+            proc = subprocess.run([python, "-I", "-c", f"import sys; sys.path.insert(0, {tmp!r}); {CHOOSE}", *wheels],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {python}: {proc.stderr.strip()}")
+                failures += 1
+                continue
+            info = json_loads(proc.stdout)
+            version = tuple(info["version"])
+            want = intended(version, info["free_threaded"])  # type: ignore[arg-type]
+            name = f"{version[0]}.{version[1]}{'t' if info['free_threaded'] else ''}"
+            report(f"CPython {name} ({python}), by its packaging.tags", info["wheel"], want)
+        # pip itself, told which interpreter to pick for (the one it runs on does not matter).
+        for version_s, abi_tag, want in ELSEWHERE:
+            dest = Path(tmp) / f"pip-{abi_tag}"
+            proc = run([sys.executable, "-m", "pip", "download", "--quiet", "--no-index", "--find-links", out,
+                        "--only-binary", ":all:", "--python-version", version_s, "--implementation", "cp",
+                        "--abi", abi_tag, "--platform", "manylinux_2_17_x86_64", "--dest", dest, "zthread"],
+                       capture_output=True)
+            got = sorted(p.name for p in dest.glob("*.whl")) if proc.returncode == 0 else []
+            report(f"pip download --python-version {version_s} --abi {abi_tag}", got[0] if len(got) == 1 else None, want)
+    print(f"select: {'all as intended' if not failures else f'{failures} not as intended'}")
+    return 1 if failures else 0
+
+
+def json_loads(text: str) -> dict[str, object]:
+    import json
+
+    return json.loads(text)  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
