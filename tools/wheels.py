@@ -698,25 +698,30 @@ ELSEWHERE = [("3.14", "cp314t", "cp314t"), ("3.13", "cp313t", "cp313t"), ("3.15"
 
 
 def intended(version: tuple[int, int], free_threaded: bool) -> str:
-    """The ABI whose wheel an interpreter should get (None: no wheel, it builds from the sdist)."""
-    if not free_threaded:
-        return "abi3"
-    return f"cp{version[0]}{version[1]}t"
+    """The ABI whose wheel an interpreter should get."""
+    return f"cp{version[0]}{version[1]}t" if free_threaded else "abi3"
+
+
+def abi_of(wheel: str | None) -> str | None:
+    m = re.fullmatch(r"zthread-[^-]+-([a-z0-9]+-[a-z0-9]+)-[a-z0-9_]+\.whl", wheel or "")
+    abi = BY_ABI_TAG.get(m[1]) if m else None
+    return abi.name if abi else None
 
 
 def select(out: Path, pythons: list[Path]) -> int:
+    import json
+
+    import packaging
+
     wheels = sorted(f.name for f in out.glob("zthread-*.whl"))
     if not wheels:
         print(f"select: no wheels in {out} (run `build` first)", file=sys.stderr)
         return 1
-    import packaging
-
     failures = 0
 
     def report(what: str, chosen: str | None, want: str) -> None:
         nonlocal failures
-        abi = chosen and BY_ABI_TAG.get(re.fullmatch(r"zthread-[^-]+-([a-z0-9]+-[a-z0-9]+)-.*", chosen)[1])  # type: ignore[index]
-        ok = abi is not None and abi.name == want and chosen is not None and chosen.endswith("-manylinux_2_17_x86_64.whl")
+        ok = abi_of(chosen) == want and chosen is not None and chosen.endswith("-manylinux_2_17_x86_64.whl")
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {what}: {chosen} (intended: the {want} wheel)")
 
@@ -729,28 +734,23 @@ def select(out: Path, pythons: list[Path]) -> int:
                 print(f"FAIL {python}: {proc.stderr.strip()}")
                 failures += 1
                 continue
-            info = json_loads(proc.stdout)
-            version = tuple(info["version"])
-            want = intended(version, info["free_threaded"])  # type: ignore[arg-type]
-            name = f"{version[0]}.{version[1]}{'t' if info['free_threaded'] else ''}"
-            report(f"CPython {name} ({python}), by its packaging.tags", info["wheel"], want)
+            info = json.loads(proc.stdout)
+            major, minor = info["version"]
+            free_threaded = bool(info["free_threaded"])
+            name = f"{major}.{minor}{'t' if free_threaded else ''}"
+            report(f"CPython {name} ({python}), by its packaging.tags", info["wheel"],
+                   intended((major, minor), free_threaded))
         # pip itself, told which interpreter to pick for (the one it runs on does not matter).
-        for version_s, abi_tag, want in ELSEWHERE:
+        for version, abi_tag, want in ELSEWHERE:
             dest = Path(tmp) / f"pip-{abi_tag}"
             proc = run([sys.executable, "-m", "pip", "download", "--quiet", "--no-index", "--find-links", out,
-                        "--only-binary", ":all:", "--python-version", version_s, "--implementation", "cp",
+                        "--only-binary", ":all:", "--python-version", version, "--implementation", "cp",
                         "--abi", abi_tag, "--platform", "manylinux_2_17_x86_64", "--dest", dest, "zthread"],
                        capture_output=True)
             got = sorted(p.name for p in dest.glob("*.whl")) if proc.returncode == 0 else []
-            report(f"pip download --python-version {version_s} --abi {abi_tag}", got[0] if len(got) == 1 else None, want)
+            report(f"pip download --python-version {version} --abi {abi_tag}", got[0] if len(got) == 1 else None, want)
     print(f"select: {'all as intended' if not failures else f'{failures} not as intended'}")
     return 1 if failures else 0
-
-
-def json_loads(text: str) -> dict[str, object]:
-    import json
-
-    return json.loads(text)  # type: ignore[no-any-return]
 
 
 if __name__ == "__main__":
