@@ -8,7 +8,7 @@
 const std = @import("std");
 
 /// The CPython ABIs zthread builds for (build_options.abi in zsrc/py/abi.zig).
-pub const Abi = enum { abi3, cp313t, cp314t };
+pub const Abi = enum { abi3, cp313t, cp314t, abi3t };
 
 pub fn build(b: *std.Build) void {
     // A wheel must run on every CPU of its platform: default to the baseline model, never the host's.
@@ -16,11 +16,13 @@ pub fn build(b: *std.Build) void {
     const optimize = b.standardOptimizeOption(.{});
     const os = target.result.os.tag;
     // -Dabi: which CPython ABI the module is built for (zsrc/py/abi.zig declares each): abi3, the stable ABI of
-    // every CPython from 3.10 with the GIL, or cp313t / cp314t, free-threaded CPython 3.13's / 3.14's own.
-    const abi = b.option(Abi, "abi", "CPython ABI: abi3 (3.10+ with the GIL, default), cp313t or cp314t (free-threaded 3.13, 3.14)") orelse .abi3;
+    // every CPython from 3.10 with the GIL; cp313t / cp314t, free-threaded CPython 3.13's / 3.14's own; abi3t, the
+    // stable ABI of 3.15 and later, with and without the GIL (PEP 803).
+    const abi = b.option(Abi, "abi", "CPython ABI: abi3 (3.10+ with the GIL, default), cp313t or cp314t (free-threaded 3.13, 3.14), abi3t (3.15+)") orelse .abi3;
     const default_ext_name = if (os == .windows) "_zthread.pyd" else switch (abi) {
         .abi3 => "_zthread.abi3.so",
         .cp313t, .cp314t => "_zthread.so",
+        .abi3t => "_zthread.abi3t.so",
     };
     const ext_name = b.option([]const u8, "ext-name", "File name of the built extension module") orelse default_ext_name;
 
@@ -54,7 +56,8 @@ pub fn build(b: *std.Build) void {
         },
     });
     if (os == .windows) {
-        // Py* symbols come from python3.dll (the stable ABI), python313t.dll (cp313t) or python314t.dll (cp314t):
+        // Py* symbols come from python3.dll (abi3), python313t.dll (cp313t), python314t.dll (cp314t) or python3t.dll
+        // (abi3t, which 3.15's installs ship with and without the GIL):
         // link an import library made from the .def that lists exactly what zsrc/py/abi.zig declares for that ABI
         // (one list for both free-threaded versions), naming the DLL.
         const machine = switch (target.result.cpu.arch) {
@@ -67,6 +70,7 @@ pub fn build(b: *std.Build) void {
             .abi3 => .{ "python3", "python3" },
             .cp313t => .{ "free_threaded", "python313t" },
             .cp314t => .{ "free_threaded", "python314t" },
+            .abi3t => .{ "python3t", "python3t" },
         };
         dlltool.addFileArg(b.path(b.fmt("zsrc/py/{s}.def", .{def})));
         dlltool.addArgs(&.{ "-D", b.fmt("{s}.dll", .{dll}), "-l" });

@@ -5,16 +5,18 @@ compiler is involved) and copied where setuptools expects it; the stub for it is
 next to it. Which ABI (zig build -Dabi) and wheel tag:
   - with the GIL: abi3, tagged cp310-abi3: one binary for CPython 3.10 and later;
   - on free-threaded CPython 3.13 or 3.14 (python3.13t, python3.14t): that interpreter's own ABI, cp313t or
-    cp314t, tagged cp313-cp313t or cp314-cp314t.
-The module's file name is one the target interpreter imports: `_zthread.abi3.so` / `_zthread.pyd` for abi3, and
-the interpreter's own tagged name for the free-threaded ABIs (`free_threaded_suffix`), so that a binary of one
-free-threaded version can never be imported by another.
+    cp314t, tagged cp313-cp313t or cp314-cp314t;
+  - on CPython 3.15 and later, with or without the GIL: abi3t (PEP 803), tagged cp315-abi3.abi3t: one binary
+    for both builds of 3.15 and every later version (setuptools cannot tag it: BdistWheelTagged does).
+The module's file name is one the target interpreter imports: `_zthread.abi3.so` / `_zthread.pyd` for abi3,
+`_zthread.abi3t.so` / `_zthread.pyd` for abi3t, and the interpreter's own tagged name for the free-threaded ABIs
+(`free_threaded_suffix`), so that a binary of one free-threaded version can never be imported by another.
 
 Environment:
   ZTHREAD_ZIG_TARGET   a Zig target triple for cross builds (default: this machine, baseline CPU)
   ZTHREAD_ZIG_OPTIMIZE Zig optimize mode (default ReleaseSafe)
   ZTHREAD_PLAT_NAME    the wheel's platform tag for cross builds (e.g. manylinux_2_17_aarch64)
-  ZTHREAD_ABI          the ABI for cross builds: abi3, cp313t or cp314t (default: this interpreter's)
+  ZTHREAD_ABI          the ABI for cross builds: abi3, cp313t, cp314t or abi3t (default: this interpreter's)
 tools/wheels.py sets these for each wheel of the release.
 """
 
@@ -37,15 +39,21 @@ def unsupported_interpreter() -> str | None:
     this = f"{sys.executable} is {platform.python_implementation()} {platform.python_version()}"
     if sys.implementation.name != "cpython":
         return f"zthread is an extension of CPython's own C API and does not run on {this}: use CPython 3.10 or later"
-    if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info[:2] not in ((3, 13), (3, 14)):
-        return (f"zthread supports free-threaded CPython 3.13 and 3.14 only, so far: {this} (free-threaded build); "
-                "use python3.13t or python3.14t, or a CPython 3.10 or later with the GIL")
     return None
 
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-"""python3.13t, python3.14t: the building interpreter needs a free-threaded build (for the test extra)."""
+"""python3.13t and later: the building interpreter is free-threaded (for the test extra)."""
 FREE_THREADED_ABIS = ("cp313t", "cp314t")
+ABIS = ("abi3", *FREE_THREADED_ABIS, "abi3t")
+
+
+def interpreter_abi() -> str:
+    """The ABI this interpreter's build of zthread has: abi3t from 3.15, else its own if free-threaded, else abi3."""
+    if sys.version_info >= (3, 15):
+        return "abi3t"
+    return f"cp{sys.version_info[0]}{sys.version_info[1]}t" if FREE_THREADED else "abi3"
+
 
 
 reason = unsupported_interpreter()
@@ -63,9 +71,9 @@ STUB = ROOT / "stubs" / "zthread" / "_zthread.pyi"
 
 TARGET = os.environ.get("ZTHREAD_ZIG_TARGET")
 PLAT_NAME = os.environ.get("ZTHREAD_PLAT_NAME")
-ABI = os.environ.get("ZTHREAD_ABI") or (f"cp{sys.version_info[0]}{sys.version_info[1]}t" if FREE_THREADED else "abi3")
-if ABI not in ("abi3", *FREE_THREADED_ABIS):
-    raise SystemExit(f"ZTHREAD_ABI={ABI}: zthread builds abi3, {', '.join(FREE_THREADED_ABIS)}")
+ABI = os.environ.get("ZTHREAD_ABI") or interpreter_abi()
+if ABI not in ABIS:
+    raise SystemExit(f"ZTHREAD_ABI={ABI}: zthread builds {', '.join(ABIS)}")
 
 
 def free_threaded_suffix(abi: str, target: str | None) -> str:
@@ -74,7 +82,7 @@ def free_threaded_suffix(abi: str, target: str | None) -> str:
     musl one); macOS: "darwin"; Windows: Python/dynload_win.c's ".cp313t-win_amd64.pyd". FreeBSD, whose
     SOABI could not be checked here, gets the untagged ".so" that every CPython on POSIX imports."""
     if target is None:
-        if FREE_THREADED and abi == f"cp{sys.version_info[0]}{sys.version_info[1]}t":
+        if abi == interpreter_abi():
             return str(sysconfig.get_config_var("EXT_SUFFIX"))
         raise SystemExit(f"ZTHREAD_ABI={abi} on {sys.executable}: a cross build, which needs ZTHREAD_ZIG_TARGET")
     version = abi.removeprefix("cp")
@@ -96,10 +104,10 @@ class ZigBuildExt(build_ext):
         # abi3 suffix: on 3.15 that is ".abi3-x86_64-linux-gnu.so", which 3.10-3.14 do not import, so a
         # cp310-abi3 wheel built there would not work where its tag says it does. A free-threaded build takes
         # its interpreter's own suffix (".cpython-313t-x86_64-linux-gnu.so").
-        if ABI != "abi3":
-            return os.path.join(*fullname.split(".")) + free_threaded_suffix(ABI, TARGET)
         windows = "windows" in TARGET if TARGET else sys.platform == "win32"
-        return os.path.join(*fullname.split(".")) + (".pyd" if windows else ".abi3.so")
+        if ABI in FREE_THREADED_ABIS:
+            return os.path.join(*fullname.split(".")) + free_threaded_suffix(ABI, TARGET)
+        return os.path.join(*fullname.split(".")) + (".pyd" if windows else f".{ABI}.so")
 
     def build_extension(self, ext: Extension) -> None:
         dest = Path(self.get_ext_fullpath(ext.name))
@@ -127,13 +135,17 @@ class BuildPyWithStub(build_py):
 
 
 class BdistWheelTagged(bdist_wheel):
-    """A free-threaded ABI's wheel is tagged for it (cp314-cp314t) whichever interpreter builds it: setuptools
-    would take the building interpreter's tag (tools/wheels.py cross-builds every wheel on one CPython)."""
+    """A free-threaded ABI's wheel is tagged for it (cp314-cp314t), and the abi3t one cp315-abi3.abi3t (PEP 803: not
+    cp310, which 3.13t and 3.14t would take and could not load), whichever interpreter builds it: setuptools would
+    take the building interpreter's tag (tools/wheels.py cross-builds every wheel on one CPython), and knows no
+    abi3t."""
 
     def get_tag(self) -> tuple[str, str, str]:
         impl, abi, plat = super().get_tag()
         if ABI == "abi3":
             return impl, abi, plat
+        if ABI == "abi3t":
+            return "cp315", "abi3.abi3t", plat
         return ABI.removesuffix("t"), ABI, plat
 
 
@@ -148,7 +160,7 @@ if FREE_THREADED:
 else:
     TEST_REQUIREMENTS += ["hypothesis>=6.100", "mypy==2.4.1"]  # mypy pinned: stubtest's checks grow with releases
 
-wheel_options: dict[str, str] = {} if ABI != "abi3" else {"py_limited_api": "cp310"}
+wheel_options: dict[str, str] = {"py_limited_api": "cp310"} if ABI == "abi3" else {}
 if PLAT_NAME:
     wheel_options["plat_name"] = PLAT_NAME
 setup(

@@ -21,6 +21,10 @@ FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLED = Path(zthread._zthread.__file__).resolve()
+# Which ABI the installed binary is built for, by its file name (setup.py): abi3t on 3.15+, the free-threaded
+# builds' own, or abi3. Its .def (zsrc/py/) lists what it may use.
+ABI3T = ".abi3t." in INSTALLED.name
+INSTALLED_DEF = "python3t" if ABI3T else "free_threaded" if FREE_THREADED else "python3"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -61,29 +65,25 @@ def test_the_installed_package_check_fails_on_the_source_folder(tmp_path: Path) 
 def test_the_module_file_has_the_name_every_supported_cpython_imports() -> None:
     # A cp310-abi3 wheel must import on 3.10+, whichever interpreter built it (3.15's own first abi3 suffix,
     # ".abi3-x86_64-linux-gnu.so", is unknown to 3.10-3.14). The free-threaded build is for this interpreter.
-    if FREE_THREADED:
+    if sys.version_info >= (3, 15):  # abi3t, with or without the GIL
+        assert INSTALLED.name == ("_zthread.pyd" if sys.platform == "win32" else "_zthread.abi3t.so")
+    elif FREE_THREADED:
         assert INSTALLED.name == "_zthread" + sysconfig.get_config_var("EXT_SUFFIX")
     else:
         assert INSTALLED.name == ("_zthread.pyd" if sys.platform == "win32" else "_zthread.abi3.so")
 
 
-@pytest.mark.parametrize("fake", ["free-threaded", "pypy"])
-def test_setup_py_refuses_an_unsupported_interpreter_in_one_line(fake: str) -> None:
+def test_setup_py_refuses_an_unsupported_interpreter_in_one_line() -> None:
     # What `pip install .` shows a user of such an interpreter (pip prints the build's output): one line that
-    # names the interpreter, not a traceback from setuptools. The interpreter is made to look like one.
-    pretend = {
-        # free-threaded 3.15 (3.13t and 3.14t are supported: their own builds)
-        "free-threaded": "real = sysconfig.get_config_var; "
-                         "sysconfig.get_config_var = lambda name: 1 if name == 'Py_GIL_DISABLED' else real(name); "
-                         "sys.version_info = (3, 15, 0, 'final', 0)",
-        "pypy": "sys.implementation = types.SimpleNamespace(**{**vars(sys.implementation), 'name': 'pypy'}); "
-                "platform.python_implementation = lambda: 'PyPy'",
-    }[fake]
-    code = f"import platform, runpy, sys, sysconfig, types; {pretend}; runpy.run_path('setup.py', run_name='__main__')"
+    # names the interpreter, not a traceback from setuptools. The interpreter is made to look like PyPy (every
+    # CPython from 3.10 is supported, free-threaded from 3.13: there the ABIs are its own, then abi3t).
+    pretend = ("sys.implementation = types.SimpleNamespace(**{**vars(sys.implementation), 'name': 'pypy'}); "
+               "platform.python_implementation = lambda: 'PyPy'")
+    code = f"import platform, runpy, sys, types; {pretend}; runpy.run_path('setup.py', run_name='__main__')"
     proc = run(sys.executable, "-c", code, cwd=ROOT)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and sys.executable in proc.stderr, proc.stderr
-    assert ("free-threaded" if fake == "free-threaded" else "PyPy") in proc.stderr
+    assert "PyPy" in proc.stderr
 
 
 def test_zig_core_tests_pass() -> None:
@@ -118,7 +118,7 @@ def test_the_wheel_ships_the_stub_from_stubs() -> None:
     assert (INSTALLED.parent / "py.typed").exists()
 
 
-@pytest.mark.skipif(FREE_THREADED, reason="a free-threaded build is not abi3 (its symbols are checked against the .def)")
+@pytest.mark.skipif(FREE_THREADED or ABI3T, reason="not an abi3 build (its symbols are checked against its .def)")
 def test_abi3audit_finds_no_violation() -> None:
     abi3audit = Path(sys.executable).parent / "abi3audit"
     check(run(str(abi3audit), "--strict", "--assume-minimum-abi3", "3.10", str(INSTALLED), cwd=ROOT))
@@ -142,25 +142,29 @@ def test_importing_zthread_does_not_import_threading() -> None:
     assert proc.stdout.strip() == "False"
 
 
+# Which of abi.zig's blocks of declarations each .def holds besides the top-level ones (abi.zig says why).
+DEF_BLOCKS = {"python3": {"not_abi3t"}, "free_threaded": {"not_abi3t", "only_cp3xt", "no_gil"},
+              "python3t": {"no_gil", "only_abi3t"}}
+
+
 # free_threaded.def names no DLL: build.zig names python313t.dll or python314t.dll (dlltool -D), and
 # tools/wheels.py verify checks what each Windows wheel's binary imports.
-@pytest.mark.parametrize(("def_name", "dll", "variant"), [("python3", "python3.dll", None),
-                                                           ("free_threaded", None, "free_threaded")])
-def test_each_def_lists_exactly_what_the_abi_file_declares_for_its_abi(def_name: str, dll: str | None,
-                                                                       variant: str | None) -> None:
-    # Declarations at the top level of abi.zig are every ABI's; those inside `pub const only_<abi> = struct {`
-    # exist in that ABI alone (indented, so the top-level pattern does not see them).
+@pytest.mark.parametrize(("def_name", "dll"), [("python3", "python3.dll"), ("free_threaded", None),
+                                               ("python3t", "python3t.dll")])
+def test_each_def_lists_exactly_what_the_abi_file_declares_for_its_abi(def_name: str, dll: str | None) -> None:
+    # Declarations at the top level of abi.zig are every ABI's; those inside a block (`pub const only_abi3t =
+    # struct {`, indented, so the top-level pattern does not see them) belong to the .defs DEF_BLOCKS names.
     import re
 
     abi = (ROOT / "zsrc" / "py" / "abi.zig").read_text()
     declared = set(re.findall(r"^pub extern fn (\w+)\(", abi, re.M))
     declared_data = set(re.findall(r"^pub extern var (\w+):", abi, re.M))
-    blocks = dict(re.findall(r"^pub const only_(\w+) = struct \{\n(.*?)^\};", abi, re.M | re.S))
-    for name, body in blocks.items():
-        assert name in ("free_threaded",), name
-        if name == variant:
-            declared |= set(re.findall(r"^    pub extern fn (\w+)\(", body, re.M))
-            declared_data |= set(re.findall(r"^    pub extern var (\w+):", body, re.M))
+    blocks = dict(re.findall(r"^pub const (\w+) = struct \{\n(.*?)^\};", abi, re.M | re.S))
+    blocks = {name: body for name, body in blocks.items() if "pub extern" in body}
+    assert set(blocks) == set().union(*DEF_BLOCKS.values()), sorted(blocks)
+    for name in DEF_BLOCKS[def_name]:
+        declared |= set(re.findall(r"^    pub extern fn (\w+)\(", blocks[name], re.M))
+        declared_data |= set(re.findall(r"^    pub extern var (\w+):", blocks[name], re.M))
     lines = [line.strip() for line in (ROOT / "zsrc" / "py" / f"{def_name}.def").read_text().splitlines()]
     exports = lines[lines.index("EXPORTS") + 1 :]
     functions = {line for line in exports if line and not line.endswith(" DATA")}
@@ -172,8 +176,8 @@ def test_each_def_lists_exactly_what_the_abi_file_declares_for_its_abi(def_name:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("nm") is None, reason="reads ELF with nm")
 def test_the_installed_binary_uses_only_what_its_def_lists() -> None:
-    # abi3, cp313t or cp314t: every Python symbol the module imports is one abi.zig declares for its ABI (the .def).
-    def_name = "free_threaded" if FREE_THREADED else "python3"
+    # Every Python symbol the module imports is one abi.zig declares for its ABI (the .def).
+    def_name = INSTALLED_DEF
     lines = (ROOT / "zsrc" / "py" / f"{def_name}.def").read_text().splitlines()
     listed = {line.strip().removesuffix(" DATA") for line in lines[lines.index("EXPORTS") + 1 :] if line.strip()}
     out = run("nm", "-D", "--undefined-only", str(INSTALLED), cwd=ROOT)

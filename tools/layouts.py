@@ -11,13 +11,18 @@ tools/layouts.c, compiled by `zig cc` against the headers, prints the same keys;
             which a 3.10-built stable-ABI binary (what zthread ships) is not, and every version accepts both;
   - cp313t: free-threaded 3.13's headers (the 3.13t that tools/build-free-threaded-python.sh builds);
   - cp314t: 3.14's headers (Debian sid's libpython3.14-dev, from tools/fetch-pythons.sh) with Py_GIL_DISABLED
-            defined: no free-threaded 3.14 can be had here, and its headers are the same files.
+            defined: no free-threaded 3.14 can be had here, and its headers are the same files;
+  - abi3t:  3.15's headers with Py_TARGET_ABI3T=0x030f0000 (PEP 803: no object layout; PySlot, PyABIInfo).
+And the symbols: every function and datum the ABI's .def lists (zsrc/py/; abi.zig's declarations for that ABI)
+is declared by those headers in that mode (a C file taking each one's address must compile): abi3 against
+3.10's limited API, abi3t against 3.15's, so the binary uses nothing outside that ABI.
 Exits 1 on any difference, or if a header set that CI must have is missing (without --this).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import sysconfig
@@ -49,11 +54,22 @@ def header_sets() -> list[tuple[str, str, list[Path], list[str]]]:
     sets.append(("cp313t", "free-threaded CPython 3.13", [ft] if ft.exists() else [], []))
     sets.append(("cp314t", "CPython 3.14 (Debian sid) with Py_GIL_DISABLED", sid_include("3.14"),
                  ["-DPy_GIL_DISABLED=1"]))
+    sets.append(("abi3t", "CPython 3.15 (Debian sid) with Py_TARGET_ABI3T", sid_include("3.15"), ABI3T))
     return sets
+
+
+ABI3T = ["-DPy_TARGET_ABI3T=0x030f0000"]
+DEFS = {"abi3": "python3", "cp313t": "free_threaded", "cp314t": "free_threaded", "abi3t": "python3t"}
+# The .def symbols are checked against the oldest headers of the ABI (abi3: 3.10's, the binary's minimum).
+SYMBOLS_CHECKED_WITH = {"abi3": "CPython 3.10", "cp313t": "free-threaded CPython 3.13",
+                        "cp314t": "CPython 3.14 (Debian sid) with Py_GIL_DISABLED",
+                        "abi3t": "CPython 3.15 (Debian sid) with Py_TARGET_ABI3T"}
 
 
 def this_header_set() -> tuple[str, str, list[Path], list[str]]:
     include = Path(sysconfig.get_paths()["include"])
+    if sys.version_info >= (3, 15):
+        return "abi3t", f"this {sys.version.split()[0]} with Py_TARGET_ABI3T", [include, include.parent], ABI3T
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
         return f"cp{sys.version_info[0]}{sys.version_info[1]}t", f"this {sys.version.split()[0]}t", [include], []
     return "abi3", f"this {sys.version.split()[0]}", [include, include.parent], ["-DPy_LIMITED_API=0x030a0000"]
@@ -68,6 +84,23 @@ def zig(*args: str, cwd: Path = ROOT) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"zig {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout + proc.stderr  # `zig build`'s run step prints the program's output on stderr
+
+
+def undeclared(abi: str, include: list[Path], defines: list[str]) -> list[str]:
+    """The symbols of the ABI's .def that the headers do not declare in that mode (compiler errors)."""
+    lines = (ROOT / "zsrc" / "py" / f"{DEFS[abi]}.def").read_text().splitlines()
+    names = [line.strip().removesuffix(" DATA") for line in lines[lines.index("EXPORTS") + 1:] if line.strip()]
+    source = "#include <Python.h>\n#include <structmember.h>\nvoid *zthread_uses[] = {\n"
+    source += "".join(f"    (void *)&{n},\n" for n in names) + "};\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Path(tmp) / "symbols.c"
+        c.write_text(source)
+        proc = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-c", "-o", str(Path(tmp) / "symbols.o"),
+                               "-Werror=implicit-function-declaration", *defines, *(f"-I{p}" for p in include),
+                               str(c)], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return []
+    return sorted(set(re.findall(r"undeclared identifier '(\w+)'", proc.stderr))) or [proc.stderr[-2000:]]
 
 
 def compare(abi: str, what: str, include: list[Path], defines: list[str]) -> list[str]:
@@ -94,6 +127,8 @@ def main() -> int:
             failed += 1
             continue
         diffs = compare(abi, what, include, defines)
+        if what == SYMBOLS_CHECKED_WITH.get(abi) or args.this:
+            diffs += [f"{DEFS[abi]}.def: {n} is not declared by these headers" for n in undeclared(abi, include, defines)]
         print(f"{'FAIL' if diffs else 'ok  '} {abi} vs {what} ({include[0]})")
         for d in diffs:
             print(f"       {d}")

@@ -4,7 +4,11 @@
 //! - `abi3`: the stable ABI of CPython 3.10 and later with the GIL (one binary for every version);
 //! - `cp313t`, `cp314t`: free-threaded CPython 3.13's and 3.14's own ABIs (PEP 703: no GIL, a larger object
 //!   header, references counted by the interpreter's functions). The two are the same for everything zthread
-//!   uses but the header of a static object (`module_def_head_init`) and the DLL on Windows (build.zig).
+//!   uses but the header of a static object (`module_def_head_init`) and the DLL on Windows (build.zig);
+//! - `abi3t`: the stable ABI of CPython 3.15 and later, with and without the GIL (PEP 803): the object is
+//!   opaque (`Object` has no fields: its type through `Py_TYPE`, references through `Py_IncRef`/`Py_DecRef`,
+//!   an instance's own fields where `PyObject_GetTypeData` says, `data`), the module is defined by
+//!   `PyModExport__zthread`'s slots (`Slot`), and it runs without a GIL as the free-threaded builds do.
 //! Everything that differs between them (the object header, reference counting, the few calls that only
 //! exist in one, or that must be made differently without a GIL) is decided here; the rest of the layer asks
 //! none of it. The Windows import libraries' .defs (`zsrc/py/python3.def`; `free_threaded.def`, for
@@ -12,6 +16,7 @@
 //! test keeps them in step. tests/test_layouts.py compares the layouts below with CPython's own headers.
 //!
 //! Layouts are those of 64-bit and 32-bit platforms (Py_ssize_t = isize).
+const std = @import("std");
 const builtin = @import("builtin");
 
 pub const Abi = @TypeOf(@import("build_options").abi);
@@ -19,10 +24,16 @@ pub const target_abi: Abi = @import("build_options").abi;
 /// No GIL: the interpreter runs threads in parallel, and zthread's objects are reached by several at once.
 pub const free_threaded = switch (target_abi) {
     .abi3 => false,
-    .cp313t, .cp314t => true,
+    .cp313t, .cp314t, .abi3t => true,
 };
+/// abi3t: the object header's layout is not the extension's to know (it differs between the builds one binary
+/// serves).
+pub const opaque_objects = target_abi == .abi3t;
+/// How the module is defined: `PyInit__zthread` returning a `ModuleDef`, or (abi3t) `PyModExport__zthread`
+/// returning `Slot`s.
+pub const module_by_slots = target_abi == .abi3t;
 
-pub const Object = Header(*TypeObject);
+pub const Object = if (opaque_objects) opaque {} else Header(*TypeObject);
 
 /// PyObject_HEAD, its type pointer of type `TypePtr`.
 fn Header(comptime TypePtr: type) type {
@@ -41,6 +52,7 @@ fn Header(comptime TypePtr: type) type {
             ob_ref_shared: isize,
             ob_type: TypePtr,
         },
+        .abi3t => @compileError("abi3t: the object header is opaque"),
     };
 }
 
@@ -84,6 +96,7 @@ pub const module_def_head_init: ModuleDefBase = .{
             .ob_ref_shared = 0,
             .ob_type = null,
         },
+        .abi3t => @compileError("abi3t: modules are defined by slots (module_by_slots)"),
     },
     .m_init = null,
     .m_index = 0,
@@ -110,6 +123,42 @@ pub const ModuleDef = extern struct {
     m_clear: ?*const anyopaque,
     m_free: ?*const anyopaque,
 };
+
+/// Include/slots.h (3.15+): one entry of the slot array `PyModExport__zthread` returns (abi3t). `value` is the
+/// union of pointer, function and size.
+pub const Slot = extern struct {
+    id: u16,
+    flags: u16 = 0,
+    reserved: u32 = 0,
+    value: ?*const anyopaque,
+};
+/// sl_flags: the pointed-to data lives as long as the process (`PySlot_STATIC_DATA`), or the value is a small
+/// integer in pointer form (`PySlot_DATA`).
+pub const PySlot_STATIC = 0x0002;
+pub const PySlot_INTPTR = 0x0004;
+/// Include/slots_generated.h: the module slots' ids with Py_LIMITED_API >= 3.15.
+pub const Py_mod_exec_slot = 85;
+pub const Py_mod_multiple_interpreters_slot = 86;
+pub const Py_mod_gil_slot = 87;
+pub const Py_mod_name = 100;
+pub const Py_mod_doc = 101;
+pub const Py_mod_state_size = 102;
+pub const Py_mod_methods = 103;
+pub const Py_mod_state_traverse = 104;
+pub const Py_mod_state_clear = 105;
+pub const Py_mod_state_free = 106;
+pub const Py_mod_abi = 109;
+/// Include/modsupport.h's PyABIInfo (3.15+), for the mandatory Py_mod_abi slot.
+pub const ABIInfo = extern struct {
+    major: u8 = 1,
+    minor: u8 = 0,
+    flags: u16,
+    build_version: u32,
+    abi_version: u32,
+};
+pub const PyABIInfo_STABLE = 0x0001;
+pub const PyABIInfo_GIL = 0x0002;
+pub const PyABIInfo_FREETHREADED = 0x0004;
 
 pub const GetSetDef = extern struct {
     name: ?[*:0]const u8,
@@ -153,6 +202,8 @@ pub const MemberDef = extern struct {
 };
 pub const T_PYSSIZET = 19;
 pub const READONLY = 1;
+/// The member's offset is from the type's own data (negative basicsize, abi3t), not from the object (3.12+).
+pub const Py_RELATIVE_OFFSET = 8;
 
 // Include/object.h
 pub const Py_TPFLAGS_DISALLOW_INSTANTIATION: c_ulong = 1 << 7;
@@ -171,7 +222,6 @@ pub const Py_TPFLAGS_DICT_SUBCLASS: c_ulong = 1 << 29;
 // Object protocol and reference counts.
 pub extern fn Py_IncRef(o: ?*Object) void;
 pub extern fn Py_DecRef(o: ?*Object) void;
-pub extern fn _Py_Dealloc(o: *Object) void;
 pub extern fn PyObject_ClearWeakRefs(o: *Object) void;
 pub extern fn PyObject_Call(callable: *Object, args: *Object, kwargs: ?*Object) ?*Object;
 pub extern fn PyObject_CallFunctionObjArgs(callable: *Object, ...) ?*Object;
@@ -184,14 +234,8 @@ pub extern fn PyObject_SetAttrString(o: *Object, name: [*:0]const u8, v: *Object
 pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;
 pub extern fn PyObject_GenericSetAttr(o: *Object, name: *Object, v: ?*Object) c_int;
-pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
-pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
-pub extern fn PyObject_Free(p: ?*anyopaque) void;
 pub extern fn PyObject_GC_UnTrack(o: *anyopaque) void;
 pub extern fn PyObject_GC_Track(o: *anyopaque) void;
-pub extern fn PyObject_GC_Del(o: *anyopaque) void;
-/// What the PyObject_GC_New macro calls: memory for a GC object of `tp`, its header initialised, not tracked.
-pub extern fn _PyObject_GC_New(tp: *TypeObject) ?*Object;
 pub extern fn PyWeakref_NewRef(o: *Object, callback: ?*Object) ?*Object;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
 pub extern fn PyType_IsSubtype(a: *TypeObject, b: *TypeObject) c_int;
@@ -291,9 +335,6 @@ pub extern fn PySys_SetObject(name: [*:0]const u8, v: ?*Object) c_int;
 pub extern fn PyCFunction_NewEx(def: *MethodDef, self: ?*Object, module: ?*Object) ?*Object;
 
 // Data.
-pub extern var _Py_NoneStruct: Object;
-pub extern var _Py_TrueStruct: Object;
-pub extern var _Py_FalseStruct: Object;
 pub extern var PyFloat_Type: TypeObject;
 pub extern var PyBaseObject_Type: TypeObject;
 pub extern var PyExc_RuntimeError: *Object;
@@ -305,18 +346,46 @@ pub extern var PyExc_SystemError: *Object;
 pub extern var PyExc_OSError: *Object;
 pub extern var PyExc_AttributeError: *Object;
 
-/// What free-threaded CPython's own ABIs (cp313t, cp314t) have and the stable ABI lacks (free_threaded.def lists
-/// these too).
-pub const only_free_threaded = struct {
-    pub extern fn PyDict_GetItemRef(d: *Object, key: *Object, result: *?*Object) c_int;
+// Declarations for some of the ABIs. tests/test_toolchain.py reads them by block: `not_abi3t` is in python3.def
+// and free_threaded.def, `only_cp3xt` in free_threaded.def, `no_gil` in free_threaded.def and python3t.def,
+// `only_abi3t` in python3t.def.
+
+/// What touches the object's layout (its header's size and fields): every ABI but abi3t.
+pub const not_abi3t = struct {
+    pub extern fn _Py_Dealloc(o: *Object) void;
+    pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
+    pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
+    pub extern fn PyObject_Free(p: ?*anyopaque) void;
+    pub extern fn PyObject_GC_Del(o: *anyopaque) void;
+    /// What the PyObject_GC_New macro calls: memory for a GC object of `tp`, its header initialised, not tracked.
+    pub extern fn _PyObject_GC_New(tp: *TypeObject) ?*Object;
+    pub extern var _Py_NoneStruct: Object;
+    pub extern var _Py_TrueStruct: Object;
+    pub extern var _Py_FalseStruct: Object;
+};
+
+/// What free-threaded CPython's own ABIs (cp313t, cp314t) have and the stable ABIs lack.
+pub const only_cp3xt = struct {
     pub extern fn PyErr_FormatUnraisable(fmt: [*:0]const u8, ...) void;
     pub extern fn _PyObject_GenericGetAttrWithDict(o: *Object, name: *Object, dict: ?*Object, suppress: c_int) ?*Object;
     pub extern fn _PyObject_GenericSetAttrWithDict(o: *Object, name: *Object, v: ?*Object, dict: ?*Object) c_int;
+};
+
+/// What running without a GIL needs, in the free-threaded ABIs and in abi3t (whose 3.15 stable ABI has them).
+pub const no_gil = struct {
+    pub extern fn PyDict_GetItemRef(d: *Object, key: *Object, result: *?*Object) c_int;
     pub extern fn PyCriticalSection_Begin(c: *CriticalSection, o: *Object) void;
     pub extern fn PyCriticalSection_End(c: *CriticalSection) void;
 };
 
-/// Include/cpython/critical_section.h's PyCriticalSection (free-threaded builds).
+/// What abi3t uses in place of the object's layout (3.15's stable ABI).
+pub const only_abi3t = struct {
+    pub extern fn Py_TYPE(o: *Object) *TypeObject;
+    pub extern fn Py_GetConstantBorrowed(id: c_uint) *Object;
+    pub extern fn PyObject_GetTypeData(o: *Object, cls: *TypeObject) ?*anyopaque;
+};
+
+/// Include/critical_section.h's PyCriticalSection (free-threaded builds, and 3.15's stable ABI).
 pub const CriticalSection = extern struct { prev: usize, mutex: ?*anyopaque };
 
 /// `Py_BEGIN_CRITICAL_SECTION(o)` ... `Py_END_CRITICAL_SECTION()`: excludes other threads from what the GIL
@@ -332,11 +401,11 @@ pub const Section = struct {
     cs: if (free_threaded) CriticalSection else void,
 
     pub inline fn begin(self: *Section, o: *Object) void {
-        if (free_threaded) only_free_threaded.PyCriticalSection_Begin(&self.cs, o);
+        if (free_threaded) no_gil.PyCriticalSection_Begin(&self.cs, o);
     }
 
     pub inline fn end(self: *Section) void {
-        if (free_threaded) only_free_threaded.PyCriticalSection_End(&self.cs);
+        if (free_threaded) no_gil.PyCriticalSection_End(&self.cs);
     }
 };
 
@@ -345,7 +414,7 @@ pub const Section = struct {
 /// `d[key]` as a new reference in `result`: 1 found, 0 missing, -1 with an exception set. Without a GIL a
 /// borrowed item could be freed by another thread at once, so a free-threaded build asks for a strong one.
 pub fn dictGetItemRef(d: *Object, key: *Object, result: *?*Object) c_int {
-    if (free_threaded) return only_free_threaded.PyDict_GetItemRef(d, key, result);
+    if (free_threaded) return no_gil.PyDict_GetItemRef(d, key, result);
     const v = PyDict_GetItemWithError(d, key) orelse {
         result.* = null;
         return if (PyErr_Occurred() != null) -1 else 0;
@@ -355,12 +424,16 @@ pub fn dictGetItemRef(d: *Object, key: *Object, result: *?*Object) c_int {
 }
 
 /// The generic attribute lookup of `o` (its type's MRO, descriptors) with `dict` as its instance dict, for
-/// `_local`, whose instance dict is the calling thread's. A free-threaded build calls CPython's own. The stable ABI has no
-/// such call: there `o`'s dict slot (`dict_slot`, its tp_dictoffset field) points at `dict` for the one call,
-/// which the GIL keeps other threads from seeing; nested calls (a property reading another attribute) save and
-/// restore it in turn.
+/// `_local`, whose instance dict is the calling thread's. cp313t and cp314t call CPython's own. The stable ABIs
+/// have no such call: there `o`'s dict slot (`dict_slot`, its tp_dictoffset field) points at `dict` for the one
+/// call, which the GIL (abi3), or the object's critical section (abi3t, no GIL: CPython suspends it if the
+/// call blocks, and the thread that enters then restores the slot before it leaves), keeps other threads from
+/// seeing; nested calls (a property reading another attribute) save and restore it in turn.
 pub fn genericGetAttrWithDict(o: *Object, name: *Object, dict: *Object, dict_slot: *?*Object) ?*Object {
-    if (free_threaded) return only_free_threaded._PyObject_GenericGetAttrWithDict(o, name, dict, 0);
+    if (has_generic_with_dict) return only_cp3xt._PyObject_GenericGetAttrWithDict(o, name, dict, 0);
+    var section: Section = undefined;
+    section.begin(o);
+    defer section.end();
     const saved = swapDict(dict_slot, dict);
     defer restoreDict(dict_slot, saved);
     return PyObject_GenericGetAttr(o, name);
@@ -368,11 +441,19 @@ pub fn genericGetAttrWithDict(o: *Object, name: *Object, dict: *Object, dict_slo
 
 /// As `genericGetAttrWithDict`, for setting (`value`) or deleting (null) an attribute.
 pub fn genericSetAttrWithDict(o: *Object, name: *Object, value: ?*Object, dict: *Object, dict_slot: *?*Object) c_int {
-    if (free_threaded) return only_free_threaded._PyObject_GenericSetAttrWithDict(o, name, value, dict);
+    if (has_generic_with_dict) return only_cp3xt._PyObject_GenericSetAttrWithDict(o, name, value, dict);
+    var section: Section = undefined;
+    section.begin(o);
+    defer section.end();
     const saved = swapDict(dict_slot, dict);
     defer restoreDict(dict_slot, saved);
     return PyObject_GenericSetAttr(o, name, value);
 }
+
+const has_generic_with_dict = switch (target_abi) {
+    .cp313t, .cp314t => true,
+    .abi3, .abi3t => false,
+};
 
 fn swapDict(slot: *?*Object, dict: *Object) ?*Object {
     const saved = slot.*;
@@ -395,10 +476,10 @@ pub fn sysAttr(name: [*:0]const u8) ?*Object {
     return newRef(PySys_GetObject(name) orelse return null);
 }
 
-/// PyErr_FormatUnraisable where the ABI has it (free-threaded builds): the hook gets `err_msg` formatted and `object` None,
+/// PyErr_FormatUnraisable where the ABI has it (cp313t, cp314t): the hook gets `err_msg` formatted and `object` None,
 /// with no Python code run on the way. The stable ABI has no call that sets `err_msg` (errors.zig builds the
 /// hook's arguments itself).
-pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = if (free_threaded) &only_free_threaded.PyErr_FormatUnraisable else null;
+pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = if (has_generic_with_dict) &only_cp3xt.PyErr_FormatUnraisable else null;
 
 // Helpers for what Python.h spells as macros.
 
@@ -414,7 +495,7 @@ pub inline fn incRef(o: *Object) void {
 pub inline fn decRef(o: *Object) void {
     if (ref_calls) return Py_DecRef(o);
     o.ob_refcnt -= 1;
-    if (o.ob_refcnt == 0) _Py_Dealloc(o);
+    if (o.ob_refcnt == 0) not_abi3t._Py_Dealloc(o);
 }
 
 const ref_calls = @import("build_options").ref_calls or free_threaded;
@@ -434,14 +515,103 @@ pub inline fn newRef(o: *Object) *Object {
 pub var singletons_immortal = false;
 
 pub inline fn none() *Object {
-    if (singletons_immortal) return &_Py_NoneStruct;
-    return newRef(&_Py_NoneStruct);
+    if (singletons_immortal) return noneObject();
+    return newRef(noneObject());
 }
 
 pub inline fn boolean(v: bool) *Object {
-    const o = if (v) &_Py_TrueStruct else &_Py_FalseStruct;
+    const o = if (v) trueObject() else falseObject();
     if (singletons_immortal) return o;
     return newRef(o);
+}
+
+/// None, True and False themselves (borrowed: for comparisons). abi3t asks the interpreter once (`initConstants`):
+/// the singletons are static objects, the same in every interpreter of the process.
+pub inline fn noneObject() *Object {
+    if (opaque_objects) return constants[0].load(.monotonic).?;
+    return &not_abi3t._Py_NoneStruct;
+}
+
+pub inline fn trueObject() *Object {
+    if (opaque_objects) return constants[2].load(.monotonic).?;
+    return &not_abi3t._Py_TrueStruct;
+}
+
+pub inline fn falseObject() *Object {
+    if (opaque_objects) return constants[1].load(.monotonic).?;
+    return &not_abi3t._Py_FalseStruct;
+}
+
+/// Py_CONSTANT_NONE, Py_CONSTANT_FALSE, Py_CONSTANT_TRUE (abi3t).
+var constants = [3]std.atomic.Value(?*Object){ .init(null), .init(null), .init(null) };
+
+/// Called by the module's exec before anything else (every interpreter; each stores the same values).
+pub fn initConstants() void {
+    if (!opaque_objects) return;
+    for (&constants, 0..) |*c, id| c.store(only_abi3t.Py_GetConstantBorrowed(@intCast(id)), .monotonic);
+}
+
+// ---- Instances: the object header, then the type's own fields ----
+
+/// The type of `o` (Py_TYPE).
+pub inline fn typeOf(o: *const Object) *TypeObject {
+    if (opaque_objects) return only_abi3t.Py_TYPE(@constCast(o));
+    return o.ob_type;
+}
+
+/// abi3t: where an instance's own fields start, from the object's address: the header's size, aligned, of the
+/// running interpreter (16 bytes with the GIL, 32 without, on 64-bit platforms today). Learned once from an
+/// instance (`learnDataOffset`); the same for every type of zthread's (each is based on `object`) and their
+/// Python subclasses, in every interpreter of the process.
+var data_offset = std.atomic.Value(usize).init(0);
+
+inline fn dataOffset() usize {
+    if (opaque_objects) return data_offset.load(.monotonic);
+    return @sizeOf(Object);
+}
+
+/// The fields (`T`, an extern struct) of `o`, an instance of one of zthread's types or of a Python subclass.
+pub inline fn data(comptime T: type, o: *const Object) *T {
+    if (!opaque_objects) comptime std.debug.assert(@sizeOf(Object) % @alignOf(T) == 0);
+    return @ptrFromInt(@intFromPtr(o) + dataOffset());
+}
+
+/// The object whose fields `fields` are (`data`'s inverse).
+pub inline fn object(fields: anytype) *Object {
+    return @ptrFromInt(@intFromPtr(fields) - dataOffset());
+}
+
+/// The TypeSpec's basicsize for instances with fields `T`: the header and `T` (the header's layout known), or
+/// `-@sizeOf(T)`, "the base's size, and this much" (PEP 697; abi3t).
+pub fn basicsize(comptime T: type) c_int {
+    if (opaque_objects) return -@as(c_int, @sizeOf(T));
+    return @sizeOf(Object) + @sizeOf(T);
+}
+
+/// A read-only Py_ssize_t member naming the offset of `T.field` (`__weaklistoffset__`, `__dictoffset__`):
+/// from the object, or from the type's own data (Py_RELATIVE_OFFSET, with `basicsize`'s negative size).
+pub fn offsetMember(comptime name: [*:0]const u8, comptime T: type, comptime field: []const u8) MemberDef {
+    return .{
+        .name = name,
+        .type = T_PYSSIZET,
+        .offset = if (opaque_objects) @offsetOf(T, field) else @sizeOf(Object) + @offsetOf(T, field),
+        .flags = READONLY | if (opaque_objects) Py_RELATIVE_OFFSET else 0,
+        .doc = null,
+    };
+}
+
+/// abi3t: learns `data_offset` from a new instance of `tp` (which must be one of zthread's types), before any
+/// instance's fields are used; a no-op elsewhere. False with an exception set.
+pub fn learnDataOffset(tp: *TypeObject) bool {
+    if (!opaque_objects) return true;
+    const probe = allocViaSlot(tp) orelse return false; // zero-filled: its tp_dealloc runs on nothing
+    const fields = only_abi3t.PyObject_GetTypeData(probe, tp) orelse {
+        decRef(probe);
+        return false;
+    };
+    data_offset.store(@intFromPtr(fields) - @intFromPtr(probe), .monotonic);
+    decRef(probe);
+    return true;
 }
 
 /// A type slot as the function type it holds (function pointers are 4-byte aligned on arm64).
@@ -449,35 +619,38 @@ pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
     return @ptrCast(@alignCast(PyType_GetSlot(tp, slot).?));
 }
 
-/// A new instance of the non-subclassable heap type `tp` (struct `T` starting with its Object header; the
-/// caller sets the other fields): the cheap path `allocate_lock()` and friends take. `tracked` must be what
-/// `tp`'s `instanceSpec` said: tracked by the garbage collector (at once: its tp_traverse reads nothing but
-/// the header), or from the object allocator. (Asking the type, PyType_GetFlags, would cost an `allocate_lock()`
-/// about 6 ns: the caller knows from its module state.)
-pub fn newInstance(comptime T: type, tp: *TypeObject, tracked: bool) ?*T {
+/// A new instance of the non-subclassable heap type `tp` (its fields `T`, which the caller sets: `data`): the
+/// cheap path `allocate_lock()` and friends take. `tracked` must be what `tp`'s `instanceSpec` said: tracked by
+/// the garbage collector (at once: its tp_traverse reads nothing but the header), or from the object allocator.
+/// (Asking the type, PyType_GetFlags, would cost an `allocate_lock()` about 6 ns: the caller knows from its module
+/// state.) abi3t, which cannot size the object, takes the type's tp_alloc.
+pub fn newInstance(comptime T: type, tp: *TypeObject, tracked: bool) ?*Object {
+    if (opaque_objects) return allocViaSlot(tp);
     if (tracked) {
-        const o = _PyObject_GC_New(tp) orelse return null; // MemoryError set
+        const o = not_abi3t._PyObject_GC_New(tp) orelse return null; // MemoryError set
         PyObject_GC_Track(o);
-        return @ptrCast(@alignCast(o));
+        return o;
     }
-    const mem = PyObject_Malloc(@sizeOf(T)) orelse {
+    const mem = not_abi3t.PyObject_Malloc(@sizeOf(Object) + @sizeOf(T)) orelse {
         _ = PyErr_NoMemory();
         return null;
     };
-    const self: *T = @ptrCast(@alignCast(mem));
-    _ = PyObject_Init(@ptrCast(self), tp);
-    return self;
+    const o: *Object = @ptrCast(@alignCast(mem));
+    _ = not_abi3t.PyObject_Init(o, tp);
+    return o;
 }
 
 /// The end of a `newInstance` object's tp_dealloc (each variant of the type has its own tp_dealloc):
 /// instances of a heap type own a reference to it.
 pub fn freeInstance(o: *Object, comptime tracked: bool) void {
-    const tp = o.ob_type;
-    if (tracked) {
-        PyObject_GC_UnTrack(o);
-        PyObject_GC_Del(o);
+    const tp = typeOf(o);
+    if (tracked) PyObject_GC_UnTrack(o);
+    if (opaque_objects) {
+        slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, Py_tp_free)(o);
+    } else if (tracked) {
+        not_abi3t.PyObject_GC_Del(o);
     } else {
-        PyObject_Free(o);
+        not_abi3t.PyObject_Free(o);
     }
     decRef(typeObject(tp));
 }
@@ -496,7 +669,7 @@ pub fn freeInstance(o: *Object, comptime tracked: bool) void {
 /// (no collector bookkeeping) and 16 bytes smaller, and nothing outlives the process to be leaked.
 pub fn instanceSpec(
     comptime name: [*:0]const u8,
-    comptime basicsize: usize,
+    comptime T: type,
     comptime flags: c_ulong,
     comptime dealloc: fn (comptime bool) fn (*Object) callconv(.c) void,
     comptime slots: []const TypeSlot,
@@ -508,7 +681,7 @@ pub fn instanceSpec(
     const all = head ++ slots ++ (if (tracked) gc else [0]TypeSlot{}) ++ end;
     return .{
         .name = name,
-        .basicsize = basicsize,
+        .basicsize = basicsize(T),
         .itemsize = 0,
         .flags = @intCast(flags | if (tracked) Py_TPFLAGS_HAVE_GC else 0),
         .slots = all,
@@ -523,7 +696,7 @@ pub fn isInstanceType(tp: *TypeObject, comptime dealloc: fn (comptime bool) fn (
 /// tp_traverse of a type whose instances reference nothing but their type (which every instance of a heap
 /// type must visit, 3.9+; for a Python subclass this is its own type).
 pub fn traverseType(o: *Object, visit: VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
-    return visit(typeObject(o.ob_type), arg);
+    return visit(typeObject(typeOf(o)), arg);
 }
 
 /// An instance of `tp` or of a Python subclass of it (which may add a __dict__ and the GC): tp_alloc.
@@ -534,7 +707,7 @@ pub fn allocViaSlot(tp: *TypeObject) ?*Object {
 
 /// The end of an `allocViaSlot` object's tp_dealloc (also reached from a subclass's subtype_dealloc).
 pub fn freeViaSlot(o: *Object) void {
-    const tp = o.ob_type;
+    const tp = typeOf(o);
     const free = slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, Py_tp_free);
     free(o);
     decRef(typeObject(tp));
@@ -551,11 +724,12 @@ pub inline fn typeObject(tp: *TypeObject) *Object {
 }
 
 pub inline fn hasFlag(o: *const Object, flag: c_ulong) bool {
-    return PyType_GetFlags(o.ob_type) & flag != 0;
+    return PyType_GetFlags(typeOf(o)) & flag != 0;
 }
 
 pub inline fn isFloat(o: *Object) bool {
-    return o.ob_type == &PyFloat_Type or PyType_IsSubtype(o.ob_type, &PyFloat_Type) != 0;
+    const tp = typeOf(o);
+    return tp == &PyFloat_Type or PyType_IsSubtype(tp, &PyFloat_Type) != 0;
 }
 
 pub inline fn isLong(o: *const Object) bool {

@@ -283,8 +283,8 @@ pub fn parseAcquireNamed(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]co
 
 pub fn toBlocking(obj: *Object) ?bool {
     // True and False are what callers pass; "p" and "i" both read them as 1 and 0.
-    if (obj == &abi._Py_TrueStruct) return true;
-    if (obj == &abi._Py_FalseStruct) return false;
+    if (obj == abi.trueObject()) return true;
+    if (obj == abi.falseObject()) return false;
     if (version.atLeast(12)) {
         const truth = abi.PyObject_IsTrue(obj);
         if (truth < 0) return null;
@@ -353,7 +353,7 @@ fn badKeyword(fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwname
 
 /// What PyArg's converters print for a wrong argument: "None" for None, else the type's tp_name.
 pub fn argTypeName(obj: *Object) ?*Object {
-    if (obj == &abi._Py_NoneStruct) return abi.PyUnicode_FromString("None");
+    if (obj == abi.noneObject()) return abi.PyUnicode_FromString("None");
     return typeName(obj);
 }
 
@@ -368,9 +368,9 @@ pub fn instanceTypeName(obj: *Object, exact: bool, spec_name: [*:0]const u8) ?*O
 /// The type's C-level name (tp_name), which CPython's messages print: `__name__` for heap types and
 /// builtins, `module.name` for other static types. A new reference, or null with an exception set.
 pub fn typeName(obj: *Object) ?*Object {
-    const tp = abi.typeObject(obj.ob_type);
+    const tp = abi.typeObject(abi.typeOf(obj));
     const name = abi.PyObject_GetAttrString(tp, "__name__") orelse return null;
-    if (abi.PyType_GetFlags(obj.ob_type) & abi.Py_TPFLAGS_HEAPTYPE != 0) return name;
+    if (abi.PyType_GetFlags(abi.typeOf(obj)) & abi.Py_TPFLAGS_HEAPTYPE != 0) return name;
     defer abi.decRef(name);
     const module = abi.PyObject_GetAttrString(tp, "__module__") orelse return null;
     defer abi.decRef(module);

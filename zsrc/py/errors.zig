@@ -43,7 +43,7 @@ pub fn writeUnraisable(module: *Object, msg_format: [*:0]const u8, msg_arg: ?*Ob
     const hook_args_type = unraisableArgsType(module) orelse return fallback(exc, object);
     const fields = [5]?*Object{ exc[0], exc[1], exc[2], err_msg, object };
     var items: [5]*Object = undefined;
-    for (fields, &items) |f, *item| item.* = f orelse &abi._Py_NoneStruct;
+    for (fields, &items) |f, *item| item.* = f orelse abi.noneObject();
     const tuple = abi.PyTuple_Pack(5, items[0], items[1], items[2], items[3], items[4]) orelse return fallback(exc, object);
     defer abi.decRef(tuple);
     const hook_args = abi.PyObject_CallFunctionObjArgs(hook_args_type, tuple, @as(?*Object, null)) orelse return fallback(exc, object);
@@ -68,7 +68,7 @@ fn fallback(exc: Saved, object: ?*Object) void {
 /// in, bound to the module.
 fn captureHookArgs(module: ?*Object, hook_args: *Object) callconv(.c) ?*Object {
     const s = state.of(module.?);
-    if (s.unraisable_args_type == null) s.unraisable_args_type = abi.newRef(abi.typeObject(hook_args.ob_type));
+    if (s.unraisable_args_type == null) s.unraisable_args_type = abi.newRef(abi.typeObject(abi.typeOf(hook_args)));
     return abi.none();
 }
 
@@ -98,7 +98,7 @@ pub fn refuseAtShutdown(msg: [*:0]const u8) bool {
     defer abi.decRef(is_finalizing);
     const r = abi.PyObject_CallFunctionObjArgs(is_finalizing, @as(?*Object, null)) orelse return true;
     defer abi.decRef(r);
-    if (r != &abi._Py_TrueStruct) return false;
+    if (r != abi.trueObject()) return false;
     const exc_type = finalizationError();
     defer abi.decRef(exc_type);
     abi.PyErr_SetString(exc_type, msg);

@@ -224,7 +224,7 @@ pub threadlocal var current: ?*Handle = null;
 fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(module_obj);
-    if (module_obj == &abi._Py_NoneStruct) return abi.none();
+    if (module_obj == abi.noneObject()) return abi.none();
     const registry = state.of(module_obj).threads orelse return abi.none();
     registry.lock.resetAfterFork();
     const me = core.thread.currentIdent();
@@ -338,13 +338,13 @@ pub fn shutdown(module_obj: ?*Object, _: ?*Object) callconv(.c) ?*Object {
 
 // ---- the Python type `_thread._ThreadHandle` ----
 
+/// A `_ThreadHandle`'s fields, after its object header (abi.data).
 pub const HandleObject = extern struct {
-    ob_base: Object,
     handle: *Handle,
 };
 
 inline fn cast(o: *Object) *HandleObject {
-    return @ptrCast(@alignCast(o));
+    return abi.data(HandleObject, o);
 }
 
 pub fn handleOf(o: *Object) *Handle {
@@ -378,13 +378,13 @@ pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?
 /// A `_ThreadHandle` of `s`'s type for `h`, which it takes over.
 pub fn newObject(s: *const state.State, h: *Handle) ?*Object {
     const tp = state.handleType(s) orelse return null;
-    const self = abi.newInstance(HandleObject, tp, s.tracked) orelse return null;
-    self.handle = h;
-    return &self.ob_base;
+    const o = abi.newInstance(HandleObject, tp, s.tracked) orelse return null;
+    cast(o).handle = h;
+    return o;
 }
 
 pub fn isHandleObject(o: *Object) bool {
-    return abi.isInstanceType(o.ob_type, dealloc);
+    return abi.isInstanceType(abi.typeOf(o), dealloc);
 }
 
 /// `_ThreadHandle(*args, **kwargs)`: arguments ignored, as in CPython.
@@ -417,11 +417,11 @@ fn getIdent(o: *Object, _: ?*anyopaque) callconv(.c) ?*Object {
 /// `join(timeout=None, /)`.
 fn joinMethod(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     // The module's registry, not the handle's field: another thread may be starting this handle.
-    if (state.ofType(o.ob_type).threads) |r| r.buryDead();
+    if (state.ofType(abi.typeOf(o)).threads) |r| r.buryDead();
     if (args.keywordCount(kwnames) != 0) return args.noKeywords("join");
     if (nargs > 1) return args.tooManyPositional("join", 1, nargs);
     var timeout_ns: i64 = -1;
-    if (nargs == 1 and argv[0] != &abi._Py_NoneStruct) timeout_ns = args.secondsToNs(argv[0]) orelse return null;
+    if (nargs == 1 and argv[0] != abi.noneObject()) timeout_ns = args.secondsToNs(argv[0]) orelse return null;
     _ = join(cast(o).handle, timeout_ns) catch |e| return joinError(e);
     return abi.none();
 }
@@ -476,8 +476,8 @@ const slots = [_]abi.TypeSlot{
 const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
 /// [tracked]
 const specs = [2]abi.TypeSpec{
-    abi.instanceSpec("_thread._ThreadHandle", @sizeOf(HandleObject), flags, dealloc, &slots, false),
-    abi.instanceSpec("_thread._ThreadHandle", @sizeOf(HandleObject), flags, dealloc, &slots, true),
+    abi.instanceSpec("_thread._ThreadHandle", HandleObject, flags, dealloc, &slots, false),
+    abi.instanceSpec("_thread._ThreadHandle", HandleObject, flags, dealloc, &slots, true),
 };
 
 /// Its handles are `tracked` by the GC or not (abi.instanceSpec).

@@ -8,10 +8,7 @@ fn line(out: *std.Io.Writer, key: []const u8, value: usize) !void {
     try out.print("{s} {d}\n", .{ key, value });
 }
 
-pub fn main() !void {
-    var buf: [4096]u8 = undefined;
-    var writer: std.Io.Writer = .fixed(&buf);
-    const out = &writer;
+fn objectLayouts(out: *std.Io.Writer) !void {
     try line(out, "PyObject.size", @sizeOf(abi.Object));
     try line(out, "PyObject.ob_type", @offsetOf(abi.Object, "ob_type"));
     if (abi.free_threaded) {
@@ -28,6 +25,28 @@ pub fn main() !void {
         try line(out, "PyModuleDef." ++ f, @offsetOf(abi.ModuleDef, f));
     }
     try line(out, "PyModuleDef_Slot.size", @sizeOf(abi.ModuleDefSlot));
+    try out.writeAll("head_init ");
+    for (std.mem.asBytes(&abi.module_def_head_init)) |byte| try out.print("{x:0>2}", .{byte});
+    try out.writeAll("\n");
+}
+
+pub fn main() !void {
+    var buf: [4096]u8 = undefined;
+    var writer: std.Io.Writer = .fixed(&buf);
+    const out = &writer;
+    if (abi.opaque_objects) {
+        // abi3t: no object header, no PyModuleDef; the slots and ABI info of PyModExport instead.
+        try line(out, "PySlot.size", @sizeOf(abi.Slot));
+        try line(out, "PySlot.sl_flags", @offsetOf(abi.Slot, "flags"));
+        try line(out, "PySlot.value", @offsetOf(abi.Slot, "value"));
+        try line(out, "PyABIInfo.size", @sizeOf(abi.ABIInfo));
+        try line(out, "PyABIInfo.flags", @offsetOf(abi.ABIInfo, "flags"));
+        try line(out, "PyABIInfo.build_version", @offsetOf(abi.ABIInfo, "build_version"));
+        try line(out, "PyABIInfo.abi_version", @offsetOf(abi.ABIInfo, "abi_version"));
+        try line(out, "PyCriticalSection.size", @sizeOf(abi.CriticalSection));
+    } else {
+        try objectLayouts(out);
+    }
     try line(out, "PyMethodDef.size", @sizeOf(abi.MethodDef));
     try line(out, "PyMethodDef.ml_flags", @offsetOf(abi.MethodDef, "ml_flags"));
     try line(out, "PyGetSetDef.size", @sizeOf(abi.GetSetDef));
@@ -38,9 +57,6 @@ pub fn main() !void {
     try line(out, "PyType_Spec.size", @sizeOf(abi.TypeSpec));
     try line(out, "PyType_Spec.flags", @offsetOf(abi.TypeSpec, "flags"));
     try line(out, "PyType_Spec.slots", @offsetOf(abi.TypeSpec, "slots"));
-    try out.writeAll("head_init ");
-    for (std.mem.asBytes(&abi.module_def_head_init)) |byte| try out.print("{x:0>2}", .{byte});
-    try out.writeAll("\n");
     const text = writer.buffered();
     if (std.c.write(1, text.ptr, text.len) != text.len) return error.WriteFailed;
 }

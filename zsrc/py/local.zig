@@ -19,8 +19,8 @@ const version = @import("version.zig");
 const Object = abi.Object;
 const Map = std.AutoHashMapUnmanaged(u64, *Object);
 
+/// A local's fields, after its object header (abi.data).
 const LocalObject = extern struct {
-    ob_base: Object,
     /// Unique for the life of the process (never an address, which could be reused).
     key: u64,
     /// The state of the module whose `_local` this is or derives from, found once in `tp_new`: every attribute
@@ -43,8 +43,8 @@ const LocalObject = extern struct {
     weakreflist: ?*Object,
 };
 
+/// A registry's fields, after its object header (abi.data).
 const Registry = extern struct {
-    ob_base: Object,
     map: ?*Map,
     weakreflist: ?*Object,
 };
@@ -52,11 +52,11 @@ const Registry = extern struct {
 var next_key = std.atomic.Value(u64).init(1);
 
 inline fn cast(o: *Object) *LocalObject {
-    return @ptrCast(@alignCast(o));
+    return abi.data(LocalObject, o);
 }
 
 inline fn castRegistry(o: *Object) *Registry {
-    return @ptrCast(@alignCast(o));
+    return abi.data(Registry, o);
 }
 
 // ---- per-thread registries ----
@@ -78,7 +78,7 @@ fn registryDealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
 }
 
 var registry_members = [_]abi.MemberDef{
-    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(Registry, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    abi.offsetMember("__weaklistoffset__", Registry, "weakreflist"),
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
 const registry_slots = [_]abi.TypeSlot{
@@ -87,8 +87,8 @@ const registry_slots = [_]abi.TypeSlot{
 const registry_flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
 /// [tracked]
 const registry_specs = [2]abi.TypeSpec{
-    abi.instanceSpec("_thread._localregistry", @sizeOf(Registry), registry_flags, registryDealloc, &registry_slots, false),
-    abi.instanceSpec("_thread._localregistry", @sizeOf(Registry), registry_flags, registryDealloc, &registry_slots, true),
+    abi.instanceSpec("_thread._localregistry", Registry, registry_flags, registryDealloc, &registry_slots, false),
+    abi.instanceSpec("_thread._localregistry", Registry, registry_flags, registryDealloc, &registry_slots, true),
 };
 
 /// The calling thread's registry (borrowed: its thread-state dict owns it), created on first use. A thread
@@ -101,10 +101,10 @@ fn currentRegistry(s: *const state.State) ?*Registry {
     };
     if (abi.PyDict_GetItemWithError(tdict, s.local_registry_key.?)) |r| return castRegistry(r);
     if (abi.PyErr_Occurred() != null) return null;
-    const self = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?), s.tracked) orelse return null;
+    const o = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?), s.tracked) orelse return null;
+    const self = castRegistry(o);
     self.map = null;
     self.weakreflist = null;
-    const o = &self.ob_base;
     defer abi.decRef(o);
     if (abi.PyDict_SetItem(tdict, s.local_registry_key.?, o) != 0) return null;
     return self;
@@ -114,7 +114,7 @@ fn currentRegistry(s: *const state.State) ?*Registry {
 /// access is a critical section on the registry (nothing with a GIL; the registry's own mutex without).
 fn lookup(registry: *Registry, key: u64) ?*Object {
     var section: abi.Section = undefined;
-    section.begin(&registry.ob_base);
+    section.begin(abi.object(registry));
     defer section.end();
     const m = registry.map orelse return null;
     return m.get(key);
@@ -122,7 +122,7 @@ fn lookup(registry: *Registry, key: u64) ?*Object {
 
 fn insert(registry: *Registry, key: u64, ldict: *Object) std.mem.Allocator.Error!void {
     var section: abi.Section = undefined;
-    section.begin(&registry.ob_base);
+    section.begin(abi.object(registry));
     defer section.end();
     const map = registry.map orelse blk: {
         const m = try std.heap.c_allocator.create(Map);
@@ -135,7 +135,7 @@ fn insert(registry: *Registry, key: u64, ldict: *Object) std.mem.Allocator.Error
 
 fn forget(registry: *Registry, key: u64) void {
     var section: abi.Section = undefined;
-    section.begin(&registry.ob_base);
+    section.begin(abi.object(registry));
     defer section.end();
     if (registry.map) |m| _ = m.remove(key);
 }
@@ -147,11 +147,12 @@ fn localDict(self: *LocalObject) ?*Object {
     const registry = currentRegistry(self.state) orelse return null;
     if (lookup(registry, self.key)) |d| return d;
     const ldict = createDict(self, registry) orelse return null;
-    const tp = self.ob_base.ob_type;
+    const o = abi.object(self);
+    const tp = abi.typeOf(o);
     const init = abi.PyType_GetSlot(tp, abi.Py_tp_init);
     if (init != self.state.object_init) {
         const init_fn: *const fn (*Object, *Object, ?*Object) callconv(.c) c_int = @ptrCast(@alignCast(init.?));
-        if (init_fn(&self.ob_base, self.init_args.?, self.init_kwargs) < 0) {
+        if (init_fn(o, self.init_args.?, self.init_kwargs) < 0) {
             // Forget the dict, so the next access in this thread tries __init__ again.
             removeDict(self, registry);
             return null;
@@ -163,7 +164,7 @@ fn localDict(self: *LocalObject) ?*Object {
 fn createDict(self: *LocalObject, registry: *Registry) ?*Object {
     const ldict = abi.PyDict_New() orelse return null;
     defer abi.decRef(ldict); // self.dicts holds it
-    const wr = abi.PyWeakref_NewRef(&registry.ob_base, self.on_registry_death) orelse return null;
+    const wr = abi.PyWeakref_NewRef(abi.object(registry), self.on_registry_death) orelse return null;
     defer abi.decRef(wr);
     if (abi.PyDict_SetItem(self.dicts.?, wr, ldict) != 0) return null;
     insert(registry, self.key, ldict) catch {
@@ -177,7 +178,7 @@ fn removeDict(self: *LocalObject, registry: *Registry) void {
     const saved = errors.save();
     defer errors.restore(saved);
     forget(registry, self.key);
-    const wr = abi.PyWeakref_NewRef(&registry.ob_base, null) orelse return;
+    const wr = abi.PyWeakref_NewRef(abi.object(registry), null) orelse return;
     defer abi.decRef(wr);
     if (abi.PyDict_DelItem(self.dicts.?, wr) != 0) abi.PyErr_Clear();
 }
@@ -187,7 +188,7 @@ fn removeDict(self: *LocalObject, registry: *Registry) void {
 fn onRegistryDeath(local_ref: ?*Object, dead_ref: *Object) callconv(.c) ?*Object {
     const local = abi.PyObject_CallFunctionObjArgs(local_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(local);
-    if (local == &abi._Py_NoneStruct) return abi.none();
+    if (local == abi.noneObject()) return abi.none();
     const dicts = cast(local).dicts orelse return abi.none();
     if (abi.PyDict_DelItem(dicts, dead_ref) != 0) abi.PyErr_Clear(); // already gone: nothing to do
     return abi.none();
@@ -222,7 +223,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
 
 fn finishNew(self: *LocalObject) bool {
     self.dicts = abi.PyDict_New() orelse return false;
-    const self_ref = abi.PyWeakref_NewRef(&self.ob_base, null) orelse return false;
+    const self_ref = abi.PyWeakref_NewRef(abi.object(self), null) orelse return false;
     defer abi.decRef(self_ref);
     self.on_registry_death = abi.PyCFunction_NewEx(&on_registry_death_def, self_ref, null) orelse return false;
     // The creating thread's dict, without __init__: the constructor call runs it right after.
@@ -242,7 +243,7 @@ fn forgetAllThreads(self: *LocalObject) void {
             continue;
         };
         defer abi.decRef(registry);
-        if (registry == &abi._Py_NoneStruct) continue;
+        if (registry == abi.noneObject()) continue;
         forget(castRegistry(registry), self.key);
     }
 }
@@ -267,7 +268,7 @@ fn clearRef(slot: *?*Object) void {
 fn traverse(o: *Object, visit: abi.VisitProc, arg: ?*anyopaque) callconv(.c) c_int {
     const self = cast(o);
     // Instances of a heap type reference it (3.9+).
-    const refs = [_]?*Object{ abi.typeObject(o.ob_type), self.init_args, self.init_kwargs, self.dicts, self.on_registry_death, self.dict };
+    const refs = [_]?*Object{ abi.typeObject(abi.typeOf(o)), self.init_args, self.init_kwargs, self.dicts, self.on_registry_death, self.dict };
     for (refs) |r| if (r) |p| {
         const rc = visit(p, arg);
         if (rc != 0) return rc;
@@ -328,7 +329,7 @@ fn setattro(o: *Object, name: *Object, value: ?*Object) callconv(.c) c_int {
 /// on 3.10-3.13: their `'%U'` reads it as a str (3.10/3.11 print garbage, 3.12/3.13 crash), and `repr`
 /// is what CPython chose when it mended that (docs/DESIGN.md, "`_local` and attribute names").
 fn dictIsReadOnly(self: *LocalObject, name: *Object) c_int {
-    const tp_name = args.instanceTypeName(&self.ob_base, self.is_exact, spec.name) orelse return -1;
+    const tp_name = args.instanceTypeName(abi.object(self), self.is_exact, spec.name) orelse return -1;
     defer abi.decRef(tp_name);
     const tp_name_utf8 = abi.PyUnicode_AsUTF8AndSize(tp_name, null) orelse return -1;
     // gh-127190 (repr) reached 3.13 in 3.13.1.
@@ -350,8 +351,8 @@ fn readOnlyError(comptime cut: []const u8, by_repr: bool, tp_name: [*:0]const u8
 }
 
 var members = [_]abi.MemberDef{
-    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LocalObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
-    .{ .name = "__dictoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LocalObject, "dict"), .flags = abi.READONLY, .doc = null },
+    abi.offsetMember("__weaklistoffset__", LocalObject, "weakreflist"),
+    abi.offsetMember("__dictoffset__", LocalObject, "dict"),
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
 
@@ -369,7 +370,7 @@ var slots = [_]abi.TypeSlot{
 
 var spec: abi.TypeSpec = .{
     .name = "_thread._local",
-    .basicsize = @sizeOf(LocalObject),
+    .basicsize = abi.basicsize(LocalObject),
     .itemsize = 0,
     .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_HAVE_GC | abi.Py_TPFLAGS_IMMUTABLETYPE),
     .slots = &slots,

@@ -12,14 +12,14 @@ const wait = @import("wait.zig");
 
 const Object = abi.Object;
 
+/// A lock's fields, after its object header (abi.data).
 pub const LockObject = extern struct {
-    ob_base: Object,
     lock: core.Lock,
     weakreflist: ?*Object,
 };
 
 inline fn cast(o: *Object) *LockObject {
-    return @ptrCast(@alignCast(o));
+    return abi.data(LockObject, o);
 }
 
 /// The core lock inside a lock object (for `_set_sentinel`, released by the thread machinery).
@@ -29,16 +29,17 @@ pub fn coreLock(o: *Object) *core.Lock {
 
 /// Whether `o` is a lock of this module's type, made by any interpreter's import of it (they share `dealloc`).
 pub fn isLock(o: *Object) bool {
-    return abi.isInstanceType(o.ob_type, dealloc);
+    return abi.isInstanceType(abi.typeOf(o), dealloc);
 }
 
 /// A new unlocked lock (`allocate_lock()`) of `s`'s lock type.
 pub fn newLock(s: *const state.State) ?*Object {
     const tp = state.lockType(s) orelse return null;
-    const self = abi.newInstance(LockObject, tp, s.tracked) orelse return null;
+    const o = abi.newInstance(LockObject, tp, s.tracked) orelse return null;
+    const self = cast(o);
     self.lock = .{};
     self.weakreflist = null;
-    return &self.ob_base;
+    return o;
 }
 
 /// tp_dealloc of the type's variant whose locks are `tracked` by the GC or not (abi.instanceSpec).
@@ -87,9 +88,9 @@ fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ca
 inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     const self = cast(o);
     if (kwnames == null) {
-        if (nargs == 0 or (nargs == 1 and argv[0] == &abi._Py_TrueStruct)) {
+        if (nargs == 0 or (nargs == 1 and argv[0] == abi.trueObject())) {
             if (self.lock.tryAcquire()) return abi.boolean(true);
-        } else if (nargs == 1 and argv[0] == &abi._Py_FalseStruct) {
+        } else if (nargs == 1 and argv[0] == abi.falseObject()) {
             return abi.boolean(self.lock.tryAcquire());
         }
     }
@@ -104,7 +105,7 @@ noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const 
         if (!blocking) return abi.boolean(false);
         return waitFor(self, -1);
     }
-    const keywords = if (kwnames == null) null else &state.ofType(self.ob_base.ob_type).keywords;
+    const keywords = if (kwnames == null) null else &state.ofType(abi.typeOf(abi.object(self))).keywords;
     const parsed = args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null;
     if (self.lock.tryAcquire()) return abi.boolean(true);
     if (parsed.timeout_ns == 0) return abi.boolean(false);
@@ -194,7 +195,7 @@ var methods = [_]abi.MethodDef{
 };
 
 var members = [_]abi.MemberDef{
-    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(LockObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    abi.offsetMember("__weaklistoffset__", LockObject, "weakreflist"),
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
 
@@ -227,12 +228,12 @@ const flags_until_3_12 = flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
 /// [tracked][from 3.13]
 const specs = [2][2]abi.TypeSpec{
     .{
-        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags_until_3_12, dealloc, &common_slots, false),
-        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags, dealloc, &slots_from_3_13, false),
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, &common_slots, false),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, &slots_from_3_13, false),
     },
     .{
-        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags_until_3_12, dealloc, &common_slots, true),
-        abi.instanceSpec(spec_name, @sizeOf(LockObject), flags, dealloc, &slots_from_3_13, true),
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, &common_slots, true),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, &slots_from_3_13, true),
     },
 };
 

@@ -209,6 +209,8 @@ fn addFunction(module: *Object, def: *abi.MethodDef) bool {
 }
 
 fn exec(module: *Object) callconv(.c) c_int {
+    version.detect(); // PyInit__zthread has, where there is one
+    abi.initConstants();
     const s = state.of(module);
     s.* = .{};
     if (!s.keywords.init()) return -1;
@@ -218,6 +220,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     // Instances tracked by the GC in a subinterpreter, untracked (cheaper) in the main one (abi.instanceSpec).
     s.tracked = !interp.isMain();
     s.lock_type = lock.createType(module, s.tracked) orelse return -1; // the state owns the reference
+    if (!abi.learnDataOffset(state.lockType(s).?)) return -1; // abi3t: before any instance's fields are used
     if (abi.PyModule_AddObjectRef(module, "LockType", s.lock_type.?) != 0) return -1;
     if (abi.PyModule_AddObjectRef(module, "lock", s.lock_type.?) != 0) return -1;
     if (!capi.addCapsule(module, s)) return -1;
@@ -346,8 +349,42 @@ var module_def_until_3_11 = moduleDef(&slots_until_3_11);
 
 /// The definition is chosen by the running version: one cp310-abi3 binary imports on 3.10 and 3.11 (no slot
 /// they do not know), in isolated interpreters from 3.12, and declares from 3.13 that it needs no GIL.
-export fn PyInit__zthread() ?*Object {
+fn pyInit() callconv(.c) ?*Object {
     version.detect();
     const def = if (version.atLeast(13)) &module_def_from_3_13 else if (version.atLeast(12)) &module_def_3_12 else &module_def_until_3_11;
     return abi.PyModuleDef_Init(def);
+}
+
+/// abi3t (3.15+): the module as slots (PEP 793): the same definition as `module_def_from_3_13`, and the ABI it
+/// was built for: the stable ABI of 3.15, for builds with and without the GIL.
+const export_slots = [_]abi.Slot{
+    .{ .id = abi.Py_mod_abi, .flags = abi.PySlot_STATIC, .value = &abi_info },
+    .{ .id = abi.Py_mod_name, .flags = abi.PySlot_STATIC, .value = "zthread._zthread" },
+    .{ .id = abi.Py_mod_doc, .flags = abi.PySlot_STATIC, .value = module_doc },
+    .{ .id = abi.Py_mod_state_size, .value = @ptrFromInt(@sizeOf(state.State)) },
+    .{ .id = abi.Py_mod_state_traverse, .value = @ptrCast(&traverse) },
+    .{ .id = abi.Py_mod_state_clear, .value = @ptrCast(&clear) },
+    .{ .id = abi.Py_mod_state_free, .value = @ptrCast(&free) },
+    .{ .id = abi.Py_mod_exec_slot, .value = @ptrCast(&exec) },
+    .{ .id = abi.Py_mod_multiple_interpreters_slot, .flags = abi.PySlot_INTPTR, .value = abi.Py_MOD_PER_INTERPRETER_GIL_SUPPORTED },
+    .{ .id = abi.Py_mod_gil_slot, .flags = abi.PySlot_INTPTR, .value = abi.Py_MOD_GIL_NOT_USED },
+    .{ .id = 0, .value = null },
+};
+const abi_info: abi.ABIInfo = .{
+    .flags = abi.PyABIInfo_STABLE | abi.PyABIInfo_GIL | abi.PyABIInfo_FREETHREADED,
+    .build_version = 0x030F00F0, // the headers it was written against: 3.15.0
+    .abi_version = 0x030F0000, // Py_LIMITED_API / Py_TARGET_ABI3T: 3.15
+};
+
+fn modExport() callconv(.c) *const abi.Slot {
+    return &export_slots[0];
+}
+
+// The module's entry point: `PyInit__zthread`, or abi3t's `PyModExport__zthread` (abi.module_by_slots).
+comptime {
+    if (abi.module_by_slots) {
+        @export(&modExport, .{ .name = "PyModExport__zthread" });
+    } else {
+        @export(&pyInit, .{ .name = "PyInit__zthread" });
+    }
 }

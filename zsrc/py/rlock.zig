@@ -10,14 +10,14 @@ const wait = @import("wait.zig");
 
 const Object = abi.Object;
 
+/// An RLock's fields, after its object header (abi.data).
 pub const RLockObject = extern struct {
-    ob_base: Object,
     rlock: core.RecursiveLock,
     weakreflist: ?*Object,
 };
 
 inline fn cast(o: *Object) *RLockObject {
-    return @ptrCast(@alignCast(o));
+    return abi.data(RLockObject, o);
 }
 
 inline fn currentIdent() u64 {
@@ -68,7 +68,7 @@ fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) 
 
 /// The module's interned keyword names, looked up (through a subclass's bases) only for a call with keywords.
 fn keywordsOf(o: *Object, kwnames: ?*Object) ?*const args.Keywords {
-    return if (kwnames == null) null else &state.ofSubclass(o.ob_type, &dealloc).keywords;
+    return if (kwnames == null) null else &state.ofSubclass(abi.typeOf(o), &dealloc).keywords;
 }
 
 /// `__enter__`: acquire's arguments until 3.14; none from 3.15.
@@ -217,7 +217,7 @@ fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const held: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
-    const name = args.instanceTypeName(o, abi.isExactType(o.ob_type, &dealloc), spec.name) orelse return null;
+    const name = args.instanceTypeName(o, abi.isExactType(abi.typeOf(o), &dealloc), spec.name) orelse return null;
     defer abi.decRef(name);
     return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.countNow(), o);
 }
@@ -269,7 +269,7 @@ var methods = [_]abi.MethodDef{
 };
 
 var members = [_]abi.MemberDef{
-    .{ .name = "__weaklistoffset__", .type = abi.T_PYSSIZET, .offset = @offsetOf(RLockObject, "weakreflist"), .flags = abi.READONLY, .doc = null },
+    abi.offsetMember("__weaklistoffset__", RLockObject, "weakreflist"),
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
 
@@ -285,7 +285,7 @@ var slots = [_]abi.TypeSlot{
 
 var spec: abi.TypeSpec = .{
     .name = "_thread.RLock",
-    .basicsize = @sizeOf(RLockObject),
+    .basicsize = abi.basicsize(RLockObject),
     .itemsize = 0,
     .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
     .slots = &slots,

@@ -69,7 +69,7 @@ fn startJoinable(module: *Object, function: *Object, handle_arg: ?*Object, daemo
         if (truth < 0) return null;
         daemon = truth != 0;
     }
-    const handle_obj = if (handle_arg != null and handle_arg != &abi._Py_NoneStruct) blk: {
+    const handle_obj = if (handle_arg != null and handle_arg != abi.noneObject()) blk: {
         const o = handle_arg.?;
         if (!handles.isHandleObject(o)) return typeError("'handle' must be a _ThreadHandle");
         break :blk abi.newRef(o);
