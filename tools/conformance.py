@@ -88,12 +88,12 @@ def minor_of(python: str) -> str:
 
 
 def wheel_for(minor: str, wheels: list[Path]) -> Path | None:
-    """The given wheel that installs on `minor`: a cp310-abi3 one on a GIL build, cp313-cp313t on 3.13t."""
-    for wheel in wheels:
-        tags = wheel.name.split("-")
-        if (tags[-2] == "abi3") != minor.endswith("t") and (not minor.endswith("t") or tags[-2] == "cp" + minor.replace(".", "")):
-            return wheel
-    return None
+    """The given wheel that installs on `minor` (as `tools/wheels.py select` checks pip's choice): abi3t on 3.15
+    and later, with or without the GIL; cp313-cp313t on 3.13t, cp314-cp314t on 3.14t; cp310-abi3 on the others."""
+    major, rest = minor.split(".")
+    version = (int(major), int(rest.rstrip("t")))
+    want = "abi3.abi3t" if version >= (3, 15) else "cp" + minor.replace(".", "") if minor.endswith("t") else "abi3"
+    return next((w for w in wheels if w.name.split("-")[-2] == want), None)
 
 
 def compare(minor: str, cpython: list[dict[str, str]], zthread: list[dict[str, str]],

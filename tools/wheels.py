@@ -11,7 +11,9 @@ The wheels (README, "Wheels"): for every platform, one per ABI (ABIS):
                   python3.dll);
   - cp313-cp313t: free-threaded CPython 3.13, its own tagged file name (`_zthread.cpython-313t-x86_64-linux-gnu.so`,
                   `_zthread.cp313t-win_amd64.pyd` linking python313t.dll, ...);
-  - cp314-cp314t: free-threaded CPython 3.14, the same way (python314t.dll).
+  - cp314-cp314t: free-threaded CPython 3.14, the same way (python314t.dll);
+  - cp315-abi3.abi3t: CPython 3.15 and later with and without the GIL (PEP 803), `_zthread.abi3t.so`
+                  (`_zthread.pyd` linking python3t.dll), entry point `PyModExport__zthread`.
 
 `build` makes the sdist first and builds every wheel from a fresh unpacking of it, so the sdist is proven
 complete. Each wheel is `zig build -Dtarget=... -Dabi=...` for the platform's baseline CPU (build.zig decides
@@ -101,12 +103,16 @@ class Abi:
     tag: str  # the wheel's python and ABI tags
     dll: str  # what the Windows binary links
     def_file: str  # zsrc/py/<def_file>.def: every Python symbol the binary may use
+    export: str = "PyInit__zthread"  # the binary's one exported symbol: its entry point
 
 
 ABIS = [
     Abi("abi3", "cp310-abi3", "python3.dll", "python3"),
     Abi("cp313t", "cp313-cp313t", "python313t.dll", "free_threaded"),
     Abi("cp314t", "cp314-cp314t", "python314t.dll", "free_threaded"),
+    # Not cp310-abi3t: packaging lets 3.13t and 3.14t install a cpXY-abi3t up to their own version, and they
+    # cannot load it. cp315 keeps them off (PEP 803).
+    Abi("abi3t", "cp315-abi3.abi3t", "python3t.dll", "python3t", "PyModExport__zthread"),
 ]
 BY_ABI_TAG = {a.tag: a for a in ABIS}
 
@@ -118,8 +124,8 @@ def binary_name(abi: Abi, plat: Platform) -> str:
     `aarch64-linux-musl`), `darwin` on macOS, Windows' `cp313t-win_amd64` (Python/dynload_win.c's
     PYD_TAGGED_SUFFIX), so no other version imports it; FreeBSD, whose SOABI is not checked here, gets the
     untagged `.so` every POSIX CPython imports."""
-    if abi.name == "abi3":
-        return "_zthread.pyd" if plat.os == "windows" else "_zthread.abi3.so"
+    if abi.name in ("abi3", "abi3t"):
+        return "_zthread.pyd" if plat.os == "windows" else f"_zthread.{abi.name}.so"
     version = abi.name.removeprefix("cp")
     if plat.os == "windows":
         return f"_zthread.cp{version}-{plat.tag}.pyd"
@@ -144,7 +150,6 @@ SDIST_FILES = {"PKG-INFO", "pyproject.toml", "setup.py", "build.zig", "README.md
 MANYLINUX_LIBS = {"libc.so.6", "libpthread.so.0", "libm.so.6", "libdl.so.2", "librt.so.1",
                   "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 WINDOWS_SYSTEM_DLLS = re.compile(r"(kernel32|ntdll|advapi32|ucrtbase|api-ms-win-crt-[a-z0-9-]+)\.dll", re.I)
-EXPORT = "PyInit__zthread"
 
 
 def main() -> int:
@@ -266,7 +271,7 @@ def verify_sdist(path: Path) -> Iterator[str]:
 
 
 def verify_wheel(path: Path) -> Iterator[str]:
-    m = re.fullmatch(r"zthread-([^-]+)-([a-z0-9]+-[a-z0-9]+)-([a-z0-9_]+)\.whl", path.name)
+    m = re.fullmatch(r"zthread-([^-]+)-([a-z0-9]+-[a-z0-9.]+)-([a-z0-9_]+)\.whl", path.name)
     check(m is not None, "file name is not zthread-VERSION-PYTHON-ABI-PLATFORM.whl")
     assert m is not None
     version, abi_tag, tag = m.groups()
@@ -280,7 +285,11 @@ def verify_wheel(path: Path) -> Iterator[str]:
     dist_info = f"zthread-{version}.dist-info"
     wheel_meta = files[f"{dist_info}/WHEEL"].decode()
     tags = [line.removeprefix("Tag: ") for line in wheel_meta.splitlines() if line.startswith("Tag: ")]
-    check(tags == [f"{abi_tag}-{tag}"], f"WHEEL's Tag {tags} does not match the file name")
+    from packaging.tags import parse_tag
+
+    # A compressed tag set (cp315-abi3.abi3t-...) is one Tag line per tag it expands to.
+    expanded = {str(t) for t in parse_tag(f"{abi_tag}-{tag}")}
+    check(sorted(tags) == sorted(expanded), f"WHEEL's Tag {tags} does not match the file name ({sorted(expanded)})")
     check("Root-Is-Purelib: false" in wheel_meta, "WHEEL says the wheel is pure")
     yield "WHEEL: Tag and Root-Is-Purelib match"
     check_record(files, f"{dist_info}/RECORD")
@@ -379,11 +388,11 @@ def inspect_elf(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     exported = {s.name for s in dynsym.iter_symbols()
                 if s.name and s["st_shndx"] != "SHN_UNDEF" and s["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK")
                 and s["st_other"]["visibility"] in ("STV_DEFAULT", "STV_PROTECTED")}
-    check(exported == {EXPORT}, f"exports {sorted(exported)}")
+    check(exported == {abi.export}, f"exports {sorted(exported)}")
     undefined_py = [s.name for s in dynsym.iter_symbols() if s.name.startswith(("Py", "_Py")) and
                     s["st_shndx"] == "SHN_UNDEF"]
     check(bool(undefined_py), "no Python symbol left for the interpreter to resolve")
-    yield f"exports only {EXPORT}; {len(undefined_py)} Python symbols resolved by the interpreter at load"
+    yield f"exports only {abi.export}; {len(undefined_py)} Python symbols resolved by the interpreter at load"
     yield python_symbols_listed(set(undefined_py), abi)
 
 
@@ -448,8 +457,8 @@ def inspect_macho(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     symoff, nsyms, stroff, _ = symtab
     # What dyld can find is the export trie's content (the symbol table's N_EXT entries are only a hint).
     exported = export_trie(data[trie[0]: trie[0] + trie[1]])
-    check(exported - MACHO_LINKER_SYMBOLS == {"_" + EXPORT}, f"exports {sorted(exported)}")
-    yield f"exports only _{EXPORT} (and Zig's header markers {sorted(exported & MACHO_LINKER_SYMBOLS)})"
+    check(exported - MACHO_LINKER_SYMBOLS == {"_" + abi.export}, f"exports {sorted(exported)}")
+    yield f"exports only _{abi.export} (and Zig's header markers {sorted(exported & MACHO_LINKER_SYMBOLS)})"
     undefined = set()
     for i in range(nsyms):
         strx, ntype, _, _, _ = struct.unpack_from("<IBBHQ", data, symoff + 16 * i)
@@ -569,8 +578,8 @@ def inspect_pe(data: bytes, plat: Platform, abi: Abi) -> Iterator[str]:
     yield python_symbols_listed({n for d, ns in imports.items() if d.lower() == dll for n in ns}, abi)
     export_dir = getattr(pe, "DIRECTORY_ENTRY_EXPORT", None)
     exported = {s.name.decode() for s in export_dir.symbols if s.name} if export_dir else set()
-    check(exported == {EXPORT}, f"exports {sorted(exported)}")
-    yield f"exports only {EXPORT}"
+    check(exported == {abi.export}, f"exports {sorted(exported)}")
+    yield f"exports only {abi.export}"
 
 
 # ---- run-tests ----
@@ -693,17 +702,20 @@ print(json.dumps({"version": list(sys.version_info[:2]), "free_threaded": bool(s
                   "wheel": fits[0][1] if fits else None}))
 """
 # What pip is asked for the interpreters this machine cannot run: (python version, ABI tag, intended ABI).
-ELSEWHERE = [("3.14", "cp314t", "cp314t"), ("3.13", "cp313t", "cp313t"), ("3.15", "cp315", "abi3"),
-             ("3.10", "cp310", "abi3")]
+ELSEWHERE = [("3.14", "cp314t", "cp314t"), ("3.13", "cp313t", "cp313t"), ("3.15", "cp315t", "abi3t"),
+             ("3.16", "cp316t", "abi3t"), ("3.15", "cp315", "abi3t"), ("3.16", "cp316", "abi3t"),
+             ("3.14", "cp314", "abi3"), ("3.10", "cp310", "abi3")]
 
 
 def intended(version: tuple[int, int], free_threaded: bool) -> str:
     """The ABI whose wheel an interpreter should get."""
+    if version >= (3, 15):
+        return "abi3t"
     return f"cp{version[0]}{version[1]}t" if free_threaded else "abi3"
 
 
 def abi_of(wheel: str | None) -> str | None:
-    m = re.fullmatch(r"zthread-[^-]+-([a-z0-9]+-[a-z0-9]+)-[a-z0-9_]+\.whl", wheel or "")
+    m = re.fullmatch(r"zthread-[^-]+-([a-z0-9]+-[a-z0-9.]+)-[a-z0-9_]+\.whl", wheel or "")
     abi = BY_ABI_TAG.get(m[1]) if m else None
     return abi.name if abi else None
 
