@@ -692,14 +692,14 @@ def arm64_pytest(out: Path, sysroot: Path) -> int:
 # Run by each interpreter, with nothing on its path but a copy of the pinned `packaging`: the wheel among
 # argv[1:] that ranks first in the interpreter's own tags (what pip installs), and what the interpreter is.
 CHOOSE = """
-import json, sys, sysconfig
+import importlib.machinery, json, sys, sysconfig
 from packaging.tags import sys_tags
 from packaging.utils import parse_wheel_filename
 rank = {str(t): i for i, t in enumerate(sys_tags())}
 fits = sorted((min(rank[str(t)] for t in parse_wheel_filename(n)[3] if str(t) in rank), n)
               for n in sys.argv[1:] if any(str(t) in rank for t in parse_wheel_filename(n)[3]))
 print(json.dumps({"version": list(sys.version_info[:2]), "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-                  "wheel": fits[0][1] if fits else None}))
+                  "wheel": fits[0][1] if fits else None, "suffixes": importlib.machinery.EXTENSION_SUFFIXES}))
 """
 # What pip is asked for the interpreters this machine cannot run: (python version, ABI tag, intended ABI).
 ELSEWHERE = [("3.14", "cp314t", "cp314t"), ("3.13", "cp313t", "cp313t"), ("3.15", "cp315t", "abi3t"),
@@ -752,6 +752,14 @@ def select(out: Path, pythons: list[Path]) -> int:
             name = f"{major}.{minor}{'t' if free_threaded else ''}"
             report(f"CPython {name} ({python}), by its packaging.tags", info["wheel"],
                    intended((major, minor), free_threaded))
+            # ... and the binary in that wheel has a name the interpreter imports (its EXTENSION_SUFFIXES).
+            if info["wheel"]:
+                with zipfile.ZipFile(out / info["wheel"]) as z:
+                    (binary,) = [n for n in z.namelist() if n.startswith("zthread/_zthread.") and not n.endswith(".pyi")]
+                suffix = next((x for x in info["suffixes"] if binary.endswith("_zthread" + x)), None)
+                failures += suffix is None
+                print(f"{'ok  ' if suffix else 'FAIL'} CPython {name} imports {binary} (suffix {suffix!r} of "
+                      f"{info['suffixes']})")
         # pip itself, told which interpreter to pick for (the one it runs on does not matter).
         for version, abi_tag, want in ELSEWHERE:
             dest = Path(tmp) / f"pip-{abi_tag}"
