@@ -35,9 +35,8 @@ const LocalObject = extern struct {
     dicts: ?*Object,
     /// Bound to a weak reference to this local, so the callback does not keep it alive.
     on_registry_death: ?*Object,
-    /// The tp_dictoffset slot: with the GIL (abi3), the calling thread's dict during a generic attribute call
-    /// (abi.genericGetAttrWithDict). Otherwise null,
-    /// or a dict that CPython's generic code made for the object when called on it directly (3.13+
+    /// The tp_dictoffset slot: in the stable ABIs (abi3, abi3t), the calling thread's dict during a generic
+    /// attribute call (abi.genericGetAttrWithDict). Otherwise null, or a dict that CPython's generic code made for the object when called on it directly (3.13+
     /// `object.__setattr__(local, ...)`): CPython's subclasses have such a per-object dict of their own.
     dict: ?*Object,
     weakreflist: ?*Object,
