@@ -235,6 +235,12 @@ pub extern fn PyCallable_Check(o: *Object) c_int;
 pub extern fn PyObject_GenericGetAttr(o: *Object, name: *Object) ?*Object;
 pub extern fn PyObject_GenericSetAttr(o: *Object, name: *Object, v: ?*Object) c_int;
 pub extern fn PyObject_GC_UnTrack(o: *anyopaque) void;
+/// What the PyObject_New and PyObject_GC_New macros call: memory for an instance of `tp` (its basicsize, which
+/// CPython knows in every ABI), its header initialised, not tracked. Freed by PyObject_Free / PyObject_GC_Del.
+pub extern fn _PyObject_New(tp: *TypeObject) ?*Object;
+pub extern fn _PyObject_GC_New(tp: *TypeObject) ?*Object;
+pub extern fn PyObject_Free(p: ?*anyopaque) void;
+pub extern fn PyObject_GC_Del(o: *anyopaque) void;
 pub extern fn PyObject_GC_Track(o: *anyopaque) void;
 pub extern fn PyWeakref_NewRef(o: *Object, callback: ?*Object) ?*Object;
 pub extern fn PyType_GetFlags(t: *TypeObject) c_ulong;
@@ -353,12 +359,6 @@ pub extern var PyExc_AttributeError: *Object;
 /// What touches the object's layout (its header's size and fields): every ABI but abi3t.
 pub const not_abi3t = struct {
     pub extern fn _Py_Dealloc(o: *Object) void;
-    pub extern fn PyObject_Init(o: *Object, t: *TypeObject) ?*Object;
-    pub extern fn PyObject_Malloc(size: usize) ?*anyopaque;
-    pub extern fn PyObject_Free(p: ?*anyopaque) void;
-    pub extern fn PyObject_GC_Del(o: *anyopaque) void;
-    /// What the PyObject_GC_New macro calls: memory for a GC object of `tp`, its header initialised, not tracked.
-    pub extern fn _PyObject_GC_New(tp: *TypeObject) ?*Object;
     pub extern var _Py_NoneStruct: Object;
     pub extern var _Py_TrueStruct: Object;
     pub extern var _Py_FalseStruct: Object;
@@ -619,38 +619,30 @@ pub inline fn slotFn(comptime F: type, tp: *TypeObject, slot: c_int) F {
     return @ptrCast(@alignCast(PyType_GetSlot(tp, slot).?));
 }
 
-/// A new instance of the non-subclassable heap type `tp` (its fields `T`, which the caller sets: `data`): the
+/// A new instance of the non-subclassable heap type `tp` (its fields, which the caller sets: `data`): the
 /// cheap path `allocate_lock()` and friends take. `tracked` must be what `tp`'s `instanceSpec` said: tracked by
 /// the garbage collector (at once: its tp_traverse reads nothing but the header), or from the object allocator.
 /// (Asking the type, PyType_GetFlags, would cost an `allocate_lock()` about 6 ns: the caller knows from its module
-/// state.) abi3t, which cannot size the object, takes the type's tp_alloc.
-pub fn newInstance(comptime T: type, tp: *TypeObject, tracked: bool) ?*Object {
-    if (opaque_objects) return allocViaSlot(tp);
+/// state.) Sized by the type (`_PyObject_New`, `_PyObject_GC_New`: the calls behind PyObject_New and
+/// PyObject_GC_New), so abi3t, which cannot size the object, takes the same path.
+pub fn newInstance(tp: *TypeObject, tracked: bool) ?*Object {
     if (tracked) {
-        const o = not_abi3t._PyObject_GC_New(tp) orelse return null; // MemoryError set
+        const o = _PyObject_GC_New(tp) orelse return null; // MemoryError set
         PyObject_GC_Track(o);
         return o;
     }
-    const mem = not_abi3t.PyObject_Malloc(@sizeOf(Object) + @sizeOf(T)) orelse {
-        _ = PyErr_NoMemory();
-        return null;
-    };
-    const o: *Object = @ptrCast(@alignCast(mem));
-    _ = not_abi3t.PyObject_Init(o, tp);
-    return o;
+    return _PyObject_New(tp);
 }
 
 /// The end of a `newInstance` object's tp_dealloc (each variant of the type has its own tp_dealloc):
 /// instances of a heap type own a reference to it.
 pub fn freeInstance(o: *Object, comptime tracked: bool) void {
     const tp = typeOf(o);
-    if (tracked) PyObject_GC_UnTrack(o);
-    if (opaque_objects) {
-        slotFn(*const fn (?*anyopaque) callconv(.c) void, tp, Py_tp_free)(o);
-    } else if (tracked) {
-        not_abi3t.PyObject_GC_Del(o);
+    if (tracked) {
+        PyObject_GC_UnTrack(o);
+        PyObject_GC_Del(o);
     } else {
-        not_abi3t.PyObject_Free(o);
+        PyObject_Free(o);
     }
     decRef(typeObject(tp));
 }

@@ -378,7 +378,7 @@ pub fn makeThreadHandle(module_obj: ?*Object, ident_obj: *Object) callconv(.c) ?
 /// A `_ThreadHandle` of `s`'s type for `h`, which it takes over.
 pub fn newObject(s: *const state.State, h: *Handle) ?*Object {
     const tp = state.handleType(s) orelse return null;
-    const o = abi.newInstance(HandleObject, tp, s.tracked) orelse return null;
+    const o = abi.newInstance(tp, s.tracked) orelse return null;
     cast(o).handle = h;
     return o;
 }

@@ -100,7 +100,7 @@ fn currentRegistry(s: *const state.State) ?*Registry {
     };
     if (abi.PyDict_GetItemWithError(tdict, s.local_registry_key.?)) |r| return castRegistry(r);
     if (abi.PyErr_Occurred() != null) return null;
-    const o = abi.newInstance(Registry, @ptrCast(s.local_registry_type.?), s.tracked) orelse return null;
+    const o = abi.newInstance(@ptrCast(s.local_registry_type.?), s.tracked) orelse return null;
     const self = castRegistry(o);
     self.map = null;
     self.weakreflist = null;

@@ -35,7 +35,7 @@ pub fn isLock(o: *Object) bool {
 /// A new unlocked lock (`allocate_lock()`) of `s`'s lock type.
 pub fn newLock(s: *const state.State) ?*Object {
     const tp = state.lockType(s) orelse return null;
-    const o = abi.newInstance(LockObject, tp, s.tracked) orelse return null;
+    const o = abi.newInstance(tp, s.tracked) orelse return null;
     const self = cast(o);
     self.lock = .{};
     self.weakreflist = null;
