@@ -144,7 +144,7 @@ def def_symbols(abi: Abi) -> set[str]:
 PACKAGE_FILES = {"__init__.py", "__main__.py", "_bench.py", "_run.py", "py.typed", "_zthread.pyi", "include/zthread.h"}
 # What the sdist must hold for `pip install zthread-*.tar.gz` to build.
 SDIST_FILES = {"PKG-INFO", "pyproject.toml", "setup.py", "build.zig", "README.md", "LICENSE",
-               "zsrc/py/python3.def", "zsrc/py/module.zig", "zsrc/core/root.zig", "stubs/zthread/_zthread.pyi",
+               "zsrc/py/python3.def", "zsrc/py/free_threaded.def", "zsrc/py/python3t.def", "zsrc/py/module.zig", "zsrc/core/root.zig", "stubs/zthread/_zthread.pyi",
                "zthread/__init__.py", "zthread/py.typed", "zthread/include/zthread.h"}
 # The shared libraries a manylinux_2_17 extension may need (PEP 599's list, those a C library provides).
 MANYLINUX_LIBS = {"libc.so.6", "libpthread.so.0", "libm.so.6", "libdl.so.2", "librt.so.1",
