@@ -7,7 +7,8 @@ import sys
 USAGE = """usage: python -m zthread COMMAND ...
 
 commands:
-  bench [--json] [--only NAMES] [--rounds N] [--quick]   zthread side by side with CPython's _thread
+  bench [--apps] [--json] [--only NAMES] [--rounds N] [--quick]
+                                                         zthread side by side with CPython's _thread
   run SCRIPT [ARGS...] | run -m MODULE [ARGS...]         run a program with threading on zthread
 """
 

@@ -308,15 +308,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", help="comma-separated metric names")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per side (default 7)")
     parser.add_argument("--quick", action="store_true", help="few rounds, short loops (a smoke test)")
+    parser.add_argument("--apps", action="store_true",
+                        help="threading workloads (Queue, Condition, Event, ThreadPoolExecutor, RLock, fairness) "
+                             "in a fresh interpreter per round and side, instead of the primitives")
     opts = parser.parse_args(argv)
-    wanted = METRICS
-    if opts.only:
-        names = set(opts.only.split(","))
-        unknown = names - {m.name for m in METRICS}
-        if unknown:
-            parser.error(f"unknown metric(s): {', '.join(sorted(unknown))}")
-        wanted = [m for m in METRICS if m.name in names]
-    rounds, scale = (2, 2_000) if opts.quick else (opts.rounds, 100_000)
+    from zthread import _apps
+
+    known = [a.name for a in _apps.APPS] if opts.apps else [m.name for m in METRICS]
+    names = set(opts.only.split(",")) if opts.only else set(known)
+    unknown = names - set(known)
+    if unknown:
+        parser.error(f"unknown {'workload' if opts.apps else 'metric'}(s): {', '.join(sorted(unknown))}"
+                     f" (known: {', '.join(known)})")
+    wanted = [m for m in METRICS if m.name in names]
+    if opts.apps:
+        default_rounds = 5 if opts.rounds == parser.get_default("rounds") else opts.rounds
+        rounds, scale = (2, 2_000) if opts.quick else (default_rounds, 100_000)
+    else:
+        rounds, scale = (2, 2_000) if opts.quick else (opts.rounds, 100_000)
     tty = sys.stderr.isatty()
 
     def progress(text: str) -> None:
@@ -326,13 +335,17 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    results = [measure(m, rounds, scale, progress) for m in wanted]
+    if opts.apps:
+        apps = [a for a in _apps.APPS if a.name in names]
+        results = [Result(*r) for r in _apps.measure(apps, rounds, scale, progress)]
+    else:
+        results = [measure(m, rounds, scale, progress) for m in wanted]
     if tty:
         sys.stderr.write("\r\x1b[K")
     if opts.json:
         doc = {
             "python": python_version(), "platform": machine(),
-            "cpus": os.cpu_count(), "rounds": rounds,
+            "cpus": os.cpu_count(), "rounds": rounds, "set": "apps" if opts.apps else "primitives",
             "metrics": [{"metric": r.metric, "unit": r.unit, "cpython": r.cpython, "zthread": r.zthread,
                          "ratio": r.ratio} for r in results],
         }

@@ -25,6 +25,12 @@ pub fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResu
     return Impl.wait(word, expect, deadline);
 }
 
+/// `wait` for a deadline that is a hint, not a promise (the lock's fairness timer): on Linux the thread keeps
+/// its timer slack (no prctl calls), so the kernel may end the sleep up to that slack late.
+pub fn waitLoosely(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+    return if (os == .linux) LinuxImpl.waitSlack(word, expect, deadline, false) else Impl.wait(word, expect, deadline);
+}
+
 /// Windows has no signals: Ctrl-C reaches a process as a console control event, handled on a thread of its
 /// own, and a thread blocked in WaitOnAddress never hears of it (CPython 3.10-3.13: gh-74157). zthread's
 /// console handler (`install`) runs a hook first (the CPython layer's: it makes Python see SIGINT), then
@@ -87,6 +93,10 @@ const LinuxImpl = struct {
     // FUTEX_WAIT_BITSET takes an ABSOLUTE timeout measured against CLOCK_MONOTONIC (unless
     // FUTEX_CLOCK_REALTIME is set), which is exactly the deadline we carry: no recomputation on retry.
     fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
+        return waitSlack(word, expect, deadline, true);
+    }
+
+    fn waitSlack(word: *const Atomic, expect: u32, deadline: clock.Deadline, precise: bool) WaitResult {
         var ts: linux.timespec = undefined;
         var ts_ptr: ?*const linux.timespec = null;
         var slack_to_restore: ?usize = null;
@@ -96,7 +106,7 @@ const LinuxImpl = struct {
                 .nsec = @intCast(deadline.ns % clock.ns_per_s),
             };
             ts_ptr = &ts;
-            slack_to_restore = narrowTimerSlack();
+            if (precise) slack_to_restore = narrowTimerSlack();
         }
         defer if (slack_to_restore) |slack| setTimerSlack(slack);
         const rc = linux.futex(

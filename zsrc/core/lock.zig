@@ -1,38 +1,45 @@
 //! A binary semaphore: the lock behind `_thread.lock`. Any thread may release it, not only the one that
-//! acquired it. One 32-bit word; the uncontended acquire is one compare-and-swap and the uncontended
-//! release one swap (Drepper, "Futexes Are Tricky", mutex 2).
+//! acquired it. The uncontended acquire is one compare-and-swap and the uncontended release another
+//! (Drepper, "Futexes Are Tricky", mutex 2, with a bound on barging: docs/DESIGN.md, "The lock word").
+//!
+//! Barging (a releasing thread that takes the lock straight back, ahead of the waiter it just woke) is what
+//! makes a lock fast, and what can starve a waiter: under the GIL the releaser runs on for a whole switch
+//! interval. So a waiter that has waited `fair_after_ns` (1 ms, as CPython's PyMutex and Go's sync.Mutex)
+//! registers as *starving* in the lock word; while any thread is registered, a release leaves the lock to the
+//! starving threads only (neither the releaser nor a newcomer can take it) and wakes them on `handoffs`.
 const std = @import("std");
 const clock = @import("clock.zig");
 const futex = @import("futex.zig");
 
 pub const Lock = extern struct {
-    state: std.atomic.Value(u32) = .init(unlocked),
+    /// `locked_bit | parked_bit | starving * one_starving`.
+    state: std.atomic.Value(u32) = .init(0),
+    /// Bumped by every release that leaves the lock to starving waiters, who sleep on this word.
+    handoffs: std.atomic.Value(u32) = .init(0),
 
-    /// The states of `state`.
-    const unlocked: u32 = 0;
-    /// Held, and no thread is parked on the word: release need not wake anyone.
-    const locked: u32 = 1;
-    /// Held, and threads may be parked on the word: release must wake one.
-    const contended: u32 = 2;
+    /// The bits of `state`. 0 is free with nobody waiting: the only state the fast paths touch.
+    /// Held (by whoever acquired it; a binary semaphore has no owner).
+    const locked_bit: u32 = 1;
+    /// Threads may be asleep on `state`: the release that finds no starving waiter must wake one.
+    const parked_bit: u32 = 2;
+    /// The rest counts the starving waiters (asleep on `handoffs`, or about to be). While it is non-zero
+    /// only they may take the lock, so `state` is never 0 and every fast-path compare-and-swap fails.
+    const one_starving: u32 = 4;
+
+    /// How long a waiter waits before it stops yielding to barging threads.
+    pub const fair_after_ns: u64 = std.time.ns_per_ms;
 
     /// How often a waiter re-reads the word before it parks: a holder that runs briefly on another core
     /// often releases within this window, and a wake-up through the kernel costs far more.
     const spin_limit = 64;
-    /// Then how often it yields its CPU (re-reading the word after each) before it parks: the holder is
-    /// often runnable on this very CPU (a thread just started, or the other end of a hand-off), and a
-    /// yield lets it run and release at once, where parking costs a sleep and a wake-up through the
-    /// kernel. CPython's PyMutex (3.13+) yields likewise, up to 40 times. A signal whose handler runs
-    /// during the spins or yields (not in the futex sleep) does not end the wait: the same window as
-    /// CPython's; the next signal does.
-    const yield_limit = 16;
-
     pub const AcquireResult = enum { acquired, timed_out, interrupted };
 
     pub fn tryAcquire(self: *Lock) bool {
-        return self.state.cmpxchgStrong(unlocked, locked, .acquire, .monotonic) == null;
+        return self.state.cmpxchgStrong(0, locked_bit, .acquire, .monotonic) == null;
     }
 
     /// Blocks until the lock is acquired, `deadline` passes, or a signal handler runs in this thread.
+    /// A wait that ends by its deadline or a signal while the lock is free may take it: then `.acquired`.
     pub fn acquire(self: *Lock, deadline: clock.Deadline) AcquireResult {
         if (self.tryAcquire()) return .acquired;
         return self.acquireSlow(deadline);
@@ -48,51 +55,172 @@ pub const Lock = extern struct {
         };
     }
 
+    /// Takes the lock if it is free and nobody starves (what a waiter that is not starving may do); a
+    /// waiter that has slept on `state` marks it parked, for the wake-up it may have taken from another.
+    fn tryTake(self: *Lock, s: u32, set_parked: bool) ?u32 {
+        std.debug.assert(s & locked_bit == 0 and s < one_starving);
+        return self.state.cmpxchgWeak(s, s | locked_bit | (if (set_parked) parked_bit else 0), .acquire, .monotonic);
+    }
+
     fn acquireSlow(self: *Lock, deadline: clock.Deadline) AcquireResult {
+        const fair_at = clock.monotonicNs() +| fair_after_ns;
         var spins: u32 = 0;
         while (spins < spin_limit) : (spins += 1) {
-            if (self.state.load(.monotonic) == unlocked and self.tryAcquire()) return .acquired;
+            if (self.state.load(.monotonic) == 0 and self.tryAcquire()) return .acquired;
             std.atomic.spinLoopHint();
         }
-        var yields: u32 = 0;
-        while (yields < yield_limit) : (yields += 1) {
-            std.Thread.yield() catch break;
-            if (self.state.load(.monotonic) == unlocked and self.tryAcquire()) return .acquired;
-            if (deadline.hasPassed()) break;
+        var s = self.state.load(.monotonic);
+        while (true) {
+            if (s & locked_bit == 0 and s < one_starving) {
+                s = self.tryTake(s, true) orelse return .acquired;
+                continue;
+            }
+            // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
+            // the moment this waiter starves (a hint: the kernel may be late by the thread's timer slack).
+            if (s & parked_bit == 0) {
+                if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
+                    s = now;
+                    continue;
+                }
+                s |= parked_bit;
+            }
+            if (deadline.hasPassed()) return self.leaveParked(.timed_out);
+            if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline);
+            const result = if (fair_at < deadline.ns)
+                futex.waitLoosely(&self.state, s, .{ .ns = fair_at })
+            else
+                futex.wait(&self.state, s, deadline);
+            switch (result) {
+                .woken => {},
+                .timed_out => {}, // the deadline or the fairness timer: the checks above tell which
+                .interrupted => return self.leaveParked(.interrupted),
+            }
+            s = self.state.load(.monotonic);
+        }
+    }
+
+    /// A parked waiter leaves by its deadline or a signal. It may have been woken by a release (which
+    /// cleared `parked_bit`) at that very moment, for nobody else: so it takes the lock if it is free
+    /// (a timed wait that succeeds at its deadline), or passes the wake-up on by marking the lock parked
+    /// (its holder's release wakes the next sleeper), or, interrupted while the lock is free, wakes one.
+    fn leaveParked(self: *Lock, why: AcquireResult) AcquireResult {
+        var s = self.state.load(.monotonic);
+        while (true) {
+            if (s & locked_bit == 0) {
+                if (s >= one_starving) return why; // the starving waiters were woken: they take it
+                if (why == .timed_out) {
+                    s = self.tryTake(s, true) orelse return .acquired;
+                    continue;
+                }
+                futex.wake(&self.state, 1);
+                return why;
+            }
+            if (s & parked_bit != 0) return why;
+            s = self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic) orelse return why;
+        }
+    }
+
+    /// The slow path of a waiter that has waited `fair_after_ns`: it registers, then only registered
+    /// waiters may take the lock until the last of them leaves.
+    fn acquireStarving(self: *Lock, deadline: clock.Deadline) AcquireResult {
+        var s = self.state.load(.monotonic);
+        while (true) {
+            if (s & locked_bit == 0 and s < one_starving) {
+                s = self.tryTake(s, true) orelse return .acquired;
+                continue;
+            }
+            // parked_bit: this waiter slept on `state`, and the wake-up that ended its sleep may have been
+            // the only one (the release cleared the bit); the next release without starving waiters wakes
+            // a sleeper again. The count cannot overflow: each starving thread adds one.
+            s = self.state.cmpxchgWeak(s, (s + one_starving) | parked_bit, .monotonic, .monotonic) orelse break;
         }
         while (true) {
-            // Mark the lock contended before parking, so the holder's release wakes us. If it was
-            // unlocked we now hold it (possibly marked contended with nobody parked: one spare wake).
-            if (self.state.swap(contended, .acquire) == unlocked) return .acquired;
-            switch (futex.wait(&self.state, contended, deadline)) {
-                .woken => {},
-                .timed_out => return .timed_out,
-                .interrupted => return .interrupted,
+            // Read `handoffs` before the state: a release that frees the lock after this read bumps it,
+            // so the sleep below cannot miss it (the kernel compares the word as it queues us).
+            const seen = self.handoffs.load(.acquire);
+            s = self.state.load(.monotonic);
+            if (s & locked_bit == 0) {
+                if (self.state.cmpxchgWeak(s, (s - one_starving) | locked_bit, .acquire, .monotonic) == null) return .acquired;
+                continue;
             }
+            switch (futex.wait(&self.handoffs, seen, deadline)) {
+                .woken => {},
+                .timed_out => return self.leaveStarving(.timed_out),
+                .interrupted => return self.leaveStarving(.interrupted),
+            }
+        }
+    }
+
+    /// A starving waiter leaves by its deadline or a signal. If a release left the lock free for the
+    /// starving at that moment, a timed-out waiter takes it (`.acquired`); an interrupted one leaves it
+    /// to the other starving waiters (all were woken), or, if it was the last, to everyone: free and no
+    /// longer reserved, with a parked sleeper woken to take it. Nothing is handed to a waiter by name, so
+    /// there is nothing to hand back: the lock is free or held, and the count says who may take it.
+    fn leaveStarving(self: *Lock, why: AcquireResult) AcquireResult {
+        var s = self.state.load(.monotonic);
+        while (true) {
+            if (s & locked_bit != 0) {
+                s = self.state.cmpxchgWeak(s, s - one_starving, .monotonic, .monotonic) orelse return why;
+                continue;
+            }
+            if (why == .timed_out) {
+                s = self.state.cmpxchgWeak(s, (s - one_starving) | locked_bit, .acquire, .monotonic) orelse return .acquired;
+                continue;
+            }
+            const left = s - one_starving;
+            if (left >= one_starving) {
+                s = self.state.cmpxchgWeak(s, left, .monotonic, .monotonic) orelse return why;
+                continue;
+            }
+            // The last starving waiter leaves a free lock: it is everyone's again.
+            s = self.state.cmpxchgWeak(s, 0, .release, .monotonic) orelse {
+                if (left & parked_bit != 0) futex.wake(&self.state, 1);
+                return why;
+            };
         }
     }
 
     pub const ReleaseError = error{NotLocked};
 
     pub fn release(self: *Lock) ReleaseError!void {
-        const prev = self.state.swap(unlocked, .release);
-        std.debug.assert(prev <= contended);
-        switch (prev) {
-            unlocked => return error.NotLocked, // it stays unlocked: the swap wrote what was there
-            locked => {},
-            else => futex.wake(&self.state, 1),
+        const s = self.state.cmpxchgStrong(locked_bit, 0, .release, .monotonic) orelse return;
+        return self.releaseSlow(s);
+    }
+
+    fn releaseSlow(self: *Lock, first: u32) ReleaseError!void {
+        var s = first;
+        while (true) {
+            if (s & locked_bit == 0) return error.NotLocked; // it stays as it was
+            if (s >= one_starving) {
+                // Free, for the starving only: wake them all (they sleep on `handoffs`, not `state`);
+                // the first to see it takes it, the others sleep again.
+                s = self.state.cmpxchgWeak(s, s & ~locked_bit, .release, .monotonic) orelse {
+                    _ = self.handoffs.fetchAdd(1, .release);
+                    futex.wake(&self.handoffs, std.math.maxInt(u32));
+                    return;
+                };
+            } else {
+                s = self.state.cmpxchgWeak(s, 0, .release, .monotonic) orelse {
+                    if (s & parked_bit != 0) futex.wake(&self.state, 1);
+                    return;
+                };
+            }
         }
     }
 
     pub fn isLocked(self: *const Lock) bool {
-        const s = self.state.load(.monotonic);
-        std.debug.assert(s <= contended);
-        return s != unlocked;
+        return self.state.load(.monotonic) & locked_bit != 0;
+    }
+
+    /// How many waiters are starving now (the core's tests).
+    fn starvingCount(self: *const Lock) u32 {
+        return self.state.load(.monotonic) / one_starving;
     }
 
     /// After fork(): the threads that held or waited on the lock do not exist in the child.
     pub fn resetAfterFork(self: *Lock) void {
-        self.state.store(unlocked, .monotonic);
+        self.state.store(0, .monotonic);
+        self.handoffs.store(0, .monotonic);
     }
 };
 
@@ -193,4 +321,190 @@ test "a baton passed between two threads through two locks" {
         try testing.expectEqual(Lock.AcquireResult.acquired, ctx.pong.acquire(.fromTimeout(10 * std.time.ns_per_s)));
     }
     t.join();
+}
+
+/// Waits (a bounded while) until `cond(ctx)` holds: the tests' way to let another thread reach a state.
+fn waitUntil(ctx: anytype, comptime cond: fn (@TypeOf(ctx)) bool) !void {
+    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    while (!cond(ctx)) {
+        if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+        std.Thread.yield() catch {};
+    }
+}
+
+fn sleepNs(ns: u64) void {
+    const until = clock.monotonicNs() + ns;
+    var never: std.atomic.Value(u32) = .init(0);
+    while (clock.monotonicNs() < until) _ = futex.wait(&never, 0, .{ .ns = until });
+}
+
+test "a waiter that has waited past the threshold gets the lock before a barging thread" {
+    const Ctx = struct {
+        lock: Lock = .{},
+        got: std.atomic.Value(bool) = .init(false),
+        let_go: std.atomic.Value(bool) = .init(false),
+        fn waiter(ctx: *@This()) void {
+            std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
+            ctx.got.store(true, .release);
+            waitUntil(ctx, letGo) catch unreachable;
+            ctx.lock.release() catch unreachable;
+        }
+        fn starving(ctx: *@This()) bool {
+            return ctx.lock.starvingCount() == 1;
+        }
+        fn gotIt(ctx: *@This()) bool {
+            return ctx.got.load(.acquire);
+        }
+        fn letGo(ctx: *@This()) bool {
+            return ctx.let_go.load(.acquire);
+        }
+    };
+    for (0..20) |_| {
+        var ctx: Ctx = .{};
+        try testing.expect(ctx.lock.tryAcquire());
+        const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
+        // The waiter parks, and registers once it has waited fair_after_ns.
+        try waitUntil(&ctx, Ctx.starving);
+        // Release and take straight back, as a barging thread does: refused, the lock is the waiter's
+        // (left free for it, or already taken by it).
+        try ctx.lock.release();
+        try testing.expect(!ctx.lock.tryAcquire());
+        try waitUntil(&ctx, Ctx.gotIt);
+        try testing.expect(ctx.lock.isLocked());
+        ctx.let_go.store(true, .release);
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.lock.acquire(.fromTimeout(10 * std.time.ns_per_s)));
+        try ctx.lock.release();
+        t.join();
+        try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic) & ~Lock.parked_bit);
+    }
+}
+
+test "a release from another thread goes to the starving waiter, not to the barging releaser" {
+    const Ctx = struct {
+        lock: Lock = .{},
+        fn starving(ctx: *@This()) bool {
+            return ctx.lock.starvingCount() == 1;
+        }
+        fn waiter(ctx: *@This()) void {
+            // A timed wait starves as a blocking one does.
+            std.debug.assert(ctx.lock.acquire(.fromTimeout(10 * std.time.ns_per_s)) == .acquired);
+        }
+    };
+    var ctx: Ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
+    try waitUntil(&ctx, Ctx.starving);
+    // The waiter holds it once it returns, and nobody released it since: a release here is the waiter's.
+    try ctx.lock.release();
+    t.join();
+    try testing.expect(ctx.lock.isLocked());
+    try testing.expect(!ctx.lock.tryAcquire());
+    try ctx.lock.release();
+    try testing.expect(ctx.lock.tryAcquire());
+    try ctx.lock.release();
+}
+
+test "a starving waiter whose deadline meets a release never strands the lock" {
+    // The waiter's deadline falls around the moment the holder releases, on either side of it; whatever
+    // the waiter returns, the lock must end either held by it or free for everyone.
+    const Ctx = struct {
+        lock: Lock = .{},
+        result: Lock.AcquireResult = .interrupted,
+        fn waiter(ctx: *@This(), timeout_ns: u64) void {
+            ctx.result = ctx.lock.acquire(.fromTimeout(timeout_ns));
+        }
+    };
+    var rng: std.Random.DefaultPrng = .init(0x2a);
+    for (0..200) |i| {
+        var ctx: Ctx = .{};
+        try testing.expect(ctx.lock.tryAcquire());
+        const timeout_ns = 2 * std.time.ns_per_ms;
+        const t = try std.Thread.spawn(.{}, Ctx.waiter, .{ &ctx, timeout_ns });
+        sleepNs(timeout_ns - 200 * std.time.ns_per_us + rng.random().uintLessThan(u64, 400 * std.time.ns_per_us));
+        if (i % 2 == 0) {
+            try ctx.lock.release();
+        } else {
+            // a barging release: release and try to take it back at once
+            try ctx.lock.release();
+            if (ctx.lock.tryAcquire()) try ctx.lock.release();
+        }
+        t.join();
+        try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+        switch (ctx.result) {
+            .acquired => try ctx.lock.release(),
+            .timed_out => {},
+            .interrupted => return error.TestUnexpectedResult,
+        }
+        // Free for everyone: the fast path takes it.
+        try testing.expect(ctx.lock.tryAcquire());
+        try ctx.lock.release();
+    }
+}
+
+test "a starving waiter that leaves, interrupted, returns a free lock to everyone and wakes a sleeper" {
+    // The interrupted exit, driven directly (a signal's timing cannot be chosen): one starving waiter
+    // (this thread) and one sleeper parked on the word, the lock just freed for the starving.
+    const Ctx = struct {
+        lock: Lock = .{},
+        fn sleeper(ctx: *@This()) void {
+            std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
+            ctx.lock.release() catch unreachable;
+        }
+        fn parked(ctx: *@This()) bool {
+            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
+        }
+    };
+    var ctx: Ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t = try std.Thread.spawn(.{}, Ctx.sleeper, .{&ctx});
+    try waitUntil(&ctx, Ctx.parked);
+    // Register as a starving waiter would, then free the lock: it is left to the starving only.
+    _ = ctx.lock.state.fetchAdd(Lock.one_starving, .monotonic);
+    try ctx.lock.release();
+    try testing.expect(!ctx.lock.isLocked());
+    try testing.expect(!ctx.lock.tryAcquire());
+    try testing.expectEqual(Lock.AcquireResult.interrupted, ctx.lock.leaveStarving(.interrupted));
+    t.join(); // the sleeper was woken, took the lock and released it
+    try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
+    // A timed-out one at the same moment takes the lock instead.
+    _ = ctx.lock.state.fetchAdd(Lock.one_starving, .monotonic);
+    try testing.expectEqual(Lock.AcquireResult.acquired, ctx.lock.leaveStarving(.timed_out));
+    try testing.expectEqual(Lock.locked_bit, ctx.lock.state.load(.monotonic));
+    try ctx.lock.release();
+}
+
+test "every thread makes progress and the lock stays exclusive with barging and starving waiters" {
+    // Short critical sections taken back to back: the releaser always tries to barge. Each thread must
+    // get the lock many times; starvation would leave one at a handful.
+    const thread_count = 4;
+    const Ctx = struct {
+        lock: Lock = .{},
+        inside: std.atomic.Value(u32) = .init(0),
+        stop: std.atomic.Value(bool) = .init(false),
+        counts: [thread_count]u64 = @splat(0),
+        fn worker(ctx: *@This(), id: usize) void {
+            while (!ctx.stop.load(.monotonic)) {
+                const timed = ctx.counts[id] % 4 == 0;
+                if (timed) {
+                    if (ctx.lock.acquire(.fromTimeout(std.time.ns_per_ms)) != .acquired) continue;
+                } else {
+                    std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
+                }
+                std.debug.assert(ctx.inside.fetchAdd(1, .monotonic) == 0);
+                ctx.counts[id] += 1;
+                var spin: u32 = 0;
+                while (spin < 50) : (spin += 1) std.atomic.spinLoopHint();
+                std.debug.assert(ctx.inside.fetchSub(1, .monotonic) == 1);
+                ctx.lock.release() catch unreachable;
+            }
+        }
+    };
+    var ctx: Ctx = .{};
+    var threads: [thread_count]std.Thread = undefined;
+    for (&threads, 0..) |*t, id| t.* = try std.Thread.spawn(.{}, Ctx.worker, .{ &ctx, id });
+    sleepNs(300 * std.time.ns_per_ms);
+    ctx.stop.store(true, .monotonic);
+    for (threads) |t| t.join();
+    for (ctx.counts) |c| try testing.expect(c >= 10);
+    try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic) & ~Lock.parked_bit);
 }
