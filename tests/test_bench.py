@@ -87,3 +87,36 @@ def test_no_argument_callables_get_the_interpreters_fast_builtin_call() -> None:
         site(f)
         ops = {i.opname for i in dis.get_instructions(site, adaptive=True)}
         assert any("BUILTIN_FAST" in op for op in ops), (f, sorted(ops))
+
+
+def test_apps_report_every_workload_metric_for_both_sides(tmp_path: Path) -> None:
+    from zthread._apps import METRIC_NAMES
+
+    proc = bench("--apps", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["set"] == "apps"
+    reported = {m["metric"]: m for m in doc["metrics"]}
+    assert list(reported) == METRIC_NAMES
+    for name, m in reported.items():
+        for side in ("cpython", "zthread"):
+            value = m[side]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, side, value)
+    assert "fairness: round" in proc.stderr  # the progress line
+
+
+def test_apps_only_picks_workloads_and_rejects_unknown_ones(tmp_path: Path) -> None:
+    proc = bench("--apps", "--json", "--only", "semaphore,rlock_with", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [m["metric"] for m in json.loads(proc.stdout)["metrics"]] == ["semaphore", "rlock_with"]
+    bad = bench("--apps", "--only", "acq_rel", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown workload" in bad.stderr
+
+
+def test_an_apps_child_runs_threading_on_the_side_it_names(tmp_path: Path) -> None:
+    """Each side's child really runs threading on its _thread (the child asserts it; a wrong side fails)."""
+    from zthread import _apps
+
+    app = next(a for a in _apps.APPS if a.name == "semaphore")
+    for side in ("cpython", "zthread"):
+        assert _apps.run_child(side, app, 1000)["semaphore"] > 0
