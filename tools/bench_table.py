@@ -26,7 +26,7 @@ README = ROOT / "README.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
-def bench(python: str, install: str, rounds: int) -> dict[str, Any]:
+def bench(python: str, install: str, rounds: int, sets: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([python, "-m", "venv", venv], check=True)
@@ -36,9 +36,13 @@ def bench(python: str, install: str, rounds: int) -> dict[str, Any]:
             install = str(ROOT)
         subprocess.run([venv / "bin" / "pip", "install", "--quiet", install], check=True)
         print(f"bench-table: {python}", file=sys.stderr, flush=True)
-        out = subprocess.run([venv / "bin" / "python", "-I", "-m", "zthread", "bench", "--json", "--rounds",
-                              str(rounds)], check=True, capture_output=True, text=True, cwd=tmp)
-        doc: dict[str, Any] = json.loads(out.stdout)
+        doc: dict[str, Any] = {}
+        for which in sets:  # the primitives, then the threading workloads (--apps), in one table
+            flags = ["--apps"] if which == "apps" else []
+            out = subprocess.run([venv / "bin" / "python", "-I", "-m", "zthread", "bench", "--json", "--rounds",
+                                  str(rounds), *flags], check=True, capture_output=True, text=True, cwd=tmp)
+            part = json.loads(out.stdout)
+            doc = {**part, "metrics": doc.get("metrics", []) + part["metrics"]} if doc else part
         return doc
 
 
@@ -82,19 +86,36 @@ def main() -> int:
     parser.add_argument("--wheel", help="install this wheel (default: the source tree)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--sets", default="primitives,apps",
+                        help="comma-separated: primitives (bench), apps (bench --apps); with --update-readme, "
+                             "only these sets' rows are replaced (the columns must be the same interpreters)")
     args = parser.parse_args()
-    docs = [bench(p, args.wheel or str(ROOT), args.rounds) for p in args.pythons]
+    sets = args.sets.split(",")
+    docs = [bench(p, args.wheel or str(ROOT), args.rounds, sets) for p in args.pythons]
     text = table(docs)
     print(text)
     if args.update_readme:
         readme = README.read_text()
         head, _, rest = readme.partition(START)
-        _, _, tail = rest.partition(END)
+        old, _, tail = rest.partition(END)
         if not rest:
             print(f"bench-table: no {START} marker in README.md", file=sys.stderr)
             return 1
+        if set(sets) != {"primitives", "apps"}:
+            text = merge(old.strip(), text)
         README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
     return 0
+
+
+def merge(old: str, new: str) -> str:
+    """The old table with the new table's rows put in place of (or after) the old rows of the same metric."""
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    header = next(i for i, line in enumerate(new_lines) if line.startswith("| metric"))
+    if header >= len(old_lines) or old_lines[header] != new_lines[header]:
+        raise SystemExit("bench-table: the README's table has other columns; measure every set (--sets primitives,apps)")
+    rows = {line.split(" | ")[0]: line for line in new_lines[header + 2:]}
+    merged = [rows.pop(line.split(" | ")[0], line) for line in old_lines]
+    return "\n".join(merged + list(rows.values()))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def rlock_with(threading: ModuleType, queue: ModuleType, n: int) -> dict[str, fl
 def fairness(threading: ModuleType, queue: ModuleType, n: int) -> dict[str, float]:
     """4 threads, one threading.Lock, short critical sections, for a fixed time: the longest single
     acquire() wait, the acquisitions per second, and the spread (most / fewest acquisitions of a thread)."""
-    return {k: v for k, v in fairness_counts(threading, max(n / 500_000, 0.05)).items() if k.startswith("fair_")}
+    return {k: v for k, v in fairness_counts(threading, max(n / 100_000, 0.05)).items() if k.startswith("fair_")}
 
 
 def fairness_counts(threading: ModuleType, duration_s: float, thread_count: int = 4) -> dict[str, Any]:
