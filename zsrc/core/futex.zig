@@ -92,8 +92,33 @@ const LinuxImpl = struct {
     // https://man7.org/linux/man-pages/man2/futex.2.html
     // FUTEX_WAIT_BITSET takes an ABSOLUTE timeout measured against CLOCK_MONOTONIC (unless
     // FUTEX_CLOCK_REALTIME is set), which is exactly the deadline we carry: no recomputation on retry.
+    /// A timed wait that ends by a wake-up (the common end: a release, a notify) must not pay for timer
+    /// precision: it first sleeps until one timer slack before the deadline with the thread's own slack
+    /// (no prctl), so the kernel ends that sleep by the deadline at the latest; only if the timer ends it
+    /// does the thread sleep the rest (at most the slack) with 1 ns of slack, the prctl pair around it.
     fn wait(word: *const Atomic, expect: u32, deadline: clock.Deadline) WaitResult {
-        return waitSlack(word, expect, deadline, true);
+        if (deadline.isForever()) return waitSlack(word, expect, deadline, false);
+        const slack = threadSlack();
+        if (slack > 1 and deadline.ns > slack) {
+            const early: clock.Deadline = .{ .ns = deadline.ns - slack };
+            if (!early.hasPassed()) {
+                const result = waitSlack(word, expect, early, false);
+                if (result != .timed_out) return result;
+            }
+        }
+        return waitSlack(word, expect, deadline, slack > 1);
+    }
+
+    /// The calling thread's timer slack, asked once per thread (and again whenever a precise sleep asks
+    /// it anyway); 1 where it cannot be asked (nothing to narrow then).
+    threadlocal var thread_slack_ns: usize = 0;
+
+    fn threadSlack() usize {
+        if (thread_slack_ns == 0) {
+            const slack = linux.prctl(@backingInt(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0);
+            thread_slack_ns = if (linux.errno(slack) != .SUCCESS or slack == 0) 1 else slack;
+        }
+        return thread_slack_ns;
     }
 
     fn waitSlack(word: *const Atomic, expect: u32, deadline: clock.Deadline, precise: bool) WaitResult {
@@ -135,6 +160,7 @@ const LinuxImpl = struct {
     fn narrowTimerSlack() ?usize {
         const slack = linux.prctl(@backingInt(linux.PR.GET_TIMERSLACK), 0, 0, 0, 0);
         if (linux.errno(slack) != .SUCCESS or slack <= 1) return null;
+        thread_slack_ns = slack;
         setTimerSlack(1);
         return slack;
     }

@@ -49,6 +49,30 @@ fn dealloc(o: *Object) callconv(.c) void {
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+    return acquireNamed(o, argv, nargs, kwnames);
+}
+
+/// `acquire()` with no arguments when it does not wait: a re-entry by the owner, or a free lock. No stack
+/// frame of its own (as the lock's `acquireNamed`); everything else is `acquireSlow`'s.
+inline fn acquireNamed(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
+    if (nargs == 0 and kwnames == null) {
+        const r = &cast(o).rlock;
+        const ident = currentIdent();
+        if (r.owner.load(.monotonic) == ident) {
+            const count = r.count.load(.monotonic);
+            if (count != 0 and count != std.math.maxInt(u64)) {
+                r.count.store(count + 1, .monotonic);
+                return abi.boolean(true);
+            }
+        } else if (r.lock.tryAcquire()) {
+            r.setOwner(ident, 1);
+            return abi.boolean(true);
+        }
+    }
+    return acquireSlow(o, argv, nargs, kwnames);
+}
+
+noinline fn acquireSlow(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     const self = cast(o);
     const timeout_ns: i64 = if (nargs == 0 and kwnames == null)
         -1
@@ -74,7 +98,7 @@ fn keywordsOf(o: *Object, kwnames: ?*Object) ?*const args.Keywords {
 /// `__enter__`: acquire's arguments until 3.14; none from 3.15.
 fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (version.atLeast(15) and !args.noArguments("RLock.__enter__", nargs, kwnames)) return null;
-    return acquire(o, argv, nargs, kwnames);
+    return acquireNamed(o, argv, nargs, kwnames);
 }
 
 fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
