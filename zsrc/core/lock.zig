@@ -32,14 +32,6 @@ pub const Lock = extern struct {
     /// How often a waiter re-reads the word before it parks: a holder that runs briefly on another core
     /// often releases within this window, and a wake-up through the kernel costs far more.
     const spin_limit = 64;
-    /// Then how often it yields its CPU (re-reading the word after each) before it parks, while no other
-    /// thread waits: the holder is often runnable on this very CPU (the other end of a ping-pong, a thread
-    /// just started), and a yield lets it run and release at once, where parking costs a sleep and a
-    /// wake-up through the kernel. Not once others wait (the parked bit is set): then the CPU is better
-    /// left to the thread a release woke, which a yielding crowd keeps off it for a scheduler tick (4 ms
-    /// stalls in the fairness bench). A signal whose handler runs during the spins or yields (not in the
-    /// futex sleep) does not end the wait, as in CPython's PyMutex; the next signal does.
-    const yield_limit = 0;
     pub const AcquireResult = enum { acquired, timed_out, interrupted };
 
     pub fn tryAcquire(self: *Lock) bool {
@@ -76,13 +68,6 @@ pub const Lock = extern struct {
         while (spins < spin_limit) : (spins += 1) {
             if (self.state.load(.monotonic) == 0 and self.tryAcquire()) return .acquired;
             std.atomic.spinLoopHint();
-        }
-        var yields: u32 = 0;
-        while (yields < yield_limit) : (yields += 1) {
-            const now = self.state.load(.monotonic);
-            if (now & parked_bit != 0 or deadline.hasPassed()) break; // others wait already: park with them
-            std.Thread.yield() catch break;
-            if (self.state.load(.monotonic) == 0 and self.tryAcquire()) return .acquired;
         }
         var s = self.state.load(.monotonic);
         while (true) {
