@@ -363,6 +363,43 @@ def test_fork_while_other_threads_hold_locks() -> None:
     let_threads_end(WAIT)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_lock_whose_waiter_starved_in_the_parent_is_everyones_in_the_child() -> None:
+    """A waiter that has waited past 1 ms registers in the lock word; the lock is then left to such waiters
+    only. The child of a fork has none of them: there the lock must work for everyone."""
+    lock = zthread.allocate_lock()
+    lock.acquire()
+    started = zthread.allocate_lock()
+    started.acquire()
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def waiter() -> None:
+        started.release()
+        if lock.acquire(timeout=WAIT):
+            lock.release()
+        done.release()
+
+    zthread.start_new_thread(waiter, ())
+    assert started.acquire(timeout=WAIT)
+    time.sleep(0.05)  # the waiter has waited 50 ms: registered as starving
+    pid = os.fork()
+    if pid == 0:  # the child: the waiter does not exist here
+        ok = False
+        try:
+            lock.release()
+            ok = lock.acquire(False) is True  # free for everyone, not reserved for a thread that is gone
+            lock.release()
+            ok = ok and lock.acquire(timeout=WAIT) is True and not lock.acquire(False)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    lock.release()
+    assert done.acquire(timeout=WAIT)
+    assert os.waitstatus_to_exitcode(status) == 0
+    let_threads_end(WAIT)
+
+
 EXIT_WITH_DAEMONS = """
 import zthread, time
 held = zthread.allocate_lock()

@@ -12,7 +12,7 @@ const clock = @import("clock.zig");
 const futex = @import("futex.zig");
 
 pub const Lock = extern struct {
-    /// `locked_bit | parked_bit | starving * one_starving`.
+    /// `locked_bit | parked_bit | starving * one_starving | generation << generation_shift`.
     state: std.atomic.Value(u32) = .init(0),
     /// Bumped by every release that leaves the lock to starving waiters, who sleep on this word.
     handoffs: std.atomic.Value(u32) = .init(0),
@@ -22,9 +22,15 @@ pub const Lock = extern struct {
     const locked_bit: u32 = 1;
     /// Threads may be asleep on `state`: the release that finds no starving waiter must wake one.
     const parked_bit: u32 = 2;
-    /// The rest counts the starving waiters (asleep on `handoffs`, or about to be). While it is non-zero
-    /// only they may take the lock, so `state` is never 0 and every fast-path compare-and-swap fails.
+    /// Bits 2-23 count the starving waiters (asleep on `handoffs`, or about to be). While the count is
+    /// live and non-zero only they may take the lock, so `state` is never 0 and every fast-path
+    /// compare-and-swap fails.
     const one_starving: u32 = 4;
+    const count_mask: u32 = 0x00ff_fffc;
+    /// Bits 24-31: the fork generation (`fork_generation`'s low byte) the count was made in. After a fork
+    /// the child has none of the threads that registered: a count of another generation is stale, read as
+    /// 0, and the next waiter or release that writes the word clears it.
+    const generation_shift = 24;
 
     /// How long a waiter waits before it stops yielding to barging threads.
     pub const fair_after_ns: u64 = std.time.ns_per_ms;
@@ -34,6 +40,24 @@ pub const Lock = extern struct {
     const spin_limit = 64;
     pub const AcquireResult = enum { acquired, timed_out, interrupted };
 
+    /// Bumped in a forked child (`afterForkInChild`): counts of starving waiters from before are stale.
+    var fork_generation: std.atomic.Value(u32) = .init(0);
+
+    /// Call in a forked child, before any lock is used there.
+    pub fn afterForkInChild() void {
+        _ = fork_generation.fetchAdd(1, .monotonic);
+    }
+
+    fn generationNow() u32 {
+        return (fork_generation.load(.monotonic) & 0xff) << generation_shift;
+    }
+
+    /// How many starving waiters `s` counts, if they are of this generation (else 0: stale).
+    fn liveStarving(s: u32, generation: u32) u32 {
+        const count = (s & count_mask) / one_starving;
+        return if (count != 0 and s & ~@as(u32, (1 << generation_shift) - 1) == generation) count else 0;
+    }
+
     pub fn tryAcquire(self: *Lock) bool {
         return self.state.cmpxchgStrong(0, locked_bit, .acquire, .monotonic) == null;
     }
@@ -41,40 +65,59 @@ pub const Lock = extern struct {
     /// Blocks until the lock is acquired, `deadline` passes, or a signal handler runs in this thread.
     /// A wait that ends by its deadline or a signal while the lock is free may take it: then `.acquired`.
     pub fn acquire(self: *Lock, deadline: clock.Deadline) AcquireResult {
+        var since: u64 = 0;
+        return self.acquireWaiting(deadline, &since);
+    }
+
+    /// `acquire` for a caller that retries after `.interrupted` (runs signal handlers, then waits on):
+    /// `since` is when the wait began (0: now; set by the first call), so a signal does not restart the
+    /// time after which the waiter starves.
+    pub fn acquireWaiting(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline);
+        return self.acquireSlow(deadline, since);
     }
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
     /// that cannot run signal handlers. Whether the lock was acquired.
     pub fn acquireUninterrupted(self: *Lock, deadline: clock.Deadline) bool {
-        while (true) switch (self.acquire(deadline)) {
+        var since: u64 = 0;
+        while (true) switch (self.acquireWaiting(deadline, &since)) {
             .acquired => return true,
             .timed_out => return false,
             .interrupted => {},
         };
     }
 
-    /// Takes the lock if it is free and nobody starves (what a waiter that is not starving may do); a
-    /// waiter that has slept on `state` marks it parked, for the wake-up it may have taken from another.
+    /// Takes the lock if it is free and no live count of starving waiters reserves it (what a waiter that
+    /// is not starving may do), dropping a stale count; a waiter that has slept on `state` marks it
+    /// parked, for the wake-up it may have taken from another.
     fn tryTake(self: *Lock, s: u32, set_parked: bool) ?u32 {
-        std.debug.assert(s & locked_bit == 0 and s < one_starving);
-        return self.state.cmpxchgWeak(s, s | locked_bit | (if (set_parked) parked_bit else 0), .acquire, .monotonic);
+        const parked = (s & parked_bit) | (if (set_parked) parked_bit else 0);
+        return self.state.cmpxchgWeak(s, locked_bit | parked, .acquire, .monotonic);
     }
 
-    fn acquireSlow(self: *Lock, deadline: clock.Deadline) AcquireResult {
-        const fair_at = clock.monotonicNs() +| fair_after_ns;
+    fn isFreeForAll(s: u32, generation: u32) bool {
+        return s & locked_bit == 0 and liveStarving(s, generation) == 0;
+    }
+
+    fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
+        if (since.* == 0) since.* = clock.monotonicNs();
+        const fair_at = since.* +| fair_after_ns;
+        const generation = generationNow();
         var spins: u32 = 0;
         while (spins < spin_limit) : (spins += 1) {
             if (self.state.load(.monotonic) == 0 and self.tryAcquire()) return .acquired;
             std.atomic.spinLoopHint();
         }
+        var slept = false;
         var s = self.state.load(.monotonic);
         while (true) {
-            if (s & locked_bit == 0 and s < one_starving) {
-                s = self.tryTake(s, true) orelse return .acquired;
+            if (isFreeForAll(s, generation)) {
+                s = self.tryTake(s, slept) orelse return .acquired;
                 continue;
             }
+            // No wake-up taken yet: a deadline already passed leaves without touching the word.
+            if (!slept and deadline.hasPassed()) return .timed_out;
             // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
             // the moment this waiter starves (a hint: the kernel may be late by the thread's timer slack).
             if (s & parked_bit == 0) {
@@ -84,16 +127,17 @@ pub const Lock = extern struct {
                 }
                 s |= parked_bit;
             }
-            if (deadline.hasPassed()) return self.leaveParked(.timed_out);
-            if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline);
+            if (deadline.hasPassed()) return self.leaveParked(.timed_out, generation);
+            if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
             const result = if (fair_at < deadline.ns)
                 futex.waitLoosely(&self.state, s, .{ .ns = fair_at })
             else
                 futex.wait(&self.state, s, deadline);
+            slept = true;
             switch (result) {
                 .woken => {},
                 .timed_out => {}, // the deadline or the fairness timer: the checks above tell which
-                .interrupted => return self.leaveParked(.interrupted),
+                .interrupted => return self.leaveParked(.interrupted, generation),
             }
             s = self.state.load(.monotonic);
         }
@@ -103,11 +147,11 @@ pub const Lock = extern struct {
     /// cleared `parked_bit`) at that very moment, for nobody else: so it takes the lock if it is free
     /// (a timed wait that succeeds at its deadline), or passes the wake-up on by marking the lock parked
     /// (its holder's release wakes the next sleeper), or, interrupted while the lock is free, wakes one.
-    fn leaveParked(self: *Lock, why: AcquireResult) AcquireResult {
+    fn leaveParked(self: *Lock, why: AcquireResult, generation: u32) AcquireResult {
         var s = self.state.load(.monotonic);
         while (true) {
             if (s & locked_bit == 0) {
-                if (s >= one_starving) return why; // the starving waiters were woken: they take it
+                if (liveStarving(s, generation) != 0) return why; // the starving waiters were woken: they take it
                 if (why == .timed_out) {
                     s = self.tryTake(s, true) orelse return .acquired;
                     continue;
@@ -122,17 +166,22 @@ pub const Lock = extern struct {
 
     /// The slow path of a waiter that has waited `fair_after_ns`: it registers, then only registered
     /// waiters may take the lock until the last of them leaves.
-    fn acquireStarving(self: *Lock, deadline: clock.Deadline) AcquireResult {
+    fn acquireStarving(self: *Lock, deadline: clock.Deadline, generation: u32) AcquireResult {
         var s = self.state.load(.monotonic);
         while (true) {
-            if (s & locked_bit == 0 and s < one_starving) {
+            if (isFreeForAll(s, generation)) {
                 s = self.tryTake(s, true) orelse return .acquired;
                 continue;
             }
             // parked_bit: this waiter slept on `state`, and the wake-up that ended its sleep may have been
             // the only one (the release cleared the bit); the next release without starving waiters wakes
-            // a sleeper again. The count cannot overflow: each starving thread adds one.
-            s = self.state.cmpxchgWeak(s, (s + one_starving) | parked_bit, .monotonic, .monotonic) orelse break;
+            // a sleeper again. A stale count is replaced by this one. The count cannot overflow: each
+            // starving thread adds one (22 bits).
+            const counted = if (liveStarving(s, generation) != 0)
+                s + one_starving
+            else
+                (s & locked_bit) | one_starving | generation;
+            s = self.state.cmpxchgWeak(s, counted | parked_bit, .monotonic, .monotonic) orelse break;
         }
         while (true) {
             // Read `handoffs` before the state: a release that frees the lock after this read bumps it,
@@ -145,7 +194,8 @@ pub const Lock = extern struct {
             }
             switch (futex.wait(&self.handoffs, seen, deadline)) {
                 .woken => {},
-                .timed_out => return self.leaveStarving(.timed_out),
+                // Only by the deadline (a platform's timer may end the sleep a little early: wait on).
+                .timed_out => if (deadline.hasPassed()) return self.leaveStarving(.timed_out),
                 .interrupted => return self.leaveStarving(.interrupted),
             }
         }
@@ -168,7 +218,7 @@ pub const Lock = extern struct {
                 continue;
             }
             const left = s - one_starving;
-            if (left >= one_starving) {
+            if (left & count_mask != 0) {
                 s = self.state.cmpxchgWeak(s, left, .monotonic, .monotonic) orelse return why;
                 continue;
             }
@@ -182,16 +232,19 @@ pub const Lock = extern struct {
 
     pub const ReleaseError = error{NotLocked};
 
+    /// The lock's memory must stay valid until `release` returns: a waiter may take the lock, release it
+    /// and free it while this call still bumps `handoffs` and wakes.
     pub fn release(self: *Lock) ReleaseError!void {
         const s = self.state.cmpxchgStrong(locked_bit, 0, .release, .monotonic) orelse return;
         return self.releaseSlow(s);
     }
 
     fn releaseSlow(self: *Lock, first: u32) ReleaseError!void {
+        const generation = generationNow();
         var s = first;
         while (true) {
             if (s & locked_bit == 0) return error.NotLocked; // it stays as it was
-            if (s >= one_starving) {
+            if (liveStarving(s, generation) != 0) {
                 // Free, for the starving only: wake them all (they sleep on `handoffs`, not `state`);
                 // the first to see it takes it, the others sleep again.
                 s = self.state.cmpxchgWeak(s, s & ~locked_bit, .release, .monotonic) orelse {
@@ -214,7 +267,7 @@ pub const Lock = extern struct {
 
     /// How many waiters are starving now (the core's tests).
     fn starvingCount(self: *const Lock) u32 {
-        return self.state.load(.monotonic) / one_starving;
+        return liveStarving(self.state.load(.monotonic), generationNow());
     }
 
     /// After fork(): the threads that held or waited on the lock do not exist in the child.
@@ -459,7 +512,7 @@ test "a starving waiter that leaves, interrupted, returns a free lock to everyon
     const t = try std.Thread.spawn(.{}, Ctx.sleeper, .{&ctx});
     try waitUntil(&ctx, Ctx.parked);
     // Register as a starving waiter would, then free the lock: it is left to the starving only.
-    _ = ctx.lock.state.fetchAdd(Lock.one_starving, .monotonic);
+    _ = ctx.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow(), .monotonic);
     try ctx.lock.release();
     try testing.expect(!ctx.lock.isLocked());
     try testing.expect(!ctx.lock.tryAcquire());
@@ -467,7 +520,7 @@ test "a starving waiter that leaves, interrupted, returns a free lock to everyon
     t.join(); // the sleeper was woken, took the lock and released it
     try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
     // A timed-out one at the same moment takes the lock instead.
-    _ = ctx.lock.state.fetchAdd(Lock.one_starving, .monotonic);
+    _ = ctx.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow(), .monotonic);
     try testing.expectEqual(Lock.AcquireResult.acquired, ctx.lock.leaveStarving(.timed_out));
     try testing.expectEqual(Lock.locked_bit, ctx.lock.state.load(.monotonic));
     try ctx.lock.release();
@@ -507,4 +560,35 @@ test "every thread makes progress and the lock stays exclusive with barging and 
     for (threads) |t| t.join();
     for (ctx.counts) |c| try testing.expect(c >= 10);
     try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic) & ~Lock.parked_bit);
+}
+
+test "after a fork, a count of starving waiters that registered before it is stale and cleared" {
+    var lock: Lock = .{};
+    try testing.expect(lock.tryAcquire());
+    // A waiter of this generation registered, then the process forked: the child has no such thread.
+    _ = lock.state.fetchAdd(Lock.one_starving | Lock.generationNow() | Lock.parked_bit, .monotonic);
+    try testing.expectEqual(@as(u32, 1), lock.starvingCount());
+    Lock.afterForkInChild();
+    try testing.expectEqual(@as(u32, 0), lock.starvingCount());
+    // The release frees it for everyone (not for a starving waiter that does not exist)...
+    try lock.release();
+    try testing.expectEqual(@as(u32, 0), lock.state.load(.monotonic));
+    // ...and the fast path works again.
+    try testing.expect(lock.tryAcquire());
+    try lock.release();
+    // A free lock with a stale count is taken by the next waiter, not left reserved.
+    lock.state.store(Lock.one_starving | Lock.parked_bit, .monotonic); // generation 0, now stale
+    try testing.expectEqual(Lock.AcquireResult.acquired, lock.acquire(.fromTimeout(std.time.ns_per_s)));
+    try testing.expectEqual(Lock.locked_bit | Lock.parked_bit, lock.state.load(.monotonic));
+    try lock.release();
+    try testing.expect(lock.tryAcquire());
+    try lock.release();
+}
+
+test "a timeout that has already passed leaves the word untouched" {
+    var lock: Lock = .{};
+    try testing.expect(lock.tryAcquire());
+    try testing.expectEqual(Lock.AcquireResult.timed_out, lock.acquire(.{ .ns = 1 }));
+    try testing.expectEqual(Lock.locked_bit, lock.state.load(.monotonic));
+    try lock.release();
 }

@@ -222,6 +222,7 @@ pub threadlocal var current: ?*Handle = null;
 /// after its last garbage collection: a hook that held the module would keep the module and its types
 /// alive past it, and with them the memory of a closed subinterpreter.
 fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
+    core.Lock.afterForkInChild(); // the starving waiters counted in locks are parent threads: stale here
     const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(module_obj);
     if (module_obj == abi.noneObject()) return abi.none();

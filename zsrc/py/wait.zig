@@ -12,8 +12,9 @@ pub fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
     // to block rather than hang.
     if (version.atLeast(15) and errors.refuseAtShutdown("cannot acquire lock at interpreter shutdown")) return null;
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
+    var since: u64 = 0; // when the wait began: a signal does not restart the lock's fairness clock
     while (true) {
-        switch (acquireWithoutGil(lock, deadline)) {
+        switch (acquireWithoutGil(lock, deadline, &since)) {
             .acquired => return true,
             .timed_out => return false,
             // Run Python's signal handlers; if one raised, propagate it. Otherwise wait again until
@@ -32,8 +33,8 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
     _ = lock.acquireUninterrupted(.forever);
 }
 
-fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline) core.Lock.AcquireResult {
+fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    return lock.acquire(deadline);
+    return lock.acquireWaiting(deadline, since);
 }
