@@ -106,7 +106,10 @@ pub const Lock = extern struct {
         const generation = generationNow();
         var spins: u32 = 0;
         while (spins < spin_limit) : (spins += 1) {
-            if (self.state.load(.monotonic) == 0 and self.tryAcquire()) return .acquired;
+            const now = self.state.load(.monotonic);
+            if (now == 0 and self.tryAcquire()) return .acquired;
+            // Reserved for starving waiters: spinning cannot win it, and takes a CPU one of them needs.
+            if (now & count_mask != 0) break;
             std.atomic.spinLoopHint();
         }
         var slept = false;
