@@ -113,6 +113,7 @@ pub const Lock = extern struct {
             std.atomic.spinLoopHint();
         }
         var slept = false;
+        var contested = false;
         var s = self.state.load(.monotonic);
         while (true) {
             if (isFreeForAll(s, generation)) {
@@ -122,7 +123,15 @@ pub const Lock = extern struct {
             // No wake-up taken yet: a deadline already passed leaves without touching the word.
             if (!slept and deadline.hasPassed()) return .timed_out;
             // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
-            // the moment this waiter starves (a hint: the kernel may be late by the thread's timer slack).
+            // (a hint: the kernel may be late by the thread's timer slack) the moment this waiter starves.
+            // That timer only once barging is possible: other threads wait too (the parked bit was set
+            // before ours), or this one has lost the lock to a barging thread after a wake-up. A lone
+            // waiter (a ping-pong partner, a Condition's waiter lock) parks without one: arming and
+            // cancelling a timer on every park costs a VM exit or two, about 1.5 us per round trip of a
+            // ping-pong here. Without it, a thread woken by the barging thread's release would learn that
+            // it starves only when it runs, which the scheduler may put off for a tick (wake-affine: it
+            // queues behind the running barger); the timer wakes it on its own CPU.
+            if (s & parked_bit != 0) contested = true;
             if (s & parked_bit == 0) {
                 if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
                     s = now;
@@ -131,15 +140,16 @@ pub const Lock = extern struct {
                 s |= parked_bit;
             }
             if (deadline.hasPassed()) return self.leaveParked(.timed_out, generation);
-            if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
-            const result = if (fair_at < deadline.ns)
+            if (slept) contested = true; // woken, and the lock was taken again before we could
+            if (contested and clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
+            const result = if (contested and fair_at < deadline.ns)
                 futex.waitLoosely(&self.state, s, .{ .ns = fair_at })
             else
                 futex.wait(&self.state, s, deadline);
             slept = true;
             switch (result) {
                 .woken => {},
-                .timed_out => {}, // the deadline or the fairness timer: the checks above tell which
+                .timed_out => {}, // re-checked above (a platform's timer may end the sleep a little early)
                 .interrupted => return self.leaveParked(.interrupted, generation),
             }
             s = self.state.load(.monotonic);
@@ -408,6 +418,12 @@ test "a waiter that has waited past the threshold gets the lock before a barging
         fn starving(ctx: *@This()) bool {
             return ctx.lock.starvingCount() == 1;
         }
+        fn starvingOrGot(ctx: *@This()) bool {
+            return ctx.lock.starvingCount() == 1 or ctx.got.load(.acquire);
+        }
+        fn parked(ctx: *@This()) bool {
+            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
+        }
         fn gotIt(ctx: *@This()) bool {
             return ctx.got.load(.acquire);
         }
@@ -419,8 +435,18 @@ test "a waiter that has waited past the threshold gets the lock before a barging
         var ctx: Ctx = .{};
         try testing.expect(ctx.lock.tryAcquire());
         const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
-        // The waiter parks, and registers once it has waited fair_after_ns.
-        try waitUntil(&ctx, Ctx.starving);
+        // The waiter parks; past fair_after_ns, a release and a barging re-take wake it to find the lock
+        // taken again, and it registers.
+        try waitUntil(&ctx, Ctx.parked);
+        sleepNs(2 * Lock.fair_after_ns);
+        try ctx.lock.release();
+        _ = ctx.lock.tryAcquire(); // barging: it may win this once, or the waiter already took it
+        try waitUntil(&ctx, Ctx.starvingOrGot);
+        if (ctx.got.load(.acquire)) {
+            ctx.let_go.store(true, .release);
+            t.join();
+            continue;
+        }
         // Release and take straight back, as a barging thread does: refused, the lock is the waiter's
         // (left free for it, or already taken by it).
         try ctx.lock.release();
@@ -441,6 +467,9 @@ test "a release from another thread goes to the starving waiter, not to the barg
         fn starving(ctx: *@This()) bool {
             return ctx.lock.starvingCount() == 1;
         }
+        fn parked(ctx: *@This()) bool {
+            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
+        }
         fn waiter(ctx: *@This()) void {
             // A timed wait starves as a blocking one does.
             std.debug.assert(ctx.lock.acquire(.fromTimeout(10 * std.time.ns_per_s)) == .acquired);
@@ -449,9 +478,16 @@ test "a release from another thread goes to the starving waiter, not to the barg
     var ctx: Ctx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
-    try waitUntil(&ctx, Ctx.starving);
-    // The waiter holds it once it returns, and nobody released it since: a release here is the waiter's.
+    try waitUntil(&ctx, Ctx.parked);
+    sleepNs(2 * Lock.fair_after_ns);
     try ctx.lock.release();
+    if (ctx.lock.tryAcquire()) { // a barging re-take: the waiter wakes to find it taken, and starves
+        try waitUntil(&ctx, Ctx.starving);
+        // This release (by a thread that did not wait) is for the starving waiter.
+        try ctx.lock.release();
+        try testing.expect(!ctx.lock.tryAcquire());
+    }
+    // The waiter holds it once it returns, and nobody released it since.
     t.join();
     try testing.expect(ctx.lock.isLocked());
     try testing.expect(!ctx.lock.tryAcquire());
