@@ -404,6 +404,19 @@ fn sleepNs(ns: u64) void {
     while (clock.monotonicNs() < until) _ = futex.wait(&never, 0, .{ .ns = until });
 }
 
+/// Waits until a waiter has parked on `lock` (held by the caller), lets it wait past the threshold, then
+/// releases the lock and takes it straight back, as a barging thread does. Whether the re-take won.
+fn releaseAndBargeAfterThreshold(lock: *Lock) !bool {
+    try waitUntil(lock, isParked);
+    sleepNs(2 * Lock.fair_after_ns);
+    try lock.release();
+    return lock.tryAcquire();
+}
+
+fn isParked(lock: *Lock) bool {
+    return lock.state.load(.monotonic) & Lock.parked_bit != 0;
+}
+
 test "a waiter that has waited past the threshold gets the lock before a barging thread" {
     const Ctx = struct {
         lock: Lock = .{},
@@ -421,9 +434,6 @@ test "a waiter that has waited past the threshold gets the lock before a barging
         fn starvingOrGot(ctx: *@This()) bool {
             return ctx.lock.starvingCount() == 1 or ctx.got.load(.acquire);
         }
-        fn parked(ctx: *@This()) bool {
-            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
-        }
         fn gotIt(ctx: *@This()) bool {
             return ctx.got.load(.acquire);
         }
@@ -436,11 +446,8 @@ test "a waiter that has waited past the threshold gets the lock before a barging
         try testing.expect(ctx.lock.tryAcquire());
         const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
         // The waiter parks; past fair_after_ns, a release and a barging re-take wake it to find the lock
-        // taken again, and it registers.
-        try waitUntil(&ctx, Ctx.parked);
-        sleepNs(2 * Lock.fair_after_ns);
-        try ctx.lock.release();
-        _ = ctx.lock.tryAcquire(); // barging: it may win this once, or the waiter already took it
+        // taken again, and it registers (or it took the lock first).
+        _ = try releaseAndBargeAfterThreshold(&ctx.lock);
         try waitUntil(&ctx, Ctx.starvingOrGot);
         if (ctx.got.load(.acquire)) {
             ctx.let_go.store(true, .release);
@@ -467,9 +474,6 @@ test "a release from another thread goes to the starving waiter, not to the barg
         fn starving(ctx: *@This()) bool {
             return ctx.lock.starvingCount() == 1;
         }
-        fn parked(ctx: *@This()) bool {
-            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
-        }
         fn waiter(ctx: *@This()) void {
             // A timed wait starves as a blocking one does.
             std.debug.assert(ctx.lock.acquire(.fromTimeout(10 * std.time.ns_per_s)) == .acquired);
@@ -478,10 +482,7 @@ test "a release from another thread goes to the starving waiter, not to the barg
     var ctx: Ctx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
-    try waitUntil(&ctx, Ctx.parked);
-    sleepNs(2 * Lock.fair_after_ns);
-    try ctx.lock.release();
-    if (ctx.lock.tryAcquire()) { // a barging re-take: the waiter wakes to find it taken, and starves
+    if (try releaseAndBargeAfterThreshold(&ctx.lock)) { // the waiter wakes to find it taken, and starves
         try waitUntil(&ctx, Ctx.starving);
         // This release (by a thread that did not wait) is for the starving waiter.
         try ctx.lock.release();
@@ -542,14 +543,11 @@ test "a starving waiter that leaves, interrupted, returns a free lock to everyon
             std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
             ctx.lock.release() catch unreachable;
         }
-        fn parked(ctx: *@This()) bool {
-            return ctx.lock.state.load(.monotonic) & Lock.parked_bit != 0;
-        }
     };
     var ctx: Ctx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const t = try std.Thread.spawn(.{}, Ctx.sleeper, .{&ctx});
-    try waitUntil(&ctx, Ctx.parked);
+    try waitUntil(&ctx.lock, isParked);
     // Register as a starving waiter would, then free the lock: it is left to the starving only.
     _ = ctx.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow(), .monotonic);
     try ctx.lock.release();
