@@ -54,17 +54,24 @@ def test_a_signal_handler_that_raises_interrupts_join() -> None:
     class Interrupted(Exception):
         pass
 
+    raised: list[int] = []
+
     def handler(signum: int, frame: object) -> None:
-        raise Interrupted
+        if not raised:  # once: send_soon repeats the signal until the join has ended
+            raised.append(signum)
+            raise Interrupted
 
     gate = zthread.allocate_lock()
     gate.acquire()
     handle = zthread.start_thread(gate.acquire)
     old = signal.signal(signal.SIGUSR1, handler)
     try:
-        send_soon(signal.SIGUSR1, 0.05)
-        with pytest.raises(Interrupted):
-            handle.join()
+        stop = send_soon(signal.SIGUSR1, 0.05, repeat_every=0.2)
+        try:
+            with pytest.raises(Interrupted):
+                handle.join()
+        finally:
+            stop()
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert not handle.is_done()
