@@ -42,23 +42,11 @@ def stack_size_of_current_thread() -> int:
     return size.value
 
 
-def send_soon(signum: int, delay: float = 0.1, repeat_every: float | None = None) -> Callable[[], None]:
-    """Sends `signum` to the calling thread after `delay` seconds. With `repeat_every`, sends it again at that
-    interval until the returned function is called (for at most WAIT seconds): a signal whose handler runs
-    just before the thread blocks (after its last check, before its sleep: a window every blocking wait has,
-    CPython's included) does not end that wait, the next signal does. A loaded machine can put the thread
-    there when the first signal comes. Handlers used with it must act once and ignore the later signals."""
+def send_soon(signum: int, delay: float = 0.1) -> None:
     main = zthread.get_ident()
-    stopped = zthread.allocate_lock()
-    stopped.acquire()
 
     def send() -> None:
         time.sleep(delay)
-        give_up = time.monotonic() + WAIT
-        while True:
-            signal.pthread_kill(main, signum)
-            if repeat_every is None or stopped.acquire(timeout=repeat_every) or time.monotonic() > give_up:
-                return
+        signal.pthread_kill(main, signum)
 
     start(send)
-    return stopped.release
