@@ -42,11 +42,7 @@ def stack_size_of_current_thread() -> int:
     return size.value
 
 
-def send_soon(signum: int, delay: float = 0.5) -> None:
-    """Sends `signum` to the calling thread after `delay` seconds. The thread must be asleep in its wait by
-    then: a signal whose handler runs just before the thread blocks (after its last check, before its
-    sleep: a window every blocking wait has, CPython's included) does not end that wait. 0.5 s, not 0.1:
-    a fresh-clone CI run once hung here, the main thread apparently not yet asleep 0.1 s on."""
+def send_soon(signum: int, delay: float = 0.1) -> None:
     main = zthread.get_ident()
 
     def send() -> None:

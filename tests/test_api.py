@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +317,20 @@ def test_stack_size_applies_to_new_threads() -> None:
 pytestmark_posix = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler for the test. A process started with SIGINT ignored (a background job of a
+    shell without job control: `cmd &` in a script) keeps it ignored, and CPython then installs no handler:
+    the signal, and interrupt_main(), would do nothing there."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 @pytestmark_posix
+@pytest.mark.usefixtures("default_sigint")
 @pytest.mark.parametrize("timeout", [-1, 30.0])
 def test_sigint_interrupts_a_blocked_acquire(timeout: float) -> None:
     lock = zthread.allocate_lock()
@@ -351,6 +365,7 @@ def test_a_handler_that_does_not_raise_lets_the_wait_go_on() -> None:
 
 
 @pytestmark_posix
+@pytest.mark.usefixtures("default_sigint")
 def test_interrupt_main_raises_in_the_main_thread() -> None:
     with pytest.raises(KeyboardInterrupt):
         zthread.interrupt_main()

@@ -62,7 +62,7 @@ def test_a_signal_handler_that_raises_interrupts_join() -> None:
     handle = zthread.start_thread(gate.acquire)
     old = signal.signal(signal.SIGUSR1, handler)
     try:
-        send_soon(signal.SIGUSR1)
+        send_soon(signal.SIGUSR1, 0.05)
         with pytest.raises(Interrupted):
             handle.join()
     finally:
