@@ -141,7 +141,7 @@ def def_symbols(abi: Abi) -> set[str]:
     return {line.strip().removesuffix(" DATA") for line in lines[lines.index("EXPORTS") + 1:] if line.strip()}
 
 # What a wheel must hold besides the binary and its .dist-info.
-PACKAGE_FILES = {"__init__.py", "__main__.py", "_bench.py", "_run.py", "py.typed", "_zthread.pyi", "include/zthread.h"}
+PACKAGE_FILES = {"__init__.py", "__main__.py", "_apps.py", "_bench.py", "_run.py", "py.typed", "_zthread.pyi", "include/zthread.h"}
 # What the sdist must hold for `pip install zthread-*.tar.gz` to build.
 SDIST_FILES = {"PKG-INFO", "pyproject.toml", "setup.py", "build.zig", "README.md", "LICENSE",
                "zsrc/py/python3.def", "zsrc/py/free_threaded.def", "zsrc/py/python3t.def", "zsrc/py/module.zig", "zsrc/core/root.zig", "stubs/zthread/_zthread.pyi",
