@@ -96,14 +96,16 @@ pub const Lock = extern struct {
         return self.state.cmpxchgWeak(s, locked_bit | parked, .acquire, .monotonic);
     }
 
+    /// Takes a free lock as a registered starving waiter, leaving the count in the same CAS.
+    fn takeAsStarving(self: *Lock, s: u32) ?u32 {
+        return self.state.cmpxchgWeak(s, (s - one_starving) | locked_bit, .acquire, .monotonic);
+    }
+
     fn isFreeForAll(s: u32, generation: u32) bool {
         return s & locked_bit == 0 and liveStarving(s, generation) == 0;
     }
 
     fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
-        if (since.* == 0) since.* = clock.monotonicNs();
-        const fair_at = since.* +| fair_after_ns;
-        const generation = generationNow();
         var spins: u32 = 0;
         while (spins < spin_limit) : (spins += 1) {
             const now = self.state.load(.monotonic);
@@ -112,6 +114,10 @@ pub const Lock = extern struct {
             if (now & count_mask != 0) break;
             std.atomic.spinLoopHint();
         }
+        // The spin is over in microseconds: the clock is read only by a wait that goes on to park.
+        if (since.* == 0) since.* = clock.monotonicNs();
+        const fair_at = since.* +| fair_after_ns;
+        const generation = generationNow();
         var slept = false;
         var contested = false;
         var s = self.state.load(.monotonic);
@@ -202,7 +208,7 @@ pub const Lock = extern struct {
             const seen = self.handoffs.load(.acquire);
             s = self.state.load(.monotonic);
             if (s & locked_bit == 0) {
-                if (self.state.cmpxchgWeak(s, (s - one_starving) | locked_bit, .acquire, .monotonic) == null) return .acquired;
+                if (self.takeAsStarving(s) == null) return .acquired;
                 continue;
             }
             switch (futex.wait(&self.handoffs, seen, deadline)) {
@@ -227,7 +233,7 @@ pub const Lock = extern struct {
                 continue;
             }
             if (why == .timed_out) {
-                s = self.state.cmpxchgWeak(s, (s - one_starving) | locked_bit, .acquire, .monotonic) orelse return .acquired;
+                s = self.takeAsStarving(s) orelse return .acquired;
                 continue;
             }
             const left = s - one_starving;
