@@ -48,7 +48,7 @@ pub fn build(b: *std.Build) void {
         .optimize = optimize,
         .link_libc = true,
         .pic = true,
-        .strip = optimize != .debug and !tsan_module,
+        .strip = if (b.option(bool, "strip", "Strip the module (default: unless Debug or -Dtsan-module)")) |s| s else optimize != .debug and !tsan_module,
         .sanitize_thread = tsan_module,
         .imports = &.{
             .{ .name = "core", .module = core },

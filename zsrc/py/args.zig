@@ -135,6 +135,12 @@ pub fn noKeywords(name: [*:0]const u8) ?*Object {
     return null;
 }
 
+/// 3.15's `__exit__(exc_type, exc_value, exc_tb, /)` called with another number of arguments.
+pub fn exitArgumentCount(nargs: isize) ?*Object {
+    _ = abi.PyErr_Format(abi.PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
+    return null;
+}
+
 /// METH_NOARGS's checks for a FASTCALL method: "NAME() takes no arguments (N given)".
 pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
     if (keywordCount(kwnames) != 0) {

@@ -77,10 +77,14 @@ fn acquireLock(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Obje
     return acquireNamed(if (version.atLeast(15)) "acquire_lock" else "acquire", o, argv, nargs, kwnames);
 }
 
-/// `__enter__`: acquire's arguments until 3.14; none from 3.15.
+/// `__enter__` until 3.14: acquire's arguments.
 fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
-    if (version.atLeast(15) and !args.noArguments("lock.__enter__", nargs, kwnames)) return null;
     return acquireNamed("acquire", o, argv, nargs, kwnames);
+}
+
+/// 3.15+ `__enter__()` (METH_NOARGS, as CPython's: the interpreter checks the arguments).
+fn enterNoArgs(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return acquireNamed("acquire", o, undefined, 0, null);
 }
 
 /// The calls that do not wait, with no stack frame: acquire(), acquire(True) and acquire(False) on a free
@@ -122,17 +126,17 @@ fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.none();
 }
 
-/// `__exit__(*exc_info)`: any positional arguments, no keywords (CPython's METH_VARARGS method, whose
-/// keyword message names the type from 3.11 on), without building an argument tuple on every `with`.
-/// From 3.15 exactly three positional arguments.
-fn exit(o: *Object, _: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
+/// `__exit__(*exc_info)` until 3.14: any positional arguments, no keywords (CPython's METH_VARARGS method,
+/// whose keyword message names the type from 3.11 on), without building an argument tuple on every `with`.
+fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "lock.__exit__" else "__exit__");
-    if (version.atLeast(15) and nargs != 3) {
-        _ = abi.PyErr_Format(abi.PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
-        return null;
-    }
-    cast(o).lock.release() catch return releaseError();
-    return abi.none();
+    return release(o, null);
+}
+
+/// 3.15+ `__exit__(exc_type, exc_value, exc_tb, /)` (METH_FASTCALL, as CPython's).
+fn exitPositional(o: *Object, _: [*]const *Object, nargs: isize) callconv(.c) ?*Object {
+    if (nargs != 3) return args.exitArgumentCount(nargs);
+    return release(o, null);
 }
 
 fn releaseError() ?*Object {
@@ -181,16 +185,28 @@ const locked_doc =
     \\Return whether the lock is in the locked state.
 ;
 
-var methods = [_]abi.MethodDef{
+const shared_methods = [_]abi.MethodDef{
     .{ .ml_name = "acquire_lock", .ml_meth = @ptrCast(&acquireLock), .ml_flags = fastcall_kw, .ml_doc = "acquire_lock($self, /, blocking=True, timeout=-1)\n--\n\nAn obsolete synonym of acquire()." },
     .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
     args.noArgsMethod("lock", "release_lock", release, "release_lock($self, /)\n--\n\nAn obsolete synonym of release()."),
     args.noArgsMethod("lock", "release", release, release_doc),
     args.noArgsMethod("lock", "locked_lock", locked, "locked_lock($self, /)\n--\n\nAn obsolete synonym of locked()."),
     args.noArgsMethod("lock", "locked", locked, locked_doc),
+    args.noArgsMethod("lock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
+};
+
+/// Until 3.14 `__enter__` takes acquire's arguments and `__exit__` any positional ones; from 3.15 they are
+/// CPython's METH_NOARGS and METH_FASTCALL methods (the interpreter's checks and messages, and its cheapest
+/// calls from a `with` statement).
+var methods_until_3_14 = shared_methods ++ [_]abi.MethodDef{
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
-    args.noArgsMethod("lock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
+    abi.sentinel_method,
+};
+
+var methods_from_3_15 = shared_methods ++ [_]abi.MethodDef{
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enterNoArgs), .ml_flags = abi.METH_NOARGS, .ml_doc = "__enter__($self, /)\n--\n\nLock the lock." },
+    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exitPositional), .ml_flags = abi.METH_FASTCALL, .ml_doc = "__exit__($self, exc_type, exc_value, exc_tb, /)\n--\n\nRelease the lock." },
     abi.sentinel_method,
 };
 
@@ -212,35 +228,36 @@ const lock_doc =
     \\will block until another thread unlocks it.  Deadlocks may ensue.
 ;
 
-const common_slots = [_]abi.TypeSlot{
-    .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
-    .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
-    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
-    .{ .slot = abi.Py_tp_doc, .pfunc = lock_doc },
-};
-/// 3.13+: `lock()` makes a lock (`threading.Lock` is this type); before, the type cannot be instantiated
-/// from Python (`threading.Lock` is a function).
-const slots_from_3_13 = common_slots ++ [_]abi.TypeSlot{.{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }};
+/// The type's slots, with `methods`; `tp_new` from 3.13, where `lock()` makes a lock (`threading.Lock` is this
+/// type); before, the type cannot be instantiated from Python (`threading.Lock` is a function).
+fn slots(comptime methods: anytype, comptime instantiable: bool) []const abi.TypeSlot {
+    const common = [_]abi.TypeSlot{
+        .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+        .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(methods) },
+        .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+        .{ .slot = abi.Py_tp_doc, .pfunc = lock_doc },
+    };
+    const all = if (instantiable) common ++ [_]abi.TypeSlot{.{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) }} else common;
+    return &all;
+}
 const spec_name = "_thread.lock";
 const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
 const flags_until_3_12 = flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
 
-/// [tracked][from 3.13]
-const specs = [2][2]abi.TypeSpec{
-    .{
-        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, &common_slots, false),
-        abi.instanceSpec(spec_name, LockObject, flags, dealloc, &slots_from_3_13, false),
-    },
-    .{
-        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, &common_slots, true),
-        abi.instanceSpec(spec_name, LockObject, flags, dealloc, &slots_from_3_13, true),
-    },
-};
+/// The specs of 3.10-3.12, 3.13-3.14 and 3.15+, for locks the GC does not track, and for tracked ones.
+fn eraSpecs(comptime tracked: bool) [3]abi.TypeSpec {
+    return .{
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_until_3_14, false), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_until_3_14, true), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_from_3_15, true), tracked),
+    };
+}
+const specs = [2][3]abi.TypeSpec{ eraSpecs(false), eraSpecs(true) };
 
 /// Creates LockType for `module` (its state is found from the type); its locks are `tracked` by the GC or not
 /// (abi.instanceSpec). Not subclassable (no BASETYPE) on any version; instantiable from Python only from
 /// 3.13, as in CPython. Nothing here is written: every interpreter may create its type at the same time.
 pub fn createType(module: *Object, tracked: bool) ?*Object {
-    const spec = &specs[@intFromBool(tracked)][@intFromBool(version.atLeast(13))];
-    return abi.PyType_FromModuleAndSpec(module, spec, null);
+    const era: usize = if (version.atLeast(15)) 2 else if (version.atLeast(13)) 1 else 0;
+    return abi.PyType_FromModuleAndSpec(module, &specs[@intFromBool(tracked)][era], null);
 }

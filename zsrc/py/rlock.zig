@@ -95,10 +95,20 @@ fn keywordsOf(o: *Object, kwnames: ?*Object) ?*const args.Keywords {
     return if (kwnames == null) null else &state.ofSubclass(abi.typeOf(o), &dealloc).keywords;
 }
 
-/// `__enter__`: acquire's arguments until 3.14; none from 3.15.
+/// `__enter__` until 3.14: acquire's arguments.
 fn enter(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
-    if (version.atLeast(15) and !args.noArguments("RLock.__enter__", nargs, kwnames)) return null;
     return acquireNamed(o, argv, nargs, kwnames);
+}
+
+/// 3.15+ `__enter__()` (METH_NOARGS, as CPython's: the interpreter checks the arguments).
+fn enterNoArgs(o: *Object, _: ?*Object) callconv(.c) ?*Object {
+    return acquireNamed(o, undefined, 0, null);
+}
+
+/// 3.15+ `__exit__(exc_type, exc_value, exc_tb, /)` (METH_FASTCALL, as CPython's).
+fn exitPositional(o: *Object, _: [*]const *Object, nargs: isize) callconv(.c) ?*Object {
+    if (nargs != 3) return args.exitArgumentCount(nargs);
+    return release(o, null);
 }
 
 fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
@@ -106,7 +116,7 @@ fn release(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.none();
 }
 
-/// `__exit__(*exc_info)`, as CPython's METH_VARARGS method: any positional arguments, no keywords.
+/// `__exit__(*exc_info)` until 3.14, as CPython's METH_VARARGS method: any positional arguments, no keywords.
 fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.c) ?*Object {
     if (args.keywordCount(kwnames) != 0) return args.noKeywords(if (version.atLeast(11)) "RLock.__exit__" else "__exit__");
     return release(o, null);
@@ -241,7 +251,7 @@ fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const held: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
-    const name = args.instanceTypeName(o, abi.isExactType(abi.typeOf(o), &dealloc), spec.name) orelse return null;
+    const name = args.instanceTypeName(o, abi.isExactType(abi.typeOf(o), &dealloc), type_name) orelse return null;
     defer abi.decRef(name);
     return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.countNow(), o);
 }
@@ -278,7 +288,7 @@ const release_doc =
     \\to be available for other threads.
 ;
 
-var methods = [_]abi.MethodDef{
+const shared_methods = [_]abi.MethodDef{
     .{ .ml_name = "acquire", .ml_meth = @ptrCast(&acquire), .ml_flags = fastcall_kw, .ml_doc = acquire_doc },
     args.noArgsMethod("RLock", "release", release, release_doc),
     args.noArgsMethod("RLock", "locked", locked, "locked($self, /)\n--\n\nReturn a boolean indicating whether this object is locked right now."),
@@ -287,8 +297,20 @@ var methods = [_]abi.MethodDef{
     .{ .ml_name = "_acquire_restore", .ml_meth = @ptrCast(&acquireRestore), .ml_flags = fastcall_kw, .ml_doc = "_acquire_restore($self, state, /)\n--\n\nFor internal use by `threading.Condition`." },
     args.noArgsMethod("RLock", "_release_save", releaseSave, "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`."),
     args.noArgsMethod("RLock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
+};
+
+/// Until 3.14 `__enter__` takes acquire's arguments and `__exit__` any positional ones; from 3.15 they are
+/// CPython's METH_NOARGS and METH_FASTCALL methods (the interpreter's checks and messages, and its cheapest
+/// calls from a `with` statement).
+var methods_until_3_14 = shared_methods ++ [_]abi.MethodDef{
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
+    abi.sentinel_method,
+};
+
+var methods_from_3_15 = shared_methods ++ [_]abi.MethodDef{
+    .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enterNoArgs), .ml_flags = abi.METH_NOARGS, .ml_doc = "__enter__($self, /)\n--\n\nLock the lock." },
+    .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exitPositional), .ml_flags = abi.METH_FASTCALL, .ml_doc = "__exit__($self, exc_type, exc_value, exc_tb, /)\n--\n\nRelease the lock." },
     abi.sentinel_method,
 };
 
@@ -297,24 +319,32 @@ var members = [_]abi.MemberDef{
     .{ .name = null, .type = 0, .offset = 0, .flags = 0, .doc = null },
 };
 
-var slots = [_]abi.TypeSlot{
-    .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
-    .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
-    .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
-    .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
-    .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(&methods) },
-    .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
-    .{ .slot = 0, .pfunc = null },
-};
+const type_name = "_thread.RLock";
 
-var spec: abi.TypeSpec = .{
-    .name = "_thread.RLock",
-    .basicsize = abi.basicsize(RLockObject),
-    .itemsize = 0,
-    .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
-    .slots = &slots,
-};
+/// The type's slots with the method table for the running version.
+fn Slots(comptime methods: anytype) type {
+    return struct {
+        var slots = [_]abi.TypeSlot{
+            .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+            .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
+            .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
+            .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+            .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(methods) },
+            .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+            .{ .slot = 0, .pfunc = null },
+        };
+        var spec: abi.TypeSpec = .{
+            .name = type_name,
+            .basicsize = abi.basicsize(RLockObject),
+            .itemsize = 0,
+            .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
+            .slots = &slots,
+        };
+    };
+}
 
+/// Creates the type for `module`. Nothing here is written: every interpreter may create its type at the same time.
 pub fn createType(module: *Object) ?*Object {
-    return abi.PyType_FromModuleAndSpec(module, &spec, null);
+    const spec = if (version.atLeast(15)) &Slots(&methods_from_3_15).spec else &Slots(&methods_until_3_14).spec;
+    return abi.PyType_FromModuleAndSpec(module, spec, null);
 }
