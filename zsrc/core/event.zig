@@ -8,6 +8,8 @@ pub const Event = extern struct {
 
     const unset: u32 = 0;
     const is_set: u32 = 1;
+    /// Unset, and a thread may be asleep on it: only then does `set` make a system call to wake.
+    const waited_for: u32 = 2;
 
     pub const WaitResult = enum { set, timed_out, interrupted };
 
@@ -16,24 +18,27 @@ pub const Event = extern struct {
     }
 
     /// Sets the event and wakes every waiter. Needs no GIL: a thread calls it after its thread state is gone.
+    /// No wake-up when nobody waits (a thread's "published" and "done" events mostly): a waiter marks the
+    /// word `waited_for` before it sleeps, and sleeps only while the word still says so, so the swap here
+    /// either sees the mark and wakes, or comes first and the waiter's sleep returns at once.
     pub fn set(self: *Event) void {
-        if (self.state.swap(is_set, .release) == unset) futex.wake(&self.state, std.math.maxInt(u32));
+        if (self.state.swap(is_set, .release) == waited_for) futex.wake(&self.state, std.math.maxInt(u32));
     }
 
     pub fn wait(self: *Event, deadline: clock.Deadline) WaitResult {
-        while (!self.isSet()) {
-            switch (futex.wait(&self.state, unset, deadline)) {
+        while (true) {
+            const s = self.state.load(.acquire);
+            if (s == is_set) return .set;
+            if (s == unset) {
+                _ = self.state.cmpxchgWeak(unset, waited_for, .acquire, .acquire);
+                continue; // re-read: set, marked (by this thread or another), or a spurious failure
+            }
+            switch (futex.wait(&self.state, waited_for, deadline)) {
                 .woken => {},
                 .timed_out => return if (self.isSet()) .set else .timed_out,
                 .interrupted => return .interrupted,
             }
         }
-        return .set;
-    }
-
-    /// After fork(): the state is copied as it was; nothing to reset, but no thread waits any more.
-    pub fn reset(self: *Event) void {
-        self.state.store(unset, .monotonic);
     }
 };
 
@@ -77,4 +82,21 @@ test "every waiter wakes" {
     ctx.event.set();
     for (threads) |t| t.join();
     try testing.expectEqual(@as(u32, waiter_count), ctx.woken.load(.monotonic));
+}
+
+test "a set racing a wait is never lost" {
+    // The setter swaps in `is_set` while the waiter marks the word or goes to sleep: a lost wake-up hangs
+    // the wait (the test runner's timeout catches it).
+    const Ctx = struct {
+        event: Event = .{},
+        fn setter(ctx: *@This()) void {
+            ctx.event.set();
+        }
+    };
+    for (0..2000) |_| {
+        var ctx: Ctx = .{};
+        const t = try std.Thread.spawn(.{}, Ctx.setter, .{&ctx});
+        try testing.expectEqual(Event.WaitResult.set, ctx.event.wait(.fromTimeout(10 * std.time.ns_per_s)));
+        t.join();
+    }
 }
