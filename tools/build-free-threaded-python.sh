@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a free-threaded CPython 3.13 (PEP 703, --disable-gil) into DEST (default: .pythons in the repository):
 #   DEST/3.13t/bin/python3.13t
-# With --tsan, the same source built with ThreadSanitizer (--with-thread-sanitizer, about 8 minutes) instead:
+# With --tsan, the same source built with ThreadSanitizer (--with-thread-sanitizer, about 11 minutes on the 2-core CI machine) instead:
 #   DEST/3.13t-tsan/bin/python3.13t              (used by tools/tsan.py; CPython's suppressions file is kept
 #                                                 as DEST/3.13t-tsan/suppressions_free_threading.txt)
 # No free-threaded interpreter is packaged anywhere this machine reaches, so it is built from the source of
