@@ -483,19 +483,36 @@ pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = 
 
 // Helpers for what Python.h spells as macros.
 
-/// abi3: Py_INCREF as the stable ABI before 3.12 compiles it, a plain add. On 3.12+ an immortal object's
-/// count is large enough that a matched +1/-1 never reaches zero (PEP 683's compatibility guarantee).
+/// abi3: Py_INCREF and Py_DECREF as CPython 3.12+'s headers compile them for a 64-bit build: a plain add,
+/// except that an immortal object's count is never written (PEP 683: its low 32 bits read as a negative
+/// int32; 3.10 and 3.11 have no immortal objects, `objects_immortal` is false there). The stable ABI before
+/// 3.12 compiles a plain add even for immortal objects, which PEP 683 makes safe under one GIL only: in
+/// isolated interpreters, each with its own GIL, running in parallel, a plain add on 3.12/3.13's immortal
+/// count 0xFFFF_FFFF (making it 2^32, low half 0: mortal-looking) raced CPython's own increment of the low
+/// half in another interpreter and left a static object (the empty tuple, a small int) with a count of 1;
+/// its next decrement freed it ("free(): invalid pointer": tests/test_subinterpreters.py's eight
+/// interpreters, 1 run in ~120 on 3.13.0). Not writing immortal counts at all, as CPython's own code does,
+/// closes it.
 /// Built with -Dref-calls (for CPython debug builds' reference totals), and without a GIL (the count is split
 /// between the owning thread's and a shared atomic one), both go through the interpreter's own functions.
 pub inline fn incRef(o: *Object) void {
     if (ref_calls) return Py_IncRef(o);
+    if (isImmortal(o)) return;
     o.ob_refcnt += 1;
 }
 
 pub inline fn decRef(o: *Object) void {
     if (ref_calls) return Py_DecRef(o);
+    if (isImmortal(o)) return;
     o.ob_refcnt -= 1;
     if (o.ob_refcnt == 0) not_abi3t._Py_Dealloc(o);
+}
+
+/// CPython 3.12+'s `_Py_IsImmortal` for 64-bit builds (3.12-3.15: the count's low 32 bits, read as an int32,
+/// are negative). Only for the abi3 build, whose object header has the count.
+inline fn isImmortal(o: *const Object) bool {
+    comptime std.debug.assert(@sizeOf(usize) == 8); // the wheels are 64-bit only; 32-bit CPython marks immortals otherwise
+    return objects_immortal and @as(i32, @truncate(o.ob_refcnt)) < 0;
 }
 
 const ref_calls = @import("build_options").ref_calls or free_threaded;
@@ -509,19 +526,20 @@ pub inline fn newRef(o: *Object) *Object {
     return o;
 }
 
-/// True on 3.12+, where None, True and False are immortal (PEP 683): returning one needs no new reference
-/// (CPython's own Py_RETURN_TRUE takes none), and leaving the count alone keeps every thread that returns
-/// True from writing to the same cache line. Set once at module init (version.detect).
-pub var singletons_immortal = false;
+/// True on 3.12+, where CPython has immortal objects (PEP 683), None, True and False among them: returning
+/// one needs no new reference (CPython's own Py_RETURN_TRUE takes none), and leaving the count alone keeps
+/// every thread that returns True from writing to the same cache line; and `incRef`/`decRef` never write an
+/// immortal object's count. Set once at module init (version.detect), before any reference is taken.
+pub var objects_immortal = false;
 
 pub inline fn none() *Object {
-    if (singletons_immortal) return noneObject();
+    if (objects_immortal) return noneObject();
     return newRef(noneObject());
 }
 
 pub inline fn boolean(v: bool) *Object {
     const o = if (v) trueObject() else falseObject();
-    if (singletons_immortal) return o;
+    if (objects_immortal) return o;
     return newRef(o);
 }
 

@@ -41,7 +41,7 @@ fn read() void {
         i += 1;
         micro = number(text, &i);
     }
-    abi.singletons_immortal = minor >= 12;
+    abi.objects_immortal = minor >= 12;
     debug_build = abi.PySys_GetObject("gettotalrefcount") != null;
 }
 
