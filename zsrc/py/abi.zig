@@ -484,15 +484,9 @@ pub const formatUnraisable: ?*const fn ([*:0]const u8, ...) callconv(.c) void = 
 // Helpers for what Python.h spells as macros.
 
 /// abi3: Py_INCREF and Py_DECREF as CPython 3.12+'s headers compile them for a 64-bit build: a plain add,
-/// except that an immortal object's count is never written (PEP 683: its low 32 bits read as a negative
-/// int32; 3.10 and 3.11 have no immortal objects, `objects_immortal` is false there). The stable ABI before
-/// 3.12 compiles a plain add even for immortal objects, which PEP 683 makes safe under one GIL only: in
-/// isolated interpreters, each with its own GIL, running in parallel, a plain add on 3.12/3.13's immortal
-/// count 0xFFFF_FFFF (making it 2^32, low half 0: mortal-looking) raced CPython's own increment of the low
-/// half in another interpreter and left a static object (the empty tuple, a small int) with a count of 1;
-/// its next decrement freed it ("free(): invalid pointer": tests/test_subinterpreters.py's eight
-/// interpreters, 1 run in ~120 on 3.13.0). Not writing immortal counts at all, as CPython's own code does,
-/// closes it.
+/// except that an immortal object's count is never written (3.10 and 3.11 have none: `objects_immortal`).
+/// The pre-3.12 stable ABI's plain add on an immortal count raced CPython in parallel isolated interpreters
+/// and freed a static object (docs/DESIGN.md, "Immortal objects are shared").
 /// Built with -Dref-calls (for CPython debug builds' reference totals), and without a GIL (the count is split
 /// between the owning thread's and a shared atomic one), both go through the interpreter's own functions.
 pub inline fn incRef(o: *Object) void {
