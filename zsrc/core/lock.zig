@@ -62,6 +62,42 @@ pub const Lock = extern struct {
         return self.state.cmpxchgStrong(0, locked_bit, .acquire, .monotonic) == null;
     }
 
+    /// Spins until the lock is taken (true), the monotonic clock reaches `until_ns`, or the lock turns out to
+    /// be contended: other threads parked on it, or left to starving waiters (false). Never parks: for a caller
+    /// that expects a release within microseconds and would rather burn them than pay a wake-up through the
+    /// kernel (the CPython layer under a GIL: docs/DESIGN.md, "Spinning through a hand-over under the GIL").
+    ///
+    /// `moves` is a counter the caller's world bumps when the thread that released the lock is likely done
+    /// with it (under a GIL: a thread gave up the GIL to wait). A lock found free on the first read is taken at
+    /// once; a lock seen freed later is taken only once `moves` has changed since: a releaser that takes the
+    /// lock straight back (barging, which keeps a lock fast) is not made to lose it to the spinner, and to
+    /// give up its CPU for it.
+    pub fn spinAcquire(self: *Lock, until_ns: u64, moves: *const std.atomic.Value(u32)) bool {
+        var freed_at: ?u32 = null; // `moves` when the lock was first seen free, since it was last seen held
+        var spins: u32 = 0;
+        while (true) : (spins += 1) {
+            const s = self.state.load(.monotonic);
+            if (s == 0) {
+                const m = moves.load(.monotonic);
+                if (spins == 0 or (freed_at != null and freed_at.? != m)) {
+                    if (self.tryAcquire()) return true;
+                } else if (freed_at == null) freed_at = m;
+            } else {
+                if (s & (count_mask | parked_bit) != 0) return false;
+                freed_at = null;
+            }
+            // The clock every 16 reads: a read costs about as much as 16 spin hints.
+            if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return false;
+            std.atomic.spinLoopHint();
+        }
+    }
+
+    /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
+    /// hand-over between two threads.
+    pub fn isContended(self: *const Lock) bool {
+        return self.state.load(.monotonic) & (count_mask | parked_bit) != 0;
+    }
+
     /// Blocks until the lock is acquired, `deadline` passes, or a signal handler runs in this thread.
     /// A wait that ends by its deadline or a signal while the lock is free may take it: then `.acquired`.
     pub fn acquire(self: *Lock, deadline: clock.Deadline) AcquireResult {
@@ -421,6 +457,46 @@ fn releaseAndBargeAfterThreshold(lock: *Lock) !bool {
 
 fn isParked(lock: *Lock) bool {
     return lock.state.load(.monotonic) & Lock.parked_bit != 0;
+}
+
+test "a spinner takes a lock free at its first look, and a lock freed under it only once `moves` changed" {
+    var moves = std.atomic.Value(u32).init(0);
+    var lock: Lock = .{};
+    try testing.expect(lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, &moves));
+    try testing.expect(lock.isLocked());
+    // Held throughout: it gives up at its time limit, not before.
+    const until = clock.monotonicNs() + std.time.ns_per_ms;
+    try testing.expect(!lock.spinAcquire(until, &moves));
+    try testing.expect(clock.monotonicNs() >= until);
+    // Others parked on it: contended, not a hand-over; it gives up at once (long before its limit).
+    lock.state.store(Lock.locked_bit | Lock.parked_bit, .monotonic);
+    const far = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    try testing.expect(!lock.spinAcquire(far, &moves));
+    try testing.expect(clock.monotonicNs() < far);
+    lock.state.store(Lock.locked_bit, .monotonic);
+    // Freed while this thread spins: not taken until `moves` changes (the releaser is done), then taken.
+    const Ctx = struct {
+        lock: *Lock,
+        moves: *std.atomic.Value(u32),
+        spinning: std.atomic.Value(bool) = .init(false),
+        fn releaser(ctx: *@This()) void {
+            while (!ctx.spinning.load(.acquire)) std.atomic.spinLoopHint();
+            sleepNs(20 * std.time.ns_per_ms); // the spinner has long seen the lock held
+            ctx.lock.release() catch unreachable;
+            sleepNs(5 * std.time.ns_per_ms); // the lock stays free: the spinner waits for `moves`
+            _ = ctx.moves.fetchAdd(1, .release);
+        }
+    };
+    var ctx: Ctx = .{ .lock = &lock, .moves = &moves };
+    const t = try std.Thread.spawn(.{}, Ctx.releaser, .{&ctx});
+    ctx.spinning.store(true, .release);
+    const caught = lock.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, &moves);
+    const moves_then = moves.load(.acquire);
+    t.join();
+    try testing.expect(caught);
+    try testing.expectEqual(@as(u32, 1), moves_then);
+    try testing.expect(lock.isLocked());
+    try lock.release();
 }
 
 test "a waiter that has waited past the threshold gets the lock before a barging thread" {

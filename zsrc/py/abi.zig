@@ -324,6 +324,21 @@ pub extern fn PySys_GetObject(name: [*:0]const u8) ?*Object;
 pub extern fn PyThreadState_GetDict() ?*Object;
 pub extern fn PyInterpreterState_GetID(i: *InterpreterState) i64;
 
+/// Whether the running interpreter has a GIL: always in abi3; in the free-threaded ABIs and abi3t, what
+/// `sys._is_gil_enabled()` says now (PYTHON_GIL=1 turns it on, and so may importing a module that needs it
+/// later). False if it cannot be asked (no exception is left set). Call with an attached thread state.
+pub fn gilEnabled() bool {
+    if (!free_threaded) return true;
+    const f = sysAttr("_is_gil_enabled") orelse return false;
+    defer decRef(f);
+    const result = PyObject_CallFunctionObjArgs(f, @as(?*Object, null)) orelse {
+        PyErr_Clear();
+        return false;
+    };
+    defer decRef(result);
+    return result == trueObject();
+}
+
 // Modules.
 pub extern fn PyImport_ImportModule(name: [*:0]const u8) ?*Object;
 pub extern fn PyModuleDef_Init(def: *ModuleDef) ?*Object;

@@ -16,6 +16,7 @@ const errors = @import("errors.zig");
 const names = @import("names.zig");
 const state = @import("state.zig");
 const version = @import("version.zig");
+const wait = @import("wait.zig");
 
 const Object = abi.Object;
 
@@ -210,6 +211,7 @@ fn addFunction(module: *Object, def: *abi.MethodDef) bool {
 
 fn exec(module: *Object) callconv(.c) c_int {
     version.detect(); // PyInit__zthread has, where there is one
+    wait.handover.configure();
     abi.initConstants();
     const s = state.of(module);
     s.* = .{};
