@@ -10,6 +10,7 @@
 //! (the module state and each of its handles hold one), because a thread may outlive its module.
 const std = @import("std");
 const core = @import("core");
+const wait = @import("wait.zig");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
@@ -223,6 +224,7 @@ pub threadlocal var current: ?*Handle = null;
 /// alive past it, and with them the memory of a closed subinterpreter.
 fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     core.Lock.afterForkInChild(); // the starving waiters counted in locks are parent threads: stale here
+    wait.handover.afterForkInChild(); // so is a spinner that held a slot
     const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(module_obj);
     if (module_obj == abi.noneObject()) return abi.none();

@@ -97,6 +97,12 @@ pub const handover = struct {
         return lock.acquireWaiting(deadline, since);
     }
 
+    /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
+    pub fn afterForkInChild() void {
+        release_slot.store(false, .monotonic);
+        gil_slot.store(false, .monotonic);
+    }
+
     fn take(slot: *std.atomic.Value(bool)) bool {
         return !slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null;
     }
