@@ -49,26 +49,30 @@ def test_a_timed_acquire_never_returns_before_its_deadline(timeout: float) -> No
 
 
 def test_a_waiter_gets_a_lock_whose_releaser_runs_on_without_waiting_for_a_lock() -> None:
-    # The releaser keeps the GIL and never waits for a lock, the cue on which a spinning waiter takes a lock
-    # freed under it: the waiter stops spinning, takes the free lock, and returns once it has the GIL.
-    lock = zthread.allocate_lock()
-    lock.acquire()
-    done = zthread.allocate_lock()
-    done.acquire()
+    # Main waits for `back` right after handing `go` to the worker, so (under a GIL, on 2+ CPUs) it spins for
+    # it (docs/DESIGN.md, "Spinning through a hand-over under the GIL"). The worker releases `back` and runs on
+    # for 200 us holding the GIL, never waiting for a lock: the cue a spinner waits for before it takes a lock
+    # freed under it never comes. Main must still get `back` every time (its spin ends; it takes the free lock).
+    go, back = zthread.allocate_lock(), zthread.allocate_lock()
+    go.acquire()
+    back.acquire()
+    rounds = 200
 
-    def release_and_run_on() -> None:
-        time.sleep(0.01)
-        lock.release()
-        end = time.monotonic() + 0.05
-        while time.monotonic() < end:
-            pass
-        done.release()
+    def worker() -> None:
+        for _ in range(rounds):
+            if not go.acquire(timeout=WAIT):
+                return
+            back.release()
+            end = time.perf_counter() + 0.0002
+            while time.perf_counter() < end:
+                pass
 
-    start(release_and_run_on)
-    assert lock.acquire(timeout=WAIT) is True
-    assert done.acquire(timeout=WAIT) is True
-    lock.release()
+    start(worker)
+    for _ in range(rounds):
+        go.release()
+        assert back.acquire(timeout=WAIT) is True
     wait_for_threads()
+    assert back.locked() and go.locked()  # main holds the last `back`, the worker took the last `go`
 
 
 def test_a_lock_released_by_another_thread_wakes_the_waiter() -> None:

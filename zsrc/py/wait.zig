@@ -36,45 +36,35 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
 
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
-    if (!handover.enabled.load(.monotonic)) {
-        defer abi.PyEval_RestoreThread(tstate);
-        return lock.acquireWaiting(deadline, since);
-    }
-    handover.gil_released.store(true, .monotonic);
+    defer abi.PyEval_RestoreThread(tstate);
+    if (!handover.enabled.load(.monotonic)) return lock.acquireWaiting(deadline, since);
     _ = handover.gil_releases.fetchAdd(1, .monotonic);
-    const result = handover.acquire(lock, deadline, since);
-    abi.PyEval_RestoreThread(tstate);
-    handover.gil_released.store(false, .monotonic);
-    return result;
+    return handover.acquire(lock, deadline, since);
 }
 
 /// Under a GIL a lock is released by the thread that holds the GIL, which runs on until it blocks, and the
 /// waiter it released needs that GIL next. A waiter parked in the kernel pays a wake-up through the kernel for
 /// each hand-over (tens of microseconds on a VM, whose idle CPU must be woken). So one waiter at a time spins
 /// instead (`for_release_ns`), on a lock nobody else is parked on, and takes it once it is free and a thread
-/// has released the GIL to wait (`core.Lock.spinAcquire`'s `moves`): the GIL is then free too, and the waiter
-/// takes both without sleeping. docs/DESIGN.md, "Spinning through a hand-over under the GIL", has the
-/// measurements and what it costs.
+/// has released the GIL to wait since it was last seen held (`core.Lock.spinAcquire`'s `moves`): then the
+/// GIL is most likely free too, and the waiter takes both without sleeping. docs/DESIGN.md, "Spinning through a
+/// hand-over under the GIL", has the measurements and what it costs.
 pub const handover = struct {
     /// A GIL and more than one CPU, as found by the first import in the process (`configure`).
     var enabled = std.atomic.Value(bool).init(false);
     var configured = std.atomic.Value(bool).init(false);
-    /// Held by the one thread that spins for a release, and by the one that spins for the GIL: one thread
-    /// runs Python, so one hand-over is under way at a time, and more spinners would only take CPUs from it.
-    var release_slot = std.atomic.Value(bool).init(false);
-    var gil_slot = std.atomic.Value(bool).init(false);
-    /// Set by a thread that released the GIL to wait for a lock, cleared when such a thread has it again:
-    /// while set, the GIL is most likely free. A hint (other code releases and takes the GIL unseen): a wrong
-    /// guess costs a spin of `for_gil_ns`, or a sleep on the GIL as without it.
-    var gil_released = std.atomic.Value(bool).init(false);
-    /// Bumped by every thread that releases the GIL to wait for a lock: a spinner that saw the lock freed takes
-    /// it only after the next (`core.Lock.spinAcquire`), when its releaser is most likely waiting, not running.
+    /// Held by the one thread that spins: one thread runs Python under a GIL, so one hand-over is under way
+    /// at a time, and more spinners would only take CPUs from the thread that runs. (Interpreters with GILs of
+    /// their own share it, and the counter below: that costs them speed only.)
+    var slot = std.atomic.Value(bool).init(false);
+    /// Bumped by every thread that releases the GIL to wait for a lock: a spinner takes a lock freed under it
+    /// only after a bump, when its releaser is most likely waiting, not running (`core.Lock.spinAcquire`).
     var gil_releases = std.atomic.Value(u32).init(0);
 
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
-    const for_gil_ns: u64 = 20 * std.time.ns_per_us;
 
-    /// Decides once per process, at the first import (with an attached thread state).
+    /// Decides once per process, at the first import (with an attached thread state). A GIL that a
+    /// free-threaded build turns on later is not seen: the waiters then park at once, as without this.
     pub fn configure() void {
         if (configured.swap(true, .acq_rel)) return;
         const cpus = std.Thread.getCpuCount() catch 1;
@@ -84,37 +74,20 @@ pub const handover = struct {
     fn acquire(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
-        if (lock.isContended()) return lock.acquireWaiting(deadline, since);
-        if (take(&release_slot)) {
-            const until = @min(core.clock.monotonicNs() +| for_release_ns, deadline.ns);
-            const caught = lock.spinAcquire(until, &gil_releases);
-            release_slot.store(false, .release);
-            if (caught) {
-                awaitGil();
-                return .acquired;
-            }
-        }
-        return lock.acquireWaiting(deadline, since);
+        if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
+        const now = core.clock.monotonicNs();
+        if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
+        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), &gil_releases);
+        slot.store(false, .release);
+        return if (caught) .acquired else lock.acquireWaiting(deadline, since);
     }
 
     /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
     pub fn afterForkInChild() void {
-        release_slot.store(false, .monotonic);
-        gil_slot.store(false, .monotonic);
+        slot.store(false, .monotonic);
     }
 
-    fn take(slot: *std.atomic.Value(bool)) bool {
+    fn take() bool {
         return !slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null;
-    }
-
-    fn awaitGil() void {
-        if (gil_released.load(.monotonic) or !take(&gil_slot)) return;
-        defer gil_slot.store(false, .release);
-        const until = core.clock.monotonicNs() +| for_gil_ns;
-        var spins: u32 = 0;
-        while (!gil_released.load(.monotonic)) : (spins += 1) {
-            if (spins % 16 == 15 and core.clock.monotonicNs() >= until) return;
-            std.atomic.spinLoopHint();
-        }
     }
 };
