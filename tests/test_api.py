@@ -50,7 +50,7 @@ def test_a_timed_acquire_never_returns_before_its_deadline(timeout: float) -> No
 
 def test_a_waiter_gets_a_lock_whose_releaser_runs_on_without_waiting_for_a_lock() -> None:
     # Main waits for `back` right after handing `go` to the worker, so (under a GIL, on 2+ CPUs) it spins for
-    # it (docs/DESIGN.md, "Spinning through a hand-over under the GIL"). The worker releases `back` and runs on
+    # it (docs/DESIGN.md, "Spinning through a hand-over"). The worker releases `back` and runs on
     # for 200 us holding the GIL, never waiting for a lock: the cue a spinner waits for before it takes a lock
     # freed under it never comes. Main must still get `back` every time (its spin ends; it takes the free lock).
     go, back = zthread.allocate_lock(), zthread.allocate_lock()

@@ -65,23 +65,24 @@ pub const Lock = extern struct {
     /// Spins until the lock is taken (true), the monotonic clock reaches `until_ns`, or the lock turns out to
     /// be contended: other threads parked on it, or left to starving waiters (false). Never parks: for a caller
     /// that expects a release within microseconds and would rather burn them than pay a wake-up through the
-    /// kernel (the CPython layer under a GIL: docs/DESIGN.md, "Spinning through a hand-over under the GIL").
+    /// kernel (the CPython layer: docs/DESIGN.md, "Spinning through a hand-over").
     ///
-    /// `moves` is a counter the caller's world bumps when the thread that released the lock is likely done
-    /// with it (under a GIL: a thread gave up the GIL to wait). A lock found free on the first read is taken at
-    /// once; a lock freed later only once `moves` differs from what it was when the lock was last seen held: a
+    /// `moves` (null: none) is a counter the caller's world bumps when the thread that released the lock is
+    /// likely done with it (under a GIL: a thread gave up the GIL to wait). Without it a free lock is taken at
+    /// once. With it, a lock found free on the first read is taken at once; a lock freed later only once
+    /// `moves` differs from what it was when the lock was last seen held: a
     /// releaser that takes the lock straight back (barging, which keeps a lock fast) is not made to lose it to
     /// the spinner, and to give up its CPU for it.
-    pub fn spinAcquire(self: *Lock, until_ns: u64, moves: *const std.atomic.Value(u32)) bool {
-        var moves_when_held = moves.load(.monotonic);
+    pub fn spinAcquire(self: *Lock, until_ns: u64, moves: ?*const std.atomic.Value(u32)) bool {
+        var moves_when_held = if (moves) |m| m.load(.monotonic) else 0;
         var spins: u32 = 0;
         while (true) : (spins +%= 1) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
-                if ((spins == 0 or moves.load(.monotonic) != moves_when_held) and self.tryAcquire()) return true;
+                if ((spins == 0 or moves == null or moves.?.load(.monotonic) != moves_when_held) and self.tryAcquire()) return true;
             } else {
                 if (s & (count_mask | parked_bit) != 0) return false;
-                moves_when_held = moves.load(.monotonic);
+                if (moves) |m| moves_when_held = m.load(.monotonic);
             }
             // The clock every 16 reads: a read costs about as much as 16 spin hints.
             if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return false;
@@ -456,7 +457,7 @@ fn isParked(lock: *Lock) bool {
     return lock.state.load(.monotonic) & Lock.parked_bit != 0;
 }
 
-test "a spinner takes a lock free at its first look, and a lock freed under it only once `moves` changed" {
+test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, or at once without `moves`" {
     var moves = std.atomic.Value(u32).init(0);
     var lock: Lock = .{};
     try testing.expect(lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, &moves));
@@ -500,6 +501,20 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
         try testing.expect(lock.isLocked());
     }
     try testing.expect(waited_for_moves);
+    // No `moves` (no GIL): a lock freed under the spinner is taken at once, before the releaser's bump.
+    var took_at_release = false;
+    attempt = 0;
+    while (!took_at_release and attempt < 5) : (attempt += 1) {
+        var ctx: Ctx = .{ .lock = &lock, .moves = &moves };
+        const moves_before = moves.load(.monotonic);
+        const t = try std.Thread.spawn(.{}, Ctx.releaser, .{&ctx});
+        ctx.spinning.store(true, .release);
+        const caught = lock.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, null);
+        took_at_release = moves.load(.acquire) == moves_before;
+        t.join();
+        try testing.expect(caught);
+    }
+    try testing.expect(took_at_release);
     try lock.release();
 }
 

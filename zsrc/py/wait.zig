@@ -38,24 +38,28 @@ fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u6
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
     if (!handover.enabled.load(.monotonic)) return lock.acquireWaiting(deadline, since);
-    _ = handover.gil_releases.fetchAdd(1, .monotonic);
+    if (handover.gated.load(.monotonic)) _ = handover.gil_releases.fetchAdd(1, .monotonic);
     return handover.acquire(lock, deadline, since);
 }
 
-/// Under a GIL a lock is released by the thread that holds the GIL, which runs on until it blocks, and the
-/// waiter it released needs that GIL next. A waiter parked in the kernel pays a wake-up through the kernel for
-/// each hand-over (tens of microseconds on a VM, whose idle CPU must be woken). So one waiter at a time spins
-/// instead (`for_release_ns`), on a lock nobody else is parked on, and takes it once it is free and a thread
-/// has released the GIL to wait since it was last seen held (`core.Lock.spinAcquire`'s `moves`): then the
-/// GIL is most likely free too, and the waiter takes both without sleeping. docs/DESIGN.md, "Spinning through a
-/// hand-over under the GIL", has the measurements and what it costs.
+/// A waiter parked in the kernel pays a wake-up through the kernel for each hand-over of a lock from one thread
+/// to another (tens of microseconds on a VM, whose idle CPU must be woken), and `Condition`, `Event` and `Queue`
+/// hand over a waiter lock on every notify. So one waiter at a time spins instead (`for_release_ns`), on a lock
+/// nobody else is parked on, with the GIL released. Without a GIL it takes the lock as soon as it is free.
+/// Under a GIL the releaser holds the GIL and runs on, and may take the lock straight back (barging): the
+/// spinner takes a freed lock once a thread has released the GIL to wait since it last saw the lock held
+/// (`core.Lock.spinAcquire`'s `moves`); then the GIL is most likely free too, and the waiter takes both
+/// without sleeping. docs/DESIGN.md, "Spinning through a hand-over", has the measurements and what it costs.
 pub const handover = struct {
-    /// A GIL and more than one CPU, as found by the first import in the process (`configure`).
+    /// More than one CPU, as found by the first import in the process (`configure`).
     var enabled = std.atomic.Value(bool).init(false);
     var configured = std.atomic.Value(bool).init(false);
-    /// Held by the one thread that spins: one thread runs Python under a GIL, so one hand-over is under way
-    /// at a time, and more spinners would only take CPUs from the thread that runs. (Interpreters with GILs of
-    /// their own share it, and the counter below: that costs them speed only.)
+    /// A GIL at that import: spinners wait for `gil_releases` to move. (A GIL that a free-threaded build turns
+    /// on later is not seen: its spinners then take a freed lock from a barging releaser, which costs speed.)
+    var gated = std.atomic.Value(bool).init(true);
+    /// Held by the one thread that spins: on the 2-CPU machines this is tuned on, a second spinner would take
+    /// the CPU of a thread that runs (under a GIL one thread runs Python, so one hand-over is under way at a
+    /// time). Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
     var slot = std.atomic.Value(bool).init(false);
     /// Bumped by every thread that releases the GIL to wait for a lock: a spinner takes a lock freed under it
     /// only after a bump, when its releaser is most likely waiting, not running (`core.Lock.spinAcquire`).
@@ -63,12 +67,12 @@ pub const handover = struct {
 
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
 
-    /// Decides once per process, at the first import (with an attached thread state). A GIL that a
-    /// free-threaded build turns on later is not seen: the waiters then park at once, as without this.
+    /// Decides once per process, at the first import (with an attached thread state).
     pub fn configure() void {
         if (configured.swap(true, .acq_rel)) return;
         const cpus = std.Thread.getCpuCount() catch 1;
-        enabled.store(cpus > 1 and abi.gilEnabled(), .monotonic);
+        gated.store(abi.gilEnabled(), .monotonic);
+        enabled.store(cpus > 1, .monotonic);
     }
 
     fn acquire(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
@@ -77,7 +81,7 @@ pub const handover = struct {
         if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
         const now = core.clock.monotonicNs();
         if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), &gil_releases);
+        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), if (gated.load(.monotonic)) &gil_releases else null);
         slot.store(false, .release);
         return if (caught) .acquired else lock.acquireWaiting(deadline, since);
     }
