@@ -35,7 +35,7 @@ def test_a_lock_is_a_binary_semaphore() -> None:
 
 
 # 2 us and 20 us end inside the 30 us a waiter may spin before it parks (docs/DESIGN.md, "Spinning through a
-# hand-over under the GIL"): the spin ends at the deadline too.
+# hand-over"): the spin ends at the deadline too.
 @pytest.mark.parametrize("timeout", [2e-6, 2e-5, 0.01, 0.05, 0.2])
 def test_a_timed_acquire_never_returns_before_its_deadline(timeout: float) -> None:
     lock = zthread.allocate_lock()

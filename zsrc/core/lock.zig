@@ -27,6 +27,8 @@ pub const Lock = extern struct {
     /// compare-and-swap fails.
     const one_starving: u32 = 4;
     const count_mask: u32 = 0x00ff_fffc;
+    /// Threads parked on the lock, or starving waiters (live or stale): a contended lock, not a hand-over.
+    const contended_mask: u32 = count_mask | parked_bit;
     /// Bits 24-31: the fork generation (`fork_generation`'s low byte) the count was made in. After a fork
     /// the child has none of the threads that registered: a count of another generation is stale, read as
     /// 0, and the next waiter or release that writes the word clears it.
@@ -81,7 +83,7 @@ pub const Lock = extern struct {
             if (s == 0) {
                 if ((spins == 0 or moves == null or moves.?.load(.monotonic) != moves_when_held) and self.tryAcquire()) return true;
             } else {
-                if (s & (count_mask | parked_bit) != 0) return false;
+                if (s & contended_mask != 0) return false;
                 if (moves) |m| moves_when_held = m.load(.monotonic);
             }
             // The clock every 16 reads: a read costs about as much as 16 spin hints.
@@ -93,7 +95,7 @@ pub const Lock = extern struct {
     /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
     /// hand-over between two threads.
     pub fn isContended(self: *const Lock) bool {
-        return self.state.load(.monotonic) & (count_mask | parked_bit) != 0;
+        return self.state.load(.monotonic) & contended_mask != 0;
     }
 
     /// Blocks until the lock is acquired, `deadline` passes, or a signal handler runs in this thread.
@@ -486,18 +488,25 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
             sleepNs(5 * std.time.ns_per_ms); // the lock stays free: the spinner waits for `moves`
             _ = ctx.moves.fetchAdd(1, .release);
         }
+        /// Runs one release under a spinner (this thread) of the held `lock`, which it must catch; how many
+        /// times the releaser had bumped `moves` when it did.
+        fn freedUnderSpinner(lock_: *Lock, moves_: *std.atomic.Value(u32), gate: ?*const std.atomic.Value(u32)) !u32 {
+            var ctx: @This() = .{ .lock = lock_, .moves = moves_ };
+            const moves_before = moves_.load(.monotonic);
+            const t = try std.Thread.spawn(.{}, releaser, .{&ctx});
+            ctx.spinning.store(true, .release);
+            const caught = lock_.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, gate);
+            const bumps = moves_.load(.acquire) -% moves_before;
+            t.join();
+            try testing.expect(caught);
+            return bumps;
+        }
     };
+    // Freed under a spinner that waits for `moves`: taken only after the releaser's bump.
     var waited_for_moves = false;
     var attempt: u32 = 0;
     while (!waited_for_moves and attempt < 5) : (attempt += 1) {
-        var ctx: Ctx = .{ .lock = &lock, .moves = &moves };
-        const moves_before = moves.load(.monotonic);
-        const t = try std.Thread.spawn(.{}, Ctx.releaser, .{&ctx});
-        ctx.spinning.store(true, .release);
-        const caught = lock.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, &moves);
-        waited_for_moves = moves.load(.acquire) != moves_before;
-        t.join();
-        try testing.expect(caught);
+        waited_for_moves = try Ctx.freedUnderSpinner(&lock, &moves, &moves) != 0;
         try testing.expect(lock.isLocked());
     }
     try testing.expect(waited_for_moves);
@@ -505,14 +514,7 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     var took_at_release = false;
     attempt = 0;
     while (!took_at_release and attempt < 5) : (attempt += 1) {
-        var ctx: Ctx = .{ .lock = &lock, .moves = &moves };
-        const moves_before = moves.load(.monotonic);
-        const t = try std.Thread.spawn(.{}, Ctx.releaser, .{&ctx});
-        ctx.spinning.store(true, .release);
-        const caught = lock.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, null);
-        took_at_release = moves.load(.acquire) == moves_before;
-        t.join();
-        try testing.expect(caught);
+        took_at_release = try Ctx.freedUnderSpinner(&lock, &moves, null) == 0;
     }
     try testing.expect(took_at_release);
     try lock.release();

@@ -37,9 +37,14 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    if (!handover.enabled.load(.monotonic)) return lock.acquireWaiting(deadline, since);
-    if (handover.gated.load(.monotonic)) _ = handover.gil_releases.fetchAdd(1, .monotonic);
-    return handover.acquire(lock, deadline, since);
+    switch (handover.mode.load(.monotonic)) {
+        .unset, .off => return lock.acquireWaiting(deadline, since),
+        .without_gil => return handover.acquire(lock, deadline, since, null),
+        .gil => {
+            _ = handover.gil_releases.fetchAdd(1, .monotonic);
+            return handover.acquire(lock, deadline, since, &handover.gil_releases);
+        },
+    }
 }
 
 /// A waiter parked in the kernel pays a wake-up through the kernel for each hand-over of a lock from one thread
@@ -51,12 +56,11 @@ fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u6
 /// (`core.Lock.spinAcquire`'s `moves`); then the GIL is most likely free too, and the waiter takes both
 /// without sleeping. docs/DESIGN.md, "Spinning through a hand-over", has the measurements and what it costs.
 pub const handover = struct {
-    /// More than one CPU, as found by the first import in the process (`configure`).
-    var enabled = std.atomic.Value(bool).init(false);
-    var configured = std.atomic.Value(bool).init(false);
-    /// A GIL at that import: spinners wait for `gil_releases` to move. (A GIL that a free-threaded build turns
-    /// on later is not seen: its spinners then take a freed lock from a barging releaser, which costs speed.)
-    var gated = std.atomic.Value(bool).init(true);
+    /// Set by the first import in the process (`configure`): `off` with one CPU; `gil` when the interpreter
+    /// has a GIL, and spinners wait for `gil_releases` to move. (A GIL that a free-threaded build turns on
+    /// later is not seen: its spinners then take a freed lock from a barging releaser, which costs speed.)
+    pub const Mode = enum(u8) { unset, off, without_gil, gil };
+    var mode = std.atomic.Value(Mode).init(.unset);
     /// Held by the one thread that spins: on the 2-CPU machines this is tuned on, a second spinner would take
     /// the CPU of a thread that runs (under a GIL one thread runs Python, so one hand-over is under way at a
     /// time). Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
@@ -68,20 +72,20 @@ pub const handover = struct {
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
 
     /// Decides once per process, at the first import (with an attached thread state).
+    /// Interpreters that import at once may both decide: they find the same.
     pub fn configure() void {
-        if (configured.swap(true, .acq_rel)) return;
+        if (mode.load(.monotonic) != .unset) return;
         const cpus = std.Thread.getCpuCount() catch 1;
-        gated.store(abi.gilEnabled(), .monotonic);
-        enabled.store(cpus > 1, .monotonic);
+        mode.store(if (cpus < 2) .off else if (abi.gilEnabled()) .gil else .without_gil, .monotonic);
     }
 
-    fn acquire(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
+    fn acquire(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, moves: ?*const std.atomic.Value(u32)) core.Lock.AcquireResult {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
         if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
         const now = core.clock.monotonicNs();
         if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), if (gated.load(.monotonic)) &gil_releases else null);
+        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), moves);
         slot.store(false, .release);
         return if (caught) .acquired else lock.acquireWaiting(deadline, since);
     }
