@@ -64,32 +64,58 @@ pub const Lock = extern struct {
         return self.state.cmpxchgStrong(0, locked_bit, .acquire, .monotonic) == null;
     }
 
+    /// When a spinner (`spinAcquire`) may take a lock it saw held and then free. A lock free at its first
+    /// look it takes at once.
+    pub const SpinGate = struct {
+        /// A counter the caller's world bumps when the thread that released the lock is likely done with it
+        /// (a thread began to wait for a lock). The spinner takes a freed lock once it differs from what it
+        /// was when the lock was last seen held. null: take a freed lock at once.
+        moves: ?*const std.atomic.Value(u32) = null,
+        /// Or once the lock has stayed free this long: a releaser that takes it straight back does so
+        /// sooner. maxInt: never by time.
+        settle_ns: u64 = std.math.maxInt(u64),
+    };
+
     /// Spins until the lock is taken (true), the monotonic clock reaches `until_ns`, or the lock turns out to
     /// be contended: other threads parked on it, or left to starving waiters (false). Never parks: for a caller
     /// that expects a release within microseconds and would rather burn them than pay a wake-up through the
     /// kernel (the CPython layer: docs/DESIGN.md, "Spinning through a hand-over").
     ///
-    /// `moves` (null: none) is a counter the caller's world bumps when the thread that released the lock is
-    /// likely done with it (under a GIL: a thread gave up the GIL to wait). Without it a free lock is taken at
-    /// once. With it, a lock found free on the first read is taken at once; a lock freed later only once
-    /// `moves` differs from what it was when the lock was last seen held: a
-    /// releaser that takes the lock straight back (barging, which keeps a lock fast) is not made to lose it to
-    /// the spinner, and to give up its CPU for it.
-    pub fn spinAcquire(self: *Lock, until_ns: u64, moves: ?*const std.atomic.Value(u32)) bool {
-        var moves_when_held = if (moves) |m| m.load(.monotonic) else 0;
+    /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
+    /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
+    /// in its CPU's cache) is not made to lose it to the spinner.
+    pub fn spinAcquire(self: *Lock, until_ns: u64, gate: SpinGate) bool {
+        var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
+        var free_since: u64 = 0; // when a lock seen held was first seen free again (0: not yet)
         var spins: u32 = 0;
         while (true) : (spins +%= 1) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
-                if ((spins == 0 or moves == null or moves.?.load(.monotonic) != moves_when_held) and self.tryAcquire()) return true;
+                if (spins == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
+                    stayedFree(&free_since, gate.settle_ns))
+                {
+                    if (self.tryAcquire()) return true;
+                }
             } else {
                 if (s & contended_mask != 0) return false;
-                if (moves) |m| moves_when_held = m.load(.monotonic);
+                if (gate.moves) |m| moves_when_held = m.load(.monotonic);
+                free_since = 0;
             }
             // The clock every 16 reads: a read costs about as much as 16 spin hints.
             if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return false;
             std.atomic.spinLoopHint();
         }
+    }
+
+    /// Whether a lock seen free (again) since `free_since.*` (0: just now) has stayed free `settle_ns`.
+    fn stayedFree(free_since: *u64, settle_ns: u64) bool {
+        if (settle_ns == std.math.maxInt(u64)) return false;
+        const now = clock.monotonicNs();
+        if (free_since.* == 0) {
+            free_since.* = now;
+            return settle_ns == 0;
+        }
+        return now - free_since.* >= settle_ns;
     }
 
     /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
@@ -110,7 +136,13 @@ pub const Lock = extern struct {
     /// time after which the waiter starves.
     pub fn acquireWaiting(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline, since);
+        return self.acquireSlow(deadline, since, spin_limit);
+    }
+
+    /// `acquireWaiting` for a caller that has spun already (`spinAcquire`): no spin before it parks.
+    pub fn acquireAfterSpin(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
+        if (self.tryAcquire()) return .acquired;
+        return self.acquireSlow(deadline, since, 0);
     }
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
@@ -141,9 +173,9 @@ pub const Lock = extern struct {
         return s & locked_bit == 0 and liveStarving(s, generation) == 0;
     }
 
-    fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
+    fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64, spin_reads: u32) AcquireResult {
         var spins: u32 = 0;
-        while (spins < spin_limit) : (spins += 1) {
+        while (spins < spin_reads) : (spins += 1) {
             const now = self.state.load(.monotonic);
             if (now == 0 and self.tryAcquire()) return .acquired;
             // Reserved for starving waiters: spinning cannot win it, and takes a CPU one of them needs.
@@ -459,62 +491,77 @@ fn isParked(lock: *Lock) bool {
     return lock.state.load(.monotonic) & Lock.parked_bit != 0;
 }
 
-test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, or at once without `moves`" {
+test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate" {
     var moves = std.atomic.Value(u32).init(0);
+    const gate: Lock.SpinGate = .{ .moves = &moves };
     var lock: Lock = .{};
-    try testing.expect(lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, &moves));
+    try testing.expect(lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, gate));
     try testing.expect(lock.isLocked());
     // Held throughout: it gives up at its time limit, not before.
     const until = clock.monotonicNs() + std.time.ns_per_ms;
-    try testing.expect(!lock.spinAcquire(until, &moves));
+    try testing.expect(!lock.spinAcquire(until, gate));
     try testing.expect(clock.monotonicNs() >= until);
     // Others parked on it: contended, not a hand-over; it gives up at once (long before its limit).
     lock.state.store(Lock.locked_bit | Lock.parked_bit, .monotonic);
     const far = clock.monotonicNs() + 10 * std.time.ns_per_s;
-    try testing.expect(!lock.spinAcquire(far, &moves));
+    try testing.expect(!lock.spinAcquire(far, gate));
     try testing.expect(clock.monotonicNs() < far);
     lock.state.store(Lock.locked_bit, .monotonic);
-    // Freed while this thread spins: not taken until `moves` changes (the releaser is done), then taken.
-    // Should this thread first look only after the release (descheduled for the releaser's 20 ms head
-    // start), it takes the lock at once, as it should: the scenario is then run again.
+    // Freed while this thread spins. Should this thread first look only after the release (descheduled
+    // for the releaser's 20 ms head start), it takes the lock at once, as it should: each scenario below
+    // is then run again.
     const Ctx = struct {
         lock: *Lock,
         moves: *std.atomic.Value(u32),
         spinning: std.atomic.Value(bool) = .init(false),
+        released_at: std.atomic.Value(u64) = .init(0),
         fn releaser(ctx: *@This()) void {
             while (!ctx.spinning.load(.acquire)) std.atomic.spinLoopHint();
             sleepNs(20 * std.time.ns_per_ms); // the spinner has long seen the lock held
+            ctx.released_at.store(clock.monotonicNs(), .release);
             ctx.lock.release() catch unreachable;
             sleepNs(5 * std.time.ns_per_ms); // the lock stays free: the spinner waits for `moves`
             _ = ctx.moves.fetchAdd(1, .release);
         }
-        /// Runs one release under a spinner (this thread) of the held `lock`, which it must catch; how many
-        /// times the releaser had bumped `moves` when it did.
-        fn freedUnderSpinner(lock_: *Lock, moves_: *std.atomic.Value(u32), gate: ?*const std.atomic.Value(u32)) !u32 {
+        const Caught = struct { bumps: u32, after_release_ns: u64 };
+        /// Runs one release under a spinner (this thread) of the held `lock`, which it must catch: how many
+        /// times the releaser had bumped `moves` when it did, and how long after the release.
+        fn freedUnderSpinner(lock_: *Lock, moves_: *std.atomic.Value(u32), gate_: Lock.SpinGate) !Caught {
             var ctx: @This() = .{ .lock = lock_, .moves = moves_ };
             const moves_before = moves_.load(.monotonic);
             const t = try std.Thread.spawn(.{}, releaser, .{&ctx});
             ctx.spinning.store(true, .release);
-            const caught = lock_.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, gate);
+            const caught = lock_.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, gate_);
+            const caught_at = clock.monotonicNs();
             const bumps = moves_.load(.acquire) -% moves_before;
             t.join();
             try testing.expect(caught);
-            return bumps;
+            try testing.expect(lock_.isLocked());
+            return .{ .bumps = bumps, .after_release_ns = caught_at -| ctx.released_at.load(.acquire) };
         }
     };
-    // Freed under a spinner that waits for `moves`: taken only after the releaser's bump.
+    // Waiting for `moves`: taken only after the releaser's bump.
     var waited_for_moves = false;
     var attempt: u32 = 0;
     while (!waited_for_moves and attempt < 5) : (attempt += 1) {
-        waited_for_moves = try Ctx.freedUnderSpinner(&lock, &moves, &moves) != 0;
-        try testing.expect(lock.isLocked());
+        waited_for_moves = (try Ctx.freedUnderSpinner(&lock, &moves, gate)).bumps != 0;
     }
     try testing.expect(waited_for_moves);
-    // No `moves` (no GIL): a lock freed under the spinner is taken at once, before the releaser's bump.
+    // Waiting for `moves` or 1 ms of the lock free: taken before the bump (5 ms after the release), and
+    // not before the lock was free for 1 ms.
+    const settle_ns = std.time.ns_per_ms;
+    var settled = false;
+    attempt = 0;
+    while (!settled and attempt < 5) : (attempt += 1) {
+        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns });
+        settled = c.bumps == 0 and c.after_release_ns >= settle_ns;
+    }
+    try testing.expect(settled);
+    // No gate: a lock freed under the spinner is taken at once, before the releaser's bump.
     var took_at_release = false;
     attempt = 0;
     while (!took_at_release and attempt < 5) : (attempt += 1) {
-        took_at_release = try Ctx.freedUnderSpinner(&lock, &moves, null) == 0;
+        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{})).bumps == 0;
     }
     try testing.expect(took_at_release);
     try lock.release();

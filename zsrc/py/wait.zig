@@ -37,39 +37,41 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    switch (handover.mode.load(.monotonic)) {
-        .unset, .off => return lock.acquireWaiting(deadline, since),
-        .without_gil => return handover.acquire(lock, deadline, since, null),
-        .gil => {
-            _ = handover.gil_releases.fetchAdd(1, .monotonic);
-            return handover.acquire(lock, deadline, since, &handover.gil_releases);
-        },
-    }
+    return switch (handover.mode.load(.monotonic)) {
+        .unset, .off => lock.acquireWaiting(deadline, since),
+        .gil => handover.acquireWithGil(lock, deadline, since),
+        .without_gil => handover.acquireWithoutGil(lock, deadline, since),
+    };
 }
 
 /// A waiter parked in the kernel pays a wake-up through the kernel for each hand-over of a lock from one thread
 /// to another (tens of microseconds on a VM, whose idle CPU must be woken), and `Condition`, `Event` and `Queue`
-/// hand over a waiter lock on every notify. So one waiter at a time spins instead (`for_release_ns`), on a lock
-/// nobody else is parked on, with the GIL released. Without a GIL it takes the lock as soon as it is free.
-/// Under a GIL the releaser holds the GIL and runs on, and may take the lock straight back (barging): the
-/// spinner takes a freed lock once a thread has released the GIL to wait since it last saw the lock held
-/// (`core.Lock.spinAcquire`'s `moves`); then the GIL is most likely free too, and the waiter takes both
-/// without sleeping. docs/DESIGN.md, "Spinning through a hand-over", has the measurements and what it costs.
+/// hand over a waiter lock on every notify. So a waiter spins instead (`for_release_ns`), on a lock nobody else
+/// is parked on, with the GIL released. It must not take the lock from a releaser that takes it straight back
+/// (barging, which keeps a lock fast): it takes a lock freed under it once a thread has begun to wait for a
+/// lock since it last saw the lock held (`waits`; the releaser is most likely that thread), or, without a GIL,
+/// once the lock has stayed free `settle_ns`. docs/DESIGN.md, "Spinning through a hand-over", has the
+/// measurements and what it costs.
 pub const handover = struct {
     /// Set by the first import in the process (`configure`): `off` with one CPU; `gil` when the interpreter
-    /// has a GIL, and spinners wait for `gil_releases` to move. (A GIL that a free-threaded build turns on
-    /// later is not seen: its spinners then take a freed lock from a barging releaser, which costs speed.)
+    /// has a GIL. (A GIL that a free-threaded build turns on later is not seen: its waiters then spin without
+    /// the one-spinner limit, which costs speed.)
     pub const Mode = enum(u8) { unset, off, without_gil, gil };
     var mode = std.atomic.Value(Mode).init(.unset);
-    /// Held by the one thread that spins: on the 2-CPU machines this is tuned on, a second spinner would take
-    /// the CPU of a thread that runs (under a GIL one thread runs Python, so one hand-over is under way at a
-    /// time). Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
+    /// Under a GIL, held by the one thread that spins: on the 2-CPU machines this is tuned on, a second spinner
+    /// would take the CPU of a thread that runs, and one thread runs Python, so one hand-over is under way at a
+    /// time. Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
     var slot = std.atomic.Value(bool).init(false);
-    /// Bumped by every thread that releases the GIL to wait for a lock: a spinner takes a lock freed under it
-    /// only after a bump, when its releaser is most likely waiting, not running (`core.Lock.spinAcquire`).
-    var gil_releases = std.atomic.Value(u32).init(0);
+    /// Bumped by every thread that begins to wait for a lock (after releasing the GIL, if any): a spinner
+    /// takes a lock freed under it after a bump, when its releaser is most likely waiting, not running
+    /// (`core.Lock.SpinGate`).
+    var waits = std.atomic.Value(u32).init(0);
 
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
+    /// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
+    /// began to wait meanwhile. A Python loop that releases a lock and takes it again (`with lock:` in a
+    /// loop) does so within a few hundred nanoseconds on 3.13t.
+    const settle_ns: u64 = std.time.ns_per_us;
 
     /// Decides once per process, at the first import (with an attached thread state).
     /// Interpreters that import at once may both decide: they find the same.
@@ -79,15 +81,30 @@ pub const handover = struct {
         mode.store(if (cpus < 2) .off else if (abi.gilEnabled()) .gil else .without_gil, .monotonic);
     }
 
-    fn acquire(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, moves: ?*const std.atomic.Value(u32)) core.Lock.AcquireResult {
+    fn acquireWithGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
+        _ = waits.fetchAdd(1, .monotonic);
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
         if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
-        const now = core.clock.monotonicNs();
-        if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-        const caught = lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), moves);
+        const caught = spin(lock, deadline, since, .{ .moves = &waits });
         slot.store(false, .release);
         return if (caught) .acquired else lock.acquireWaiting(deadline, since);
+    }
+
+    /// Without a GIL every waiter may spin: the threads run in parallel. After the spin it parks at once:
+    /// the core's short spin before parking takes a lock the moment it is free, so two threads in a loop
+    /// around one lock would take turns at every release, and each turn moves the data of the critical
+    /// section from one CPU's cache to the other's (twice as slow as one thread taking it again and again).
+    fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
+        _ = waits.fetchAdd(1, .monotonic);
+        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns })) return .acquired;
+        return lock.acquireAfterSpin(deadline, since);
+    }
+
+    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate) bool {
+        const now = core.clock.monotonicNs();
+        if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
+        return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), gate);
     }
 
     /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
