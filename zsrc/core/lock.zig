@@ -72,8 +72,21 @@ pub const Lock = extern struct {
         /// was when the lock was last seen held. null: take a freed lock at once.
         moves: ?*const std.atomic.Value(u32) = null,
         /// Or once the lock has stayed free this long: a releaser that takes it straight back does so
-        /// sooner. maxInt: never by time.
+        /// sooner. maxInt: never by time. (Without `moves` a freed lock is taken at once: no effect.)
         settle_ns: u64 = std.math.maxInt(u64),
+
+        /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
+        /// free after it last saw it held (null: it sees it free for the first time now).
+        fn settled(gate: SpinGate, free_since: *?u64) bool {
+            if (gate.settle_ns == std.math.maxInt(u64)) return false;
+            return gate.settledAt(free_since, clock.monotonicNs());
+        }
+
+        fn settledAt(gate: SpinGate, free_since: *?u64, now: u64) bool {
+            if (free_since.*) |since| return now -| since >= gate.settle_ns;
+            free_since.* = now;
+            return gate.settle_ns == 0;
+        }
     };
 
     /// Spins until the lock is taken (true), the monotonic clock reaches `until_ns`, or the lock turns out to
@@ -86,36 +99,25 @@ pub const Lock = extern struct {
     /// in its CPU's cache) is not made to lose it to the spinner.
     pub fn spinAcquire(self: *Lock, until_ns: u64, gate: SpinGate) bool {
         var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
-        var free_since: u64 = 0; // when a lock seen held was first seen free again (0: not yet)
+        var free_since: ?u64 = null; // when the lock, last seen held, was first seen free again
         var spins: u32 = 0;
         while (true) : (spins +%= 1) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
                 if (spins == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
-                    stayedFree(&free_since, gate.settle_ns))
+                    gate.settled(&free_since))
                 {
                     if (self.tryAcquire()) return true;
                 }
             } else {
                 if (s & contended_mask != 0) return false;
                 if (gate.moves) |m| moves_when_held = m.load(.monotonic);
-                free_since = 0;
+                free_since = null;
             }
             // The clock every 16 reads: a read costs about as much as 16 spin hints.
             if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return false;
             std.atomic.spinLoopHint();
         }
-    }
-
-    /// Whether a lock seen free (again) since `free_since.*` (0: just now) has stayed free `settle_ns`.
-    fn stayedFree(free_since: *u64, settle_ns: u64) bool {
-        if (settle_ns == std.math.maxInt(u64)) return false;
-        const now = clock.monotonicNs();
-        if (free_since.* == 0) {
-            free_since.* = now;
-            return settle_ns == 0;
-        }
-        return now - free_since.* >= settle_ns;
     }
 
     /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
@@ -489,6 +491,25 @@ fn releaseAndBargeAfterThreshold(lock: *Lock) !bool {
 
 fn isParked(lock: *Lock) bool {
     return lock.state.load(.monotonic) & Lock.parked_bit != 0;
+}
+
+test "a spin gate's settle time: counted from when the lock is first seen free, never by a clock that went back" {
+    const gate: Lock.SpinGate = .{ .settle_ns = 1000 };
+    var free_since: ?u64 = null;
+    try testing.expect(!gate.settledAt(&free_since, 5000)); // first seen free: the time is noted
+    try testing.expectEqual(@as(?u64, 5000), free_since);
+    try testing.expect(!gate.settledAt(&free_since, 5999));
+    try testing.expect(gate.settledAt(&free_since, 6000));
+    try testing.expect(!gate.settledAt(&free_since, 4000)); // a clock read on another CPU, behind: not yet
+    free_since = null; // seen held again (spinAcquire resets it): counted afresh
+    try testing.expect(!gate.settledAt(&free_since, 7000));
+    try testing.expect(!gate.settledAt(&free_since, 7999));
+    try testing.expect(gate.settledAt(&free_since, 8000));
+    // 0: at once; maxInt (the default): never, without reading the clock.
+    var at_once: ?u64 = null;
+    try testing.expect((Lock.SpinGate{ .settle_ns = 0 }).settledAt(&at_once, 1));
+    var never: ?u64 = 0;
+    try testing.expect(!(Lock.SpinGate{}).settled(&never));
 }
 
 test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate" {

@@ -37,11 +37,10 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    return switch (handover.mode.load(.monotonic)) {
-        .unset, .off => lock.acquireWaiting(deadline, since),
-        .gil => handover.acquireWithGil(lock, deadline, since),
-        .without_gil => handover.acquireWithoutGil(lock, deadline, since),
-    };
+    const mode = handover.mode.load(.monotonic);
+    if (mode == .unset or mode == .off) return lock.acquireWaiting(deadline, since);
+    _ = handover.waits.fetchAdd(1, .monotonic);
+    return if (mode == .gil) handover.acquireUnderGil(lock, deadline, since) else handover.acquireFreeThreaded(lock, deadline, since);
 }
 
 /// A waiter parked in the kernel pays a wake-up through the kernel for each hand-over of a lock from one thread
@@ -62,9 +61,9 @@ pub const handover = struct {
     /// would take the CPU of a thread that runs, and one thread runs Python, so one hand-over is under way at a
     /// time. Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
     var slot = std.atomic.Value(bool).init(false);
-    /// Bumped by every thread that begins to wait for a lock (after releasing the GIL, if any): a spinner
-    /// takes a lock freed under it after a bump, when its releaser is most likely waiting, not running
-    /// (`core.Lock.SpinGate`).
+    /// Bumped by every thread that begins to wait for a lock here (`acquire`, after releasing the GIL, if
+    /// any; not `acquireUninterruptibly`): a spinner takes a lock freed under it after a bump, when its
+    /// releaser is most likely waiting, not running (`core.Lock.SpinGate`).
     var waits = std.atomic.Value(u32).init(0);
 
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
@@ -81,8 +80,7 @@ pub const handover = struct {
         mode.store(if (cpus < 2) .off else if (abi.gilEnabled()) .gil else .without_gil, .monotonic);
     }
 
-    fn acquireWithGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        _ = waits.fetchAdd(1, .monotonic);
+    fn acquireUnderGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
         if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
@@ -91,12 +89,12 @@ pub const handover = struct {
         return if (caught) .acquired else lock.acquireWaiting(deadline, since);
     }
 
-    /// Without a GIL every waiter may spin: the threads run in parallel. After the spin it parks at once:
-    /// the core's short spin before parking takes a lock the moment it is free, so two threads in a loop
-    /// around one lock would take turns at every release, and each turn moves the data of the critical
-    /// section from one CPU's cache to the other's (twice as slow as one thread taking it again and again).
-    fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        _ = waits.fetchAdd(1, .monotonic);
+    /// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
+    /// in parallel. After the spin, or at once on a contended lock, it parks without the core's short spin,
+    /// which takes a lock the moment it is free: two threads in a loop around one lock would take turns at
+    /// every release, and each turn moves the data of the critical section from one CPU's cache to the
+    /// other's (twice as slow as one thread taking it again and again).
+    fn acquireFreeThreaded(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
         if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns })) return .acquired;
         return lock.acquireAfterSpin(deadline, since);
     }
