@@ -64,6 +64,15 @@ pub const Lock = extern struct {
         return self.state.cmpxchgStrong(0, locked_bit, .acquire, .monotonic) == null;
     }
 
+    /// `tryAcquire` for a caller that does not wait when it fails (`acquire(False)`, a zero timeout), and so
+    /// often meets a held lock (`threading.Condition` asks `acquire(False)` of its held lock in every
+    /// `notify` on 3.10-3.12): it reads the word first, and a held lock costs a load, not a locked
+    /// compare-and-swap (about 20 cycles on x86-64 even when it fails, and the cache line taken exclusive
+    /// from the holder's CPU). A free lock costs the load more: the caller that expects it free uses `tryAcquire`.
+    pub fn tryAcquireIfFree(self: *Lock) bool {
+        return self.state.load(.monotonic) == 0 and self.tryAcquire();
+    }
+
     /// When a spinner (`spinAcquire`) may take a lock it saw held and then free. A lock free at its first
     /// look it takes at once.
     pub const SpinGate = struct {
@@ -374,8 +383,18 @@ test "uncontended acquire and release" {
     try testing.expect(lock.tryAcquire());
     try testing.expect(lock.isLocked());
     try testing.expect(!lock.tryAcquire());
+    try testing.expect(!lock.tryAcquireIfFree());
+    try testing.expectEqual(Lock.locked_bit, lock.state.load(.monotonic)); // a failed try leaves it as it was
     try lock.release();
     try testing.expect(!lock.isLocked());
+    try testing.expect(lock.tryAcquireIfFree());
+    try testing.expect(lock.isLocked());
+    try lock.release();
+    // Free but left to starving waiters: neither try takes it.
+    lock.state.store(Lock.one_starving | Lock.generationNow(), .monotonic);
+    try testing.expect(!lock.tryAcquireIfFree());
+    try testing.expect(!lock.tryAcquire());
+    lock.state.store(0, .monotonic);
 }
 
 test "releasing an unlocked lock is an error and leaves it unlocked" {

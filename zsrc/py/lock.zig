@@ -95,7 +95,7 @@ inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object,
         if (nargs == 0 or (nargs == 1 and argv[0] == abi.trueObject())) {
             if (self.lock.tryAcquire()) return abi.boolean(true);
         } else if (nargs == 1 and argv[0] == abi.falseObject()) {
-            return abi.boolean(self.lock.tryAcquire());
+            return abi.boolean(self.lock.tryAcquireIfFree());
         }
     }
     return acquireSlow(fname, self, argv, nargs, kwnames);
@@ -105,14 +105,14 @@ inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object,
 noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
     if (kwnames == null and nargs <= 1) { // acquire() / acquire(blocking): no timeout to convert or check
         const blocking = if (nargs == 0) true else args.toBlocking(argv[0]) orelse return null;
+        if (!blocking) return abi.boolean(self.lock.tryAcquireIfFree());
         if (self.lock.tryAcquire()) return abi.boolean(true);
-        if (!blocking) return abi.boolean(false);
         return waitFor(self, -1);
     }
     const keywords = if (kwnames == null) null else &state.ofType(abi.typeOf(abi.object(self))).keywords;
     const parsed = args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null;
+    if (parsed.timeout_ns == 0) return abi.boolean(self.lock.tryAcquireIfFree());
     if (self.lock.tryAcquire()) return abi.boolean(true);
-    if (parsed.timeout_ns == 0) return abi.boolean(false);
     return waitFor(self, parsed.timeout_ns);
 }
 
