@@ -66,7 +66,7 @@ pub const Lock = extern struct {
 
     /// `tryAcquire` for a caller that does not wait when it fails (`acquire(False)`, a zero timeout), and so
     /// often meets a held lock (`threading.Condition` asks `acquire(False)` of its held lock in every
-    /// `notify` on 3.10-3.12): it reads the word first, and a held lock costs a load, not a locked
+    /// `notify`, for a `Lock`, on every version): it reads the word first, and a held lock costs a load, not a locked
     /// compare-and-swap (about 20 cycles on x86-64 even when it fails, and the cache line taken exclusive
     /// from the holder's CPU). A free lock costs the load more: the caller that expects it free uses `tryAcquire`.
     pub fn tryAcquireIfFree(self: *Lock) bool {
