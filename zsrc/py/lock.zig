@@ -103,20 +103,14 @@ inline fn acquireNamed(fname: [*:0]const u8, o: *Object, argv: [*]const *Object,
 
 /// What `acquireNamed` did not finish: a wait after its try failed, or an argument to convert.
 noinline fn acquireSlow(fname: [*:0]const u8, self: *LockObject, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) ?*Object {
-    if (kwnames == null and nargs <= 1) { // acquire() / acquire(blocking): no timeout to convert or check
+    const timeout_ns: i64 = if (kwnames == null and nargs <= 1) timeout: {
+        // acquire() / acquire(blocking): no timeout to convert or check
         const blocking = if (nargs == 0) true else args.toBlocking(argv[0]) orelse return null;
-        if (!blocking) return abi.boolean(self.lock.tryAcquireIfFree());
-        if (self.lock.tryAcquire()) return abi.boolean(true);
-        return waitFor(self, -1);
-    }
-    const keywords = if (kwnames == null) null else &state.ofType(abi.typeOf(abi.object(self))).keywords;
-    const parsed = args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null;
-    if (parsed.timeout_ns == 0) return abi.boolean(self.lock.tryAcquireIfFree());
-    if (self.lock.tryAcquire()) return abi.boolean(true);
-    return waitFor(self, parsed.timeout_ns);
-}
-
-fn waitFor(self: *LockObject, timeout_ns: i64) ?*Object {
+        break :timeout if (blocking) -1 else 0;
+    } else timeout: {
+        const keywords = if (kwnames == null) null else &state.ofType(abi.typeOf(abi.object(self))).keywords;
+        break :timeout (args.parseAcquireNamed(keywords, fname, argv, nargs, kwnames) orelse return null).timeout_ns;
+    };
     const acquired = wait.acquire(&self.lock, timeout_ns) orelse return null;
     return abi.boolean(acquired);
 }

@@ -84,10 +84,7 @@ noinline fn acquireSlow(o: *Object, argv: [*]const *Object, nargs: isize, kwname
         return null;
     };
     if (reentered) return abi.boolean(true);
-    const acquired = if (timeout_ns == 0)
-        self.rlock.lock.tryAcquireIfFree()
-    else
-        self.rlock.lock.tryAcquire() or (wait.acquire(&self.rlock.lock, timeout_ns) orelse return null);
+    const acquired = wait.acquire(&self.rlock.lock, timeout_ns) orelse return null;
     if (acquired) self.rlock.setOwner(ident, 1);
     return abi.boolean(acquired);
 }

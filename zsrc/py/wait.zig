@@ -6,9 +6,17 @@ const abi = @import("abi.zig");
 const errors = @import("errors.zig");
 const version = @import("version.zig");
 
-/// Waits for `lock` for at most `timeout_ns` (-1: forever). Returns whether it was acquired, or null
-/// with the exception of a signal handler that raised (Ctrl-C), the lock untouched.
-pub fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
+/// Takes `lock`, waiting for at most `timeout_ns` (-1: forever; 0: a try that does not wait). Returns whether
+/// it was acquired, or null with the exception of a signal handler that raised (Ctrl-C), the lock untouched.
+/// Inline: the tries are the whole call for a free lock, on the caller's path.
+pub inline fn acquire(lock: *core.Lock, timeout_ns: i64) ?bool {
+    if (timeout_ns == 0) return lock.tryAcquireIfFree();
+    if (lock.tryAcquire()) return true;
+    return block(lock, timeout_ns);
+}
+
+/// The wait itself, once the tries failed.
+noinline fn block(lock: *core.Lock, timeout_ns: i64) ?bool {
     // 3.15 (gh-123940): during finalization no other thread can run to release the lock, so refuse
     // to block rather than hang.
     if (version.atLeast(15) and errors.refuseAtShutdown("cannot acquire lock at interpreter shutdown")) return null;
