@@ -155,6 +155,35 @@ def test_locks_are_weakly_referenceable_and_not_subclassable() -> None:
         type("Sub", (zthread.LockType,), {})
 
 
+
+def test_rlocks_and_their_python_subclasses_are_freed_and_collected() -> None:
+    # In the main interpreter an RLock is not tracked by the GC (it references nothing but its type, as a lock);
+    # a Python subclass is a GC type of its own, whose instances the collector tracks and frees in cycles.
+    import gc
+
+    class WithDict(zthread.RLock):
+        me: object
+
+    class WithSlots(zthread.RLock):
+        __slots__ = ("owner_name",)
+        owner_name: object
+
+    plain, with_dict, with_slots = zthread.RLock(), WithDict(), WithSlots()
+    assert gc.is_tracked(plain) is False
+    assert gc.is_tracked(with_dict) and gc.is_tracked(with_slots)
+    died: list[object] = []
+    for r in (plain, with_dict, with_slots):
+        with r, r:
+            assert r._is_owned() and r._recursion_count() == 2
+        assert not r._is_owned()
+    with_dict.me = with_dict
+    with_slots.owner_name = with_slots
+    refs = [weakref.ref(r, died.append) for r in (plain, with_dict, with_slots)]
+    del plain, with_dict, with_slots, r
+    gc.collect()
+    assert len(died) == 3 and all(ref() is None for ref in refs)
+
+
 # ---- threads ----
 
 

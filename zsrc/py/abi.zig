@@ -674,9 +674,11 @@ pub fn freeInstance(o: *Object, comptime tracked: bool) void {
     decRef(typeObject(tp));
 }
 
-/// The spec of a non-subclassable type whose instances reference nothing but their type, in one of two
-/// variants: `tracked` by the garbage collector (`traverseType` visits the type) or not. `dealloc(tracked)` is
-/// the variant's tp_dealloc (it ends with `freeInstance(o, tracked)`); the other slots are `slots`.
+/// The spec of a type whose instances reference nothing but their type, in one of two variants: `tracked` by
+/// the garbage collector (`traverseType` visits the type) or not. `dealloc(tracked)` is the variant's tp_dealloc
+/// (it ends with `freeInstance(o, tracked)`, or for a subclassable type, RLock, with `freeViaSlot`); the other
+/// slots are `slots`. A Python subclass of either variant is a GC type of its own (every class statement makes
+/// one), whose instances its own traverse covers, the type and what the subclass adds.
 ///
 /// Why a tracked variant, although such an instance references nothing else: an instance of a heap type holds
 /// its type, and a type is freed only by a collection (it refers to itself through its MRO). An untracked

@@ -197,8 +197,13 @@ var on_registry_death_def: abi.MethodDef = .{ .ml_name = "_localdummy_destroyed"
 
 // ---- the type ----
 
+/// Whether `tp` is this module's `_local` type itself (any interpreter's), not a Python subclass.
+fn isExactType(tp: *abi.TypeObject) bool {
+    return abi.isExactType(tp, &dealloc);
+}
+
 fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
-    const s = state.ofSubclass(tp, &dealloc);
+    const s = state.ofSubclass(tp, isExactType);
     if (abi.PyType_GetSlot(tp, abi.Py_tp_init) == s.object_init) {
         const has_kwargs = if (init_kwargs) |kw| abi.PyDict_Size(kw) != 0 else false;
         if (abi.PyTuple_Size(init_args) != 0 or has_kwargs) {
@@ -210,7 +215,7 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
     const self = cast(o);
     self.key = next_key.fetchAdd(1, .monotonic);
     self.state = s;
-    self.is_exact = abi.isExactType(tp, &dealloc);
+    self.is_exact = isExactType(tp);
     self.init_args = abi.newRef(init_args);
     self.init_kwargs = if (init_kwargs) |kw| abi.newRef(kw) else null;
     if (!finishNew(self)) {

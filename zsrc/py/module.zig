@@ -234,7 +234,7 @@ fn exec(module: *Object) callconv(.c) c_int {
     handles.registerForkHook(module);
     noteMainThread(interp.currentId());
     enableConsoleInterrupts();
-    const rlock_type = rlock.createType(module) orelse return -1;
+    const rlock_type = rlock.createType(module, s.tracked) orelse return -1;
     defer abi.decRef(rlock_type);
     if (abi.PyModule_AddObjectRef(module, "RLock", rlock_type) != 0) return -1;
     const local_type = local.createType(module, s) orelse return -1;

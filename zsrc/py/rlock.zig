@@ -27,25 +27,55 @@ inline fn currentIdent() u64 {
 /// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14; 3.15 refuses
 /// them for RLock itself (gh-102029), not for subclasses (which may have an `__init__` of their own).
 fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
-    if (version.atLeast(15) and abi.isExactType(tp, &dealloc)) {
+    const kind = kindOf(tp);
+    if (version.atLeast(15) and kind != .subclass) {
         if (abi.PyTuple_Size(init_args) != 0) {
             abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
             return null;
         }
         if (init_kwargs) |kw| if (abi.PyDict_Size(kw) != 0) return args.noKeywords("RLock");
     }
-    const o = abi.allocViaSlot(tp) orelse return null; // a Python subclass may add a __dict__ and the GC
+    // RLock itself: allocated as a lock is (no slot lookup, no zero-filling); a Python subclass may add a
+    // __dict__ or slots, which its tp_alloc sizes and zero-fills.
+    const o = switch (kind) {
+        .untracked, .tracked => abi.newInstance(tp, kind == .tracked),
+        .subclass => abi.allocViaSlot(tp),
+    } orelse return null;
     const self = cast(o);
     self.rlock = .{};
     self.weakreflist = null;
     return o;
 }
 
-fn dealloc(o: *Object) callconv(.c) void {
-    const self = cast(o);
-    abi.PyObject_GC_UnTrack(o);
-    if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
-    abi.freeViaSlot(o);
+/// RLock itself in its variant untracked or tracked by the GC, or a Python subclass (abi.instanceSpec).
+const Kind = enum { untracked, tracked, subclass };
+
+fn kindOf(tp: *abi.TypeObject) Kind {
+    const d = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc);
+    if (d == @as(?*anyopaque, @constCast(&dealloc(false)))) return .untracked;
+    if (d == @as(?*anyopaque, @constCast(&dealloc(true)))) return .tracked;
+    return .subclass;
+}
+
+/// tp_dealloc of the type's variant whose instances are `tracked` by the GC or not (abi.instanceSpec: tracked
+/// in a subinterpreter, untracked in the main interpreter, as the lock's). A Python subclass's instances are
+/// tracked either way (every class statement makes a GC type, whose tp_alloc and tp_free `allocViaSlot` and
+/// `freeViaSlot` use): its subtype_dealloc untracks them before it calls this, and tracks them again first
+/// only for a tracked base, so only the tracked variant untracks.
+fn dealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
+    return struct {
+        fn dealloc(o: *Object) callconv(.c) void {
+            const self = cast(o);
+            if (tracked) abi.PyObject_GC_UnTrack(o);
+            if (self.weakreflist != null) abi.PyObject_ClearWeakRefs(o);
+            abi.freeViaSlot(o);
+        }
+    }.dealloc;
+}
+
+/// Whether `tp` is this module's RLock type itself (either variant, any interpreter's), not a Python subclass.
+fn isExactType(tp: *abi.TypeObject) bool {
+    return kindOf(tp) != .subclass;
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
@@ -91,7 +121,7 @@ noinline fn acquireSlow(o: *Object, argv: [*]const *Object, nargs: isize, kwname
 
 /// The module's interned keyword names, looked up (through a subclass's bases) only for a call with keywords.
 fn keywordsOf(o: *Object, kwnames: ?*Object) ?*const args.Keywords {
-    return if (kwnames == null) null else &state.ofSubclass(abi.typeOf(o), &dealloc).keywords;
+    return if (kwnames == null) null else &state.ofSubclass(abi.typeOf(o), isExactType).keywords;
 }
 
 /// `__enter__` until 3.14: acquire's arguments.
@@ -250,7 +280,7 @@ fn repr(o: *Object) callconv(.c) ?*Object {
     const self = cast(o);
     const held: [*:0]const u8 = if (self.rlock.isLocked()) "locked" else "unlocked";
     // tp_name: "_thread.RLock" for this type, a Python subclass's __name__ otherwise.
-    const name = args.instanceTypeName(o, abi.isExactType(abi.typeOf(o), &dealloc), type_name) orelse return null;
+    const name = args.instanceTypeName(o, isExactType(abi.typeOf(o)), type_name) orelse return null;
     defer abi.decRef(name);
     return abi.PyUnicode_FromFormat("<%s %U object owner=%llu count=%llu at %p>", held, name, self.rlock.owner.load(.monotonic), self.rlock.countNow(), o);
 }
@@ -320,30 +350,29 @@ var members = [_]abi.MemberDef{
 
 const type_name = "_thread.RLock";
 
-/// The type's slots with the method table for the running version.
-fn Slots(comptime methods: anytype) type {
-    return struct {
-        var slots = [_]abi.TypeSlot{
-            .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
-            .{ .slot = abi.Py_tp_dealloc, .pfunc = @ptrCast(&dealloc) },
-            .{ .slot = abi.Py_tp_traverse, .pfunc = @ptrCast(&abi.traverseType) },
-            .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
-            .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(methods) },
-            .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
-            .{ .slot = 0, .pfunc = null },
-        };
-        var spec: abi.TypeSpec = .{
-            .name = type_name,
-            .basicsize = abi.basicsize(RLockObject),
-            .itemsize = 0,
-            .flags = @intCast(abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE | abi.Py_TPFLAGS_HAVE_GC),
-            .slots = &slots,
-        };
+/// The type's slots but tp_dealloc (abi.instanceSpec adds it, and tp_traverse for the tracked variant).
+fn slots(comptime methods: anytype) []const abi.TypeSlot {
+    const all = [_]abi.TypeSlot{
+        .{ .slot = abi.Py_tp_new, .pfunc = @ptrCast(&new) },
+        .{ .slot = abi.Py_tp_repr, .pfunc = @ptrCast(&repr) },
+        .{ .slot = abi.Py_tp_methods, .pfunc = @ptrCast(methods) },
+        .{ .slot = abi.Py_tp_members, .pfunc = @ptrCast(&members) },
+    };
+    return &all;
+}
+const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_BASETYPE | abi.Py_TPFLAGS_IMMUTABLETYPE;
+
+/// The specs of 3.10-3.14 and 3.15+, for RLocks the GC does not track, and for tracked ones.
+fn eraSpecs(comptime tracked: bool) [2]abi.TypeSpec {
+    return .{
+        abi.instanceSpec(type_name, RLockObject, flags, dealloc, slots(&methods_until_3_14), tracked),
+        abi.instanceSpec(type_name, RLockObject, flags, dealloc, slots(&methods_from_3_15), tracked),
     };
 }
+const specs = [2][2]abi.TypeSpec{ eraSpecs(false), eraSpecs(true) };
 
-/// Creates the type for `module`. Nothing here is written: every interpreter may create its type at the same time.
-pub fn createType(module: *Object) ?*Object {
-    const spec = if (version.atLeast(15)) &Slots(&methods_from_3_15).spec else &Slots(&methods_until_3_14).spec;
-    return abi.PyType_FromModuleAndSpec(module, spec, null);
+/// Creates the type for `module`; its instances are `tracked` by the GC or not (abi.instanceSpec; a Python
+/// subclass's are always). Nothing here is written: every interpreter may create its type at the same time.
+pub fn createType(module: *Object, tracked: bool) ?*Object {
+    return abi.PyType_FromModuleAndSpec(module, &specs[@intFromBool(tracked)][@intFromBool(version.atLeast(15))], null);
 }

@@ -68,10 +68,10 @@ pub inline fn ofType(tp: *abi.TypeObject) *State {
     return @ptrCast(@alignCast(abi.PyType_GetModuleState(tp).?));
 }
 
-/// The state of the module whose type (the one whose tp_dealloc is `dealloc`) `tp` is or derives from.
-pub fn ofSubclass(tp: *abi.TypeObject, dealloc: *const anyopaque) *State {
+/// The state of the module whose type (the one `isOwnType` recognises) `tp` is or derives from.
+pub fn ofSubclass(tp: *abi.TypeObject, comptime isOwnType: fn (*abi.TypeObject) bool) *State {
     var t = tp;
-    while (!abi.isExactType(t, dealloc)) {
+    while (!isOwnType(t)) {
         // Every instance's type derives from zthread's: the walk ends there.
         t = @ptrCast(abi.PyType_GetSlot(t, abi.Py_tp_base).?);
     }
