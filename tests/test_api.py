@@ -155,7 +155,6 @@ def test_locks_are_weakly_referenceable_and_not_subclassable() -> None:
         type("Sub", (zthread.LockType,), {})
 
 
-
 def test_rlocks_and_their_python_subclasses_are_freed_and_collected() -> None:
     # In the main interpreter an RLock is not tracked by the GC (it references nothing but its type, as a lock);
     # a Python subclass is a GC type of its own, whose instances the collector tracks and frees in cycles.

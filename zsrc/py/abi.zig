@@ -709,9 +709,20 @@ pub fn instanceSpec(
     };
 }
 
+/// Which variant (abi.instanceSpec) of the type whose tp_dealloc is `dealloc(_)` `tp` is, told by its
+/// tp_dealloc (one slot read); `other`: another type, or a Python subclass of either variant.
+pub const InstanceKind = enum { untracked, tracked, other };
+
+pub fn instanceKind(tp: *TypeObject, comptime dealloc: fn (comptime bool) fn (*Object) callconv(.c) void) InstanceKind {
+    const d = PyType_GetSlot(tp, Py_tp_dealloc);
+    if (d == @as(?*anyopaque, @constCast(&dealloc(false)))) return .untracked;
+    if (d == @as(?*anyopaque, @constCast(&dealloc(true)))) return .tracked;
+    return .other;
+}
+
 /// True if `tp` is one of the two variants (abi.instanceSpec) of the type whose tp_dealloc is `dealloc(_)`.
 pub fn isInstanceType(tp: *TypeObject, comptime dealloc: fn (comptime bool) fn (*Object) callconv(.c) void) bool {
-    return isExactType(tp, &dealloc(false)) or isExactType(tp, &dealloc(true));
+    return instanceKind(tp, dealloc) != .other;
 }
 
 /// tp_traverse of a type whose instances reference nothing but their type (which every instance of a heap

@@ -27,8 +27,8 @@ inline fn currentIdent() u64 {
 /// `RLock(*args, **kwargs)`: arguments are accepted and ignored, as in CPython 3.10-3.14; 3.15 refuses
 /// them for RLock itself (gh-102029), not for subclasses (which may have an `__init__` of their own).
 fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(.c) ?*Object {
-    const kind = kindOf(tp);
-    if (version.atLeast(15) and kind != .subclass) {
+    const kind = abi.instanceKind(tp, dealloc); // `other`: a Python subclass
+    if (version.atLeast(15) and kind != .other) {
         if (abi.PyTuple_Size(init_args) != 0) {
             abi.PyErr_SetString(abi.PyExc_TypeError, "RLock() takes no positional arguments");
             return null;
@@ -39,22 +39,12 @@ fn new(tp: *abi.TypeObject, init_args: *Object, init_kwargs: ?*Object) callconv(
     // __dict__ or slots, which its tp_alloc sizes and zero-fills.
     const o = switch (kind) {
         .untracked, .tracked => abi.newInstance(tp, kind == .tracked),
-        .subclass => abi.allocViaSlot(tp),
+        .other => abi.allocViaSlot(tp),
     } orelse return null;
     const self = cast(o);
     self.rlock = .{};
     self.weakreflist = null;
     return o;
-}
-
-/// RLock itself in its variant untracked or tracked by the GC, or a Python subclass (abi.instanceSpec).
-const Kind = enum { untracked, tracked, subclass };
-
-fn kindOf(tp: *abi.TypeObject) Kind {
-    const d = abi.PyType_GetSlot(tp, abi.Py_tp_dealloc);
-    if (d == @as(?*anyopaque, @constCast(&dealloc(false)))) return .untracked;
-    if (d == @as(?*anyopaque, @constCast(&dealloc(true)))) return .tracked;
-    return .subclass;
 }
 
 /// tp_dealloc of the type's variant whose instances are `tracked` by the GC or not (abi.instanceSpec: tracked
@@ -75,7 +65,7 @@ fn dealloc(comptime tracked: bool) fn (*Object) callconv(.c) void {
 
 /// Whether `tp` is this module's RLock type itself (either variant, any interpreter's), not a Python subclass.
 fn isExactType(tp: *abi.TypeObject) bool {
-    return kindOf(tp) != .subclass;
+    return abi.isInstanceType(tp, dealloc);
 }
 
 fn acquire(o: *Object, argv: [*]const *Object, nargs: isize, kwnames: ?*Object) callconv(.c) ?*Object {
