@@ -34,7 +34,7 @@ pub const Event = extern struct {
                 continue; // re-read: set, marked (by this thread or another), or a spurious failure
             }
             switch (futex.wait(&self.state, waited_for, deadline)) {
-                .woken => {},
+                .woken, .changed => {},
                 .timed_out => return if (self.isSet()) .set else .timed_out,
                 .interrupted => return .interrupted,
             }

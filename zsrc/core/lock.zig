@@ -197,16 +197,21 @@ pub const Lock = extern struct {
         if (since.* == 0) since.* = clock.monotonicNs();
         const fair_at = since.* +| fair_after_ns;
         const generation = generationNow();
-        var slept = false;
+        var slept = false; // has tried to sleep (whether or not the kernel queued it)
+        // Its last sleep ended by a wake-up, a timeout or a signal (or on a system that does not say
+        // whether it slept at all), so it may have taken the wake-up of another sleeper. Not after a sleep
+        // the word's change refused (`.changed`): the thread was never queued. A sleep attempt is made only
+        // with `parked_bit` in the word, read after any earlier wake-up, so that refusal leaves nothing owed.
+        var owes_wake = false;
         var contested = false;
         var s = self.state.load(.monotonic);
         while (true) {
             if (isFreeForAll(s, generation)) {
-                s = self.tryTake(s, slept) orelse return .acquired;
+                s = self.tryTake(s, owes_wake) orelse return .acquired;
                 continue;
             }
-            // No wake-up taken yet: a deadline already passed leaves without touching the word.
-            if (!slept and deadline.hasPassed()) return .timed_out;
+            // No wake-up taken: a deadline already passed leaves without touching the word.
+            if (!owes_wake and deadline.hasPassed()) return .timed_out;
             // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
             // (a hint: the kernel may be late by the thread's timer slack) the moment this waiter starves.
             // That timer only once barging is possible: other threads wait too (the parked bit was set
@@ -232,8 +237,9 @@ pub const Lock = extern struct {
             else
                 futex.wait(&self.state, s, deadline);
             slept = true;
+            owes_wake = result != .changed;
             switch (result) {
-                .woken => {},
+                .woken, .changed => {},
                 .timed_out => {}, // re-checked above (a platform's timer may end the sleep a little early)
                 .interrupted => return self.leaveParked(.interrupted, generation),
             }
@@ -291,7 +297,7 @@ pub const Lock = extern struct {
                 continue;
             }
             switch (futex.wait(&self.handoffs, seen, deadline)) {
-                .woken => {},
+                .woken, .changed => {},
                 // Only by the deadline (a platform's timer may end the sleep a little early: wait on).
                 .timed_out => if (deadline.hasPassed()) return self.leaveStarving(.timed_out),
                 .interrupted => return self.leaveStarving(.interrupted),
