@@ -83,6 +83,9 @@ pub const Lock = extern struct {
         /// Or once the lock has stayed free this long: a releaser that takes it straight back does so
         /// sooner. maxInt: never by time. (Without `moves` a freed lock is taken at once: no effect.)
         settle_ns: u64 = std.math.maxInt(u64),
+        /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
+        /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
+        max_retakes: u32 = std.math.maxInt(u32),
 
         /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
         /// free after it last saw it held (null: it sees it free for the first time now).
@@ -98,17 +101,29 @@ pub const Lock = extern struct {
         }
     };
 
-    /// Spins until the lock is taken (true), the monotonic clock reaches `until_ns`, or the lock turns out to
-    /// be contended: other threads parked on it, or left to starving waiters (false). Never parks: for a caller
-    /// that expects a release within microseconds and would rather burn them than pay a wake-up through the
-    /// kernel (the CPython layer: docs/DESIGN.md, "Spinning through a hand-over").
+    pub const Spun = enum {
+        acquired,
+        /// The clock reached `until_ns`, or the lock turned out to be contended (other threads parked on it,
+        /// or left to starving waiters).
+        gave_up,
+        /// The lock was taken again after it was freed `gate.max_retakes` times: its holder is in a loop
+        /// around it (barging).
+        barged,
+    };
+
+    /// Spins until the lock is taken, the monotonic clock reaches `until_ns`, the lock turns out to be
+    /// contended, or it is seen barged (`Spun`). Never parks: for a caller that expects a release within
+    /// microseconds and would rather burn them than pay a wake-up through the kernel (the CPython layer:
+    /// docs/DESIGN.md, "Spinning through a hand-over").
     ///
     /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
     /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
     /// in its CPU's cache) is not made to lose it to the spinner.
-    pub fn spinAcquire(self: *Lock, until_ns: u64, gate: SpinGate) bool {
+    pub fn spinAcquire(self: *Lock, until_ns: u64, gate: SpinGate) Spun {
         var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
         var free_since: ?u64 = null; // when the lock, last seen held, was first seen free again
+        var seen_free = false; // since the spinner last saw it held
+        var retakes: u32 = 0;
         var spins: u32 = 0;
         while (true) : (spins +%= 1) {
             const s = self.state.load(.monotonic);
@@ -116,15 +131,21 @@ pub const Lock = extern struct {
                 if (spins == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
                     gate.settled(&free_since))
                 {
-                    if (self.tryAcquire()) return true;
+                    if (self.tryAcquire()) return .acquired;
                 }
+                seen_free = true;
             } else {
-                if (s & contended_mask != 0) return false;
+                if (s & contended_mask != 0) return .gave_up;
+                if (seen_free) {
+                    seen_free = false;
+                    retakes += 1;
+                    if (retakes >= gate.max_retakes) return .barged;
+                }
                 if (gate.moves) |m| moves_when_held = m.load(.monotonic);
                 free_since = null;
             }
             // The clock every 16 reads: a read costs about as much as 16 spin hints.
-            if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return false;
+            if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return .gave_up;
             std.atomic.spinLoopHint();
         }
     }
@@ -147,13 +168,44 @@ pub const Lock = extern struct {
     /// time after which the waiter starves.
     pub fn acquireWaiting(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline, since, spin_limit);
+        return self.acquireSlow(deadline, since, .{});
     }
 
     /// `acquireWaiting` for a caller that has spun already (`spinAcquire`): no spin before it parks.
     pub fn acquireAfterSpin(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline, since, 0);
+        return self.acquireSlow(deadline, since, .{ .spin_reads = 0 });
+    }
+
+    /// Where a waiter that has seen its lock barged sleeps instead of on the lock (`acquireBargeable`): a
+    /// word that no release touches, which its owner bumps (`bump`) when the thread that barged is likely
+    /// done: under a GIL, when a thread begins to wait for a lock (it has let the GIL go). Shared by all locks.
+    pub const BargedWait = struct {
+        word: *std.atomic.Value(u32),
+        /// How many threads sleep on `word` now: a bump makes a syscall only if some do.
+        sleepers: *std.atomic.Value(u32),
+
+        /// Changes `word` and wakes its sleepers, if any. (With the sleeper's order in `sleepBarged`: it
+        /// counts itself, then reads the word; this bumps the word, then reads the count. Sequentially
+        /// consistent, so either the sleeper reads the bumped word, or this call sees it counted and wakes it.)
+        pub fn bump(self: BargedWait) void {
+            _ = self.word.fetchAdd(1, .seq_cst);
+            if (self.sleepers.load(.seq_cst) != 0) futex.wake(self.word, std.math.maxInt(u32));
+        }
+    };
+
+    /// `acquireWaiting` for a waiter under a GIL, where only the thread that holds the GIL runs, so a lock
+    /// held by a running thread is taken again right after each release (barging), and a waiter woken by
+    /// those releases only finds it taken and parks again: a wake-up through the kernel per release, paid
+    /// by the running thread (docs/DESIGN.md, "Under a GIL, a barged waiter sleeps apart"). A waiter that
+    /// has seen the lock barged (`seen_barging`: a spin saw it, `Spun.barged`; or it is woken and finds the
+    /// lock taken again) sleeps on `barged.word` instead, where no release wakes it, until its fairness
+    /// mark (then it starves, and the lock is left to it), its deadline, or a bump of the word. It holds
+    /// and owes nothing while it sleeps there: it is not counted in the lock word.
+    pub fn acquireBargeable(self: *Lock, deadline: clock.Deadline, since: *u64, barged: BargedWait, seen_barging: bool) AcquireResult {
+        if (seen_barging) return self.acquireSlow(deadline, since, .{ .spin_reads = 0, .barged = barged, .barging_seen = true });
+        if (self.tryAcquire()) return .acquired;
+        return self.acquireSlow(deadline, since, .{ .barged = barged });
     }
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
@@ -184,9 +236,18 @@ pub const Lock = extern struct {
         return s & locked_bit == 0 and liveStarving(s, generation) == 0;
     }
 
-    fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64, spin_reads: u32) AcquireResult {
+    const SlowOptions = struct {
+        /// How often the word is read before the waiter parks.
+        spin_reads: u32 = spin_limit,
+        /// Set: a waiter that has seen the lock barged sleeps there (`acquireBargeable`).
+        barged: ?BargedWait = null,
+        /// It has seen it barged already: it sleeps there first, without taking the lock.
+        barging_seen: bool = false,
+    };
+
+    fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64, options: SlowOptions) AcquireResult {
         var spins: u32 = 0;
-        while (spins < spin_reads) : (spins += 1) {
+        while (spins < options.spin_reads) : (spins += 1) {
             const now = self.state.load(.monotonic);
             if (now == 0 and self.tryAcquire()) return .acquired;
             // Reserved for starving waiters: spinning cannot win it, and takes a CPU one of them needs.
@@ -204,6 +265,18 @@ pub const Lock = extern struct {
         // with `parked_bit` in the word, read after any earlier wake-up, so that refusal leaves nothing owed.
         var owes_wake = false;
         var contested = false;
+        // Has seen the lock barged, and sleeps apart (`acquireBargeable`) from now on.
+        var barged = false;
+        if (options.barged) |apart| {
+            if (options.barging_seen) {
+                barged = true;
+                contested = true;
+                // Asleep apart first: a lock free now is between two critical sections of its barging holder.
+                if (clock.monotonicNs() < fair_at and !deadline.hasPassed()) {
+                    if (self.sleepBarged(apart, fair_at, deadline, generation) == .interrupted) return .interrupted;
+                }
+            }
+        }
         var s = self.state.load(.monotonic);
         while (true) {
             if (isFreeForAll(s, generation)) {
@@ -212,6 +285,27 @@ pub const Lock = extern struct {
             }
             // No wake-up taken: a deadline already passed leaves without touching the word.
             if (!owes_wake and deadline.hasPassed()) return .timed_out;
+            // Woken on `state`, and the lock was taken again before we could: barging.
+            if (slept and options.barged != null) barged = true;
+            if (barged) {
+                // Apart, it cannot pass on a wake-up it took on `state`: it marks the lock parked first,
+                // for the next sleeper there (as one that sleeps on `state` again does).
+                if (owes_wake) {
+                    if (s & parked_bit == 0) {
+                        if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
+                            s = now;
+                            continue;
+                        }
+                    }
+                    owes_wake = false;
+                    if (deadline.hasPassed()) return .timed_out;
+                }
+                if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
+                // It owes nothing, and holds nothing: a signal or the deadline ends its wait as it is.
+                if (self.sleepBarged(options.barged.?, fair_at, deadline, generation) == .interrupted) return .interrupted;
+                s = self.state.load(.monotonic);
+                continue;
+            }
             // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
             // (a hint: the kernel may be late by the thread's timer slack) the moment this waiter starves.
             // That timer only once barging is possible: other threads wait too (the parked bit was set
@@ -245,6 +339,20 @@ pub const Lock = extern struct {
             }
             s = self.state.load(.monotonic);
         }
+    }
+
+    /// Sleeps on `barged.word` (not woken by releases) until `fair_at`, the deadline, or a bump; at once if
+    /// the lock is free for all. Counted in `barged.sleepers` meanwhile (`BargedWait.bump` has the order).
+    fn sleepBarged(self: *Lock, barged: BargedWait, fair_at: u64, deadline: clock.Deadline, generation: u32) futex.WaitResult {
+        _ = barged.sleepers.fetchAdd(1, .seq_cst);
+        defer _ = barged.sleepers.fetchSub(1, .monotonic);
+        const seen = barged.word.load(.seq_cst);
+        if (isFreeForAll(self.state.load(.monotonic), generation)) return .changed;
+        // The fairness mark is a hint (the thread's timer slack kept), the deadline a promise.
+        return if (fair_at < deadline.ns)
+            futex.waitLoosely(barged.word, seen, .{ .ns = fair_at })
+        else
+            futex.wait(barged.word, seen, deadline);
     }
 
     /// A parked waiter leaves by its deadline or a signal. It may have been woken by a release (which
@@ -541,16 +649,16 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     var moves = std.atomic.Value(u32).init(0);
     const gate: Lock.SpinGate = .{ .moves = &moves };
     var lock: Lock = .{};
-    try testing.expect(lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, gate));
+    try testing.expectEqual(Lock.Spun.acquired, lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, gate));
     try testing.expect(lock.isLocked());
     // Held throughout: it gives up at its time limit, not before.
     const until = clock.monotonicNs() + std.time.ns_per_ms;
-    try testing.expect(!lock.spinAcquire(until, gate));
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(until, gate));
     try testing.expect(clock.monotonicNs() >= until);
     // Others parked on it: contended, not a hand-over; it gives up at once (long before its limit).
     lock.state.store(Lock.locked_bit | Lock.parked_bit, .monotonic);
     const far = clock.monotonicNs() + 10 * std.time.ns_per_s;
-    try testing.expect(!lock.spinAcquire(far, gate));
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(far, gate));
     try testing.expect(clock.monotonicNs() < far);
     lock.state.store(Lock.locked_bit, .monotonic);
     // Freed while this thread spins. Should this thread first look only after the release (descheduled
@@ -581,7 +689,7 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
             const caught_at = clock.monotonicNs();
             const bumps = moves_.load(.acquire) -% moves_before;
             t.join();
-            try testing.expect(caught);
+            try testing.expectEqual(Lock.Spun.acquired, caught);
             try testing.expect(lock_.isLocked());
             return .{ .bumps = bumps, .after_release_ns = caught_at -| ctx.released_at.load(.acquire) };
         }
@@ -824,4 +932,99 @@ test "a timeout that has already passed leaves the word untouched" {
     try testing.expectEqual(Lock.AcquireResult.timed_out, lock.acquire(.{ .ns = 1 }));
     try testing.expectEqual(Lock.locked_bit, lock.state.load(.monotonic));
     try lock.release();
+}
+
+/// A `Lock.BargedWait` of its own for a test, and its waiter's result.
+const BargedCtx = struct {
+    lock: Lock = .{},
+    word: std.atomic.Value(u32) = .init(0),
+    sleepers: std.atomic.Value(u32) = .init(0),
+    result: Lock.AcquireResult = .interrupted,
+    done: std.atomic.Value(bool) = .init(false),
+
+    fn barged(ctx: *BargedCtx) Lock.BargedWait {
+        return .{ .word = &ctx.word, .sleepers = &ctx.sleepers };
+    }
+    fn asleepApart(ctx: *BargedCtx) bool {
+        return ctx.sleepers.load(.monotonic) == 1;
+    }
+    /// Waits for `ctx.lock` as a waiter that has seen it barged; `since`: when its wait began (0: now).
+    fn waiter(ctx: *BargedCtx, timeout_ns: ?u64, since_ns: u64) void {
+        var since = since_ns;
+        const deadline: clock.Deadline = if (timeout_ns) |ns| .fromTimeout(ns) else .forever;
+        ctx.result = ctx.lock.acquireBargeable(deadline, &since, ctx.barged(), true);
+        ctx.done.store(true, .release);
+    }
+};
+
+test "a waiter that has seen the lock barged sleeps apart: a release does not wake it, a bump does" {
+    var ctx: BargedCtx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    // Its fairness mark a minute away: only a bump, or the lock seen free as it goes to sleep, ends the sleep.
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 30 * std.time.ns_per_s, clock.monotonicNs() + 60 * std.time.ns_per_s });
+    try waitUntil(&ctx, BargedCtx.asleepApart);
+    sleepNs(20 * std.time.ns_per_ms); // from counted to asleep in the kernel
+    // Nothing of it is in the lock word: the release is the fast path's, and wakes nobody.
+    try testing.expectEqual(Lock.locked_bit, ctx.lock.state.load(.monotonic));
+    try ctx.lock.release();
+    sleepNs(20 * std.time.ns_per_ms);
+    // (Linux has no spurious wake-ups; elsewhere one would let it take the free lock early, which is allowed.)
+    if (@import("builtin").os.tag == .linux) try testing.expect(!ctx.done.load(.acquire));
+    ctx.barged().bump();
+    t.join();
+    try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+    try testing.expect(ctx.lock.isLocked());
+    try testing.expectEqual(@as(u32, 0), ctx.sleepers.load(.monotonic));
+    try ctx.lock.release();
+    try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
+}
+
+test "a waiter asleep apart starves at its fairness mark and gets the lock from a thread that keeps barging" {
+    var ctx: BargedCtx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, 0 });
+    try waitUntil(&ctx, BargedCtx.asleepApart);
+    // Release and take straight back, never bumping, until a re-take is refused: the lock is the waiter's.
+    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    while (true) {
+        try ctx.lock.release();
+        if (!ctx.lock.tryAcquire()) break;
+        if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+    }
+    t.join();
+    try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+    try testing.expect(ctx.lock.isLocked());
+    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+    try ctx.lock.release();
+    try testing.expect(ctx.lock.tryAcquire()); // free for everyone again
+    try ctx.lock.release();
+}
+
+test "a waiter asleep apart whose deadline passes returns timed_out and leaves the lock as it was" {
+    var ctx: BargedCtx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    // 5 ms: past its fairness mark (1 ms) it starves, registered in the lock word, then leaves.
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 5 * std.time.ns_per_ms, 0 });
+    t.join();
+    try testing.expectEqual(Lock.AcquireResult.timed_out, ctx.result);
+    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+    try testing.expect(ctx.lock.isLocked());
+    try ctx.lock.release();
+    try testing.expect(ctx.lock.tryAcquire());
+    try ctx.lock.release();
+    // Freed as it leaves: a timed-out waiter may take it (its deadline has passed: a legal outcome).
+    ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t2 = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 3 * std.time.ns_per_ms, 0 });
+    sleepNs(3 * std.time.ns_per_ms);
+    try ctx.lock.release();
+    t2.join();
+    switch (ctx.result) {
+        .acquired => try ctx.lock.release(),
+        .timed_out => {},
+        .interrupted => return error.TestUnexpectedResult,
+    }
+    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+    try testing.expect(ctx.lock.tryAcquire());
+    try ctx.lock.release();
 }

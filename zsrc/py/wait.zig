@@ -47,7 +47,7 @@ fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u6
     defer abi.PyEval_RestoreThread(tstate);
     const mode = handover.mode.load(.monotonic);
     if (mode == .unset or mode == .off) return lock.acquireWaiting(deadline, since);
-    _ = handover.waits.fetchAdd(1, .monotonic);
+    handover.barged.bump(); // this thread begins to wait (and has let the GIL go, if any)
     return if (mode == .gil) handover.acquireUnderGil(lock, deadline, since) else handover.acquireFreeThreaded(lock, deadline, since);
 }
 
@@ -73,6 +73,14 @@ pub const handover = struct {
     /// any; not `acquireUninterruptibly`): a spinner takes a lock freed under it after a bump, when its
     /// releaser is most likely waiting, not running (`core.Lock.SpinGate`).
     var waits = std.atomic.Value(u32).init(0);
+    /// Under a GIL, a waiter that has seen its lock barged sleeps on `waits` until a thread begins to wait
+    /// (the barging thread, most likely, which has let the GIL go), or its fairness mark, not woken by
+    /// every release of a lock the running thread takes straight back (`core.Lock.acquireBargeable`).
+    var barged_sleepers = std.atomic.Value(u32).init(0);
+    const barged: core.Lock.BargedWait = .{ .word = &waits, .sleepers = &barged_sleepers };
+    /// How often a spinner under a GIL may see its lock taken again by a running thread before it stops
+    /// spinning and sleeps apart: in a ping-pong the lock is released once, to the spinner.
+    const max_retakes = 2;
 
     const for_release_ns: u64 = 30 * std.time.ns_per_us;
     /// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
@@ -91,10 +99,10 @@ pub const handover = struct {
     fn acquireUnderGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
-        if (lock.isContended() or !take()) return lock.acquireWaiting(deadline, since);
-        const caught = spin(lock, deadline, since, .{ .moves = &waits });
+        if (lock.isContended() or !take()) return lock.acquireBargeable(deadline, since, barged, false);
+        const spun = spin(lock, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
         slot.store(false, .release);
-        return if (caught) .acquired else lock.acquireWaiting(deadline, since);
+        return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
     }
 
     /// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
@@ -103,11 +111,11 @@ pub const handover = struct {
     /// every release, and each turn moves the data of the critical section from one CPU's cache to the
     /// other's (twice as slow as one thread taking it again and again).
     fn acquireFreeThreaded(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns })) return .acquired;
+        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
         return lock.acquireAfterSpin(deadline, since);
     }
 
-    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate) bool {
+    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate) core.Lock.Spun {
         const now = core.clock.monotonicNs();
         if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
         return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), gate);
@@ -116,6 +124,7 @@ pub const handover = struct {
     /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
     pub fn afterForkInChild() void {
         slot.store(false, .monotonic);
+        barged_sleepers.store(0, .monotonic);
     }
 
     fn take() bool {
