@@ -948,6 +948,10 @@ const BargedCtx = struct {
     fn asleepApart(ctx: *BargedCtx) bool {
         return ctx.sleepers.load(.monotonic) == 1;
     }
+    /// Asleep apart, or already past its fairness mark (1 ms) and starving: a slow observer may miss the first.
+    fn apartOrStarving(ctx: *BargedCtx) bool {
+        return ctx.asleepApart() or ctx.lock.starvingCount() == 1;
+    }
     /// Waits for `ctx.lock` as a waiter that has seen it barged; `since`: when its wait began (0: now).
     fn waiter(ctx: *BargedCtx, timeout_ns: ?u64, since_ns: u64) void {
         var since = since_ns;
@@ -983,7 +987,7 @@ test "a waiter asleep apart starves at its fairness mark and gets the lock from 
     var ctx: BargedCtx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, 0 });
-    try waitUntil(&ctx, BargedCtx.asleepApart);
+    try waitUntil(&ctx, BargedCtx.apartOrStarving);
     // Release and take straight back, never bumping, until a re-take is refused: the lock is the waiter's.
     const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
     while (true) {
