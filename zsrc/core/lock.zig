@@ -267,17 +267,7 @@ pub const Lock = extern struct {
         var owes_wake = false;
         var contested = false;
         // Has seen the lock barged, and sleeps apart (`acquireBargeable`) from now on.
-        var barged = false;
-        if (options.barged) |apart| {
-            if (options.barging_seen) {
-                barged = true;
-                contested = true;
-                // Asleep apart first: a lock free now is between two critical sections of its barging holder.
-                if (clock.monotonicNs() < fair_at and !deadline.hasPassed()) {
-                    if (self.sleepBarged(apart, fair_at, deadline, generation) == .interrupted) return .interrupted;
-                }
-            }
-        }
+        var barged = options.barged != null and options.barging_seen;
         var s = self.state.load(.monotonic);
         while (true) {
             if (isFreeForAll(s, generation)) {
@@ -297,9 +287,10 @@ pub const Lock = extern struct {
                             s = now;
                             continue;
                         }
+                        s |= parked_bit;
                     }
                     owes_wake = false;
-                    if (deadline.hasPassed()) return .timed_out;
+                    continue; // the checks above again, owing nothing now
                 }
                 if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
                 // It owes nothing, and holds nothing: a signal or the deadline ends its wait as it is.
