@@ -86,6 +86,12 @@ pub const Lock = extern struct {
         /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
         /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
         max_retakes: u32 = std.math.maxInt(u32),
+        /// From this moment on (monotonic ns) the spinner yields its CPU between reads (`std.Thread.yield`:
+        /// `sched_yield`, Windows' `NtYieldExecution`) instead of a spin hint. With more runnable threads
+        /// than CPUs the thread it waits for (the holder, preempted; or a waiter the lock was left to) may be
+        /// queued behind it on its CPU, and a spin hint keeps it there until the scheduler's next tick.
+        /// maxInt: never.
+        yield_from_ns: u64 = std.math.maxInt(u64),
 
         /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
         /// free after it last saw it held (null: it sees it free for the first time now).
@@ -125,6 +131,7 @@ pub const Lock = extern struct {
         var seen_free = false; // since the spinner last saw it held
         var retakes: u32 = 0;
         var spins: u32 = 0;
+        var yielding = false;
         while (true) : (spins +%= 1) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
@@ -144,9 +151,14 @@ pub const Lock = extern struct {
                 if (gate.moves) |m| moves_when_held = m.load(.monotonic);
                 free_since = null;
             }
-            // The clock every 16 reads: a read costs about as much as 16 spin hints.
-            if (spins % 16 == 15 and clock.monotonicNs() >= until_ns) return .gave_up;
-            std.atomic.spinLoopHint();
+            // The clock every 16 reads (a read costs about as much as 16 spin hints), or at every read once
+            // yielding (a yield is a system call).
+            if (yielding or spins % 16 == 15) {
+                const now = clock.monotonicNs();
+                if (now >= until_ns) return .gave_up;
+                yielding = now >= gate.yield_from_ns;
+            }
+            if (yielding) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
         }
     }
 
@@ -637,7 +649,7 @@ test "a spin gate's settle time: counted from when the lock is first seen free, 
     try testing.expect(!(Lock.SpinGate{}).settled(&never));
 }
 
-test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate" {
+test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate, yielding its CPU or not" {
     var moves = std.atomic.Value(u32).init(0);
     const gate: Lock.SpinGate = .{ .moves = &moves };
     var lock: Lock = .{};
@@ -708,6 +720,24 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     attempt = 0;
     while (!took_at_release and attempt < 5) : (attempt += 1) {
         took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{})).bumps == 0;
+    }
+    try testing.expect(took_at_release);
+    // Yielding its CPU between reads from its first clock read on (`yield_from_ns` passed): the same rules.
+    // Held throughout, it gives up at its limit, not before.
+    const until_yielding = clock.monotonicNs() + std.time.ns_per_ms;
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(until_yielding, .{ .moves = &moves, .yield_from_ns = 0 }));
+    try testing.expect(clock.monotonicNs() >= until_yielding);
+    settled = false;
+    attempt = 0;
+    while (!settled and attempt < 5) : (attempt += 1) {
+        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns, .yield_from_ns = 0 });
+        settled = c.bumps == 0 and c.after_release_ns >= settle_ns;
+    }
+    try testing.expect(settled);
+    took_at_release = false;
+    attempt = 0;
+    while (!took_at_release and attempt < 5) : (attempt += 1) {
+        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{ .yield_from_ns = 0 })).bumps == 0;
     }
     try testing.expect(took_at_release);
     try lock.release();

@@ -87,6 +87,12 @@ pub const handover = struct {
     /// began to wait meanwhile. A Python loop that releases a lock and takes it again (`with lock:` in a
     /// loop) does so within a few hundred nanoseconds on 3.13t.
     const settle_ns: u64 = std.time.ns_per_us;
+    /// Without a GIL, how long a spinner spins on its CPU before it yields it between reads
+    /// (`core.Lock.SpinGate.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
+    /// workload runs 4 on 2), and a spinner would keep the thread it waits for queued behind it until the
+    /// scheduler's tick. A hand-over between two running threads is over sooner: a round trip of the
+    /// `handoff` metric takes about 0.5 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
+    const yield_after_ns: u64 = 2 * std.time.ns_per_us;
 
     /// Decides once per process, at the first import (with an attached thread state).
     /// Interpreters that import at once may both decide: they find the same.
@@ -100,7 +106,7 @@ pub const handover = struct {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
         if (lock.isContended() or !take()) return lock.acquireBargeable(deadline, since, barged, false);
-        const spun = spin(lock, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
+        const spun = spin(lock, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes }, null);
         slot.store(false, .release);
         return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
     }
@@ -111,14 +117,17 @@ pub const handover = struct {
     /// every release, and each turn moves the data of the critical section from one CPU's cache to the
     /// other's (twice as slow as one thread taking it again and again).
     fn acquireFreeThreaded(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
+        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }, yield_after_ns) == .acquired) return .acquired;
         return lock.acquireAfterSpin(deadline, since);
     }
 
-    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate) core.Lock.Spun {
+    /// `yield_after`: how long into the spin it begins to yield its CPU between reads (null: never).
+    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate, yield_after: ?u64) core.Lock.Spun {
         const now = core.clock.monotonicNs();
         if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-        return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), gate);
+        var g = gate;
+        if (yield_after) |ns| g.yield_from_ns = now +| ns;
+        return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), g);
     }
 
     /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
