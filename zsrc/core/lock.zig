@@ -8,6 +8,7 @@
 //! registers as *starving* in the lock word; while any thread is registered, a release leaves the lock to the
 //! starving threads only (neither the releaser nor a newcomer can take it) and wakes them on `handoffs`.
 const std = @import("std");
+const builtin = @import("builtin");
 const clock = @import("clock.zig");
 const futex = @import("futex.zig");
 
@@ -86,8 +87,9 @@ pub const Lock = extern struct {
         /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
         /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
         max_retakes: u32 = std.math.maxInt(u32),
-        /// From this moment on (monotonic ns) the spinner yields its CPU between reads (`std.Thread.yield`:
-        /// `sched_yield`, Windows' `NtYieldExecution`) instead of a spin hint. With more runnable threads
+        /// From its first clock read at or after this moment (monotonic ns; the clock is read every 16 reads)
+        /// the spinner yields its CPU between reads (`std.Thread.yield`: `sched_yield`, Windows'
+        /// `NtYieldExecution`) instead of a spin hint. With more runnable threads
         /// than CPUs the thread it waits for (the holder, preempted; or a waiter the lock was left to) may be
         /// queued behind it on its CPU, and a spin hint keeps it there until the scheduler's next tick.
         /// maxInt: never.
@@ -120,7 +122,8 @@ pub const Lock = extern struct {
     /// Spins until the lock is taken, the monotonic clock reaches `until_ns`, the lock turns out to be
     /// contended, or it is seen barged (`Spun`). Never parks: for a caller that expects a release within
     /// microseconds and would rather burn them than pay a wake-up through the kernel (the CPython layer:
-    /// docs/DESIGN.md, "Spinning through a hand-over").
+    /// docs/DESIGN.md, "Spinning through a hand-over"), or, past `gate.yield_from_ns`, give its CPU to
+    /// whichever thread the OS runs instead.
     ///
     /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
     /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
@@ -158,9 +161,16 @@ pub const Lock = extern struct {
                 if (now >= until_ns) return .gave_up;
                 yielding = now >= gate.yield_from_ns;
             }
-            if (yielding) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
+            if (yielding) {
+                if (builtin.is_test) _ = yields_in_tests.fetchAdd(1, .monotonic);
+                std.Thread.yield() catch std.atomic.spinLoopHint();
+            } else std.atomic.spinLoopHint();
         }
     }
+
+    /// Test builds count the yields of `spinAcquire` (a test checks that a spinner yields when asked, and only
+    /// then); other builds have no counter.
+    var yields_in_tests: if (builtin.is_test) std.atomic.Value(u32) else void = if (builtin.is_test) .init(0) else {};
 
     /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
     /// hand-over between two threads.
@@ -723,10 +733,15 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     }
     try testing.expect(took_at_release);
     // Yielding its CPU between reads from its first clock read on (`yield_from_ns` passed): the same rules.
-    // Held throughout, it gives up at its limit, not before.
+    // Held throughout, it gives up at its limit, not before, and it yielded (a spin without the mark, above,
+    // did not).
+    const yields_before = Lock.yields_in_tests.load(.monotonic);
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_ms, gate));
+    try testing.expectEqual(yields_before, Lock.yields_in_tests.load(.monotonic));
     const until_yielding = clock.monotonicNs() + std.time.ns_per_ms;
     try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(until_yielding, .{ .moves = &moves, .yield_from_ns = 0 }));
     try testing.expect(clock.monotonicNs() >= until_yielding);
+    try testing.expect(Lock.yields_in_tests.load(.monotonic) > yields_before);
     settled = false;
     attempt = 0;
     while (!settled and attempt < 5) : (attempt += 1) {

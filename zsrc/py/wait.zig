@@ -91,7 +91,7 @@ pub const handover = struct {
     /// (`core.Lock.SpinGate.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
     /// workload runs 4 on 2), and a spinner would keep the thread it waits for queued behind it until the
     /// scheduler's tick. A hand-over between two running threads is over sooner: a round trip of the
-    /// `handoff` metric takes about 0.5 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
+    /// `handoff` metric takes 0.5-0.8 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
     const yield_after_ns: u64 = 2 * std.time.ns_per_us;
 
     /// Decides once per process, at the first import (with an attached thread state).
