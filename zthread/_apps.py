@@ -132,6 +132,21 @@ def pool_map(threading: ModuleType, queue: ModuleType, n: int) -> dict[str, floa
     return {"pool_map": elapsed / items}
 
 
+def thread_join(threading: ModuleType, queue: ModuleType, n: int) -> dict[str, float]:
+    """threading.Thread(target=f).start() and .join() of a thread that returns at once; ns per thread."""
+    count = max(n // 200, 100)
+
+    def f() -> None:
+        pass
+
+    t0 = now()
+    for _ in range(count):
+        t = threading.Thread(target=f)
+        t.start()
+        t.join(WAIT_S)
+    return {"thread_join": (now() - t0) / count}
+
+
 def semaphore(threading: ModuleType, queue: ModuleType, n: int) -> dict[str, float]:
     """threading.BoundedSemaphore(): acquire()+release(), uncontended; ns per pair."""
     sem = threading.BoundedSemaphore()
@@ -230,6 +245,8 @@ APPS = [
     App("event_pingpong", (("event_pingpong", "ns", "Event ping-pong between 2 threads, per round trip"),),
         event_pingpong),
     App("pool_map", (("pool_map", "ns", "ThreadPoolExecutor(4).map of a tiny function, per item"),), pool_map),
+    App("thread_join", (("thread_join", "ns", "threading.Thread start() and join() of a thread that returns at once"),),
+        thread_join),
     App("semaphore", (("semaphore", "ns", "BoundedSemaphore acquire()+release()"),), semaphore),
     App("rlock_with", (("rlock_with", "ns", "threading.RLock nested with"),), rlock_with),
     App("fairness", (

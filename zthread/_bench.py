@@ -309,8 +309,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="rounds per side (default 7)")
     parser.add_argument("--quick", action="store_true", help="few rounds, short loops (a smoke test)")
     parser.add_argument("--apps", action="store_true",
-                        help="threading workloads (Queue, Condition, Event, ThreadPoolExecutor, RLock, fairness) "
-                             "in a fresh interpreter per round and side, instead of the primitives")
+                        help="threading workloads (Queue, Condition, Event, ThreadPoolExecutor, Thread start+join, "
+                             "RLock, fairness) in a fresh interpreter per round and side, instead of the primitives")
     opts = parser.parse_args(argv)
     from zthread import _apps
 

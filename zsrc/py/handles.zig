@@ -81,11 +81,17 @@ pub const Handle = struct {
     pub fn settleOsThread(self: *Handle, how: enum { join, detach }) bool {
         if (self.os_thread_taken.swap(true, .acq_rel)) return false;
         if (self.os_thread) |t| switch (how) {
-            .join => t.join(),
+            // A thread that has signalled its exit has only its last instructions left: a joiner (without the
+            // GIL) polls for its end through a hand-over spin rather than sleep in the kernel for it.
+            .join => if (!(core.thread.can_try_join and wait.handover.spinUntil(Handle.tryJoinOs, self))) t.join(),
             .detach => t.detach(),
         };
         self.settled.set();
         return true;
+    }
+
+    fn tryJoinOs(self: *Handle) bool {
+        return self.os_thread.?.tryJoin();
     }
 
     pub fn isDone(self: *const Handle) bool {

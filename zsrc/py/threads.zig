@@ -10,6 +10,7 @@ const interp_info = @import("interp.zig");
 const lock = @import("lock.zig");
 const state = @import("state.zig");
 const version = @import("version.zig");
+const wait = @import("wait.zig");
 
 const Object = abi.Object;
 const Handle = handles.Handle;
@@ -204,6 +205,7 @@ fn run(boot: *Bootstrap) void {
         // Whoever sees this thread done must find its OS thread, which the creator stores after spawn returns.
         while (h.published.wait(.forever) != .set) {}
         handles.finishWithoutGil(h);
+        wait.handover.threadLeftPython(); // after the GIL and the sentinel are released: a spinner may take them
         h.decRef();
     }
     // PyThreadState_New needs no GIL; it fails only when out of memory, and then no Python object can

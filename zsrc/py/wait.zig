@@ -130,6 +130,33 @@ pub const handover = struct {
         return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), g);
     }
 
+    /// Polls `done(ctx)` as a hand-over spinner would (up to `for_release_ns`; under a GIL only if no other
+    /// thread spins; without a GIL yielding after `yield_after_ns`): true once it says so. Call without the GIL.
+    pub fn spinUntil(comptime done: anytype, ctx: anytype) bool {
+        const m = mode.load(.monotonic);
+        if (m != .gil and m != .without_gil) return false;
+        if (m == .gil and !take()) return false;
+        defer if (m == .gil) slot.store(false, .release);
+        const start = core.clock.monotonicNs();
+        const yield_from = if (m == .gil) std.math.maxInt(u64) else start +| yield_after_ns;
+        while (true) {
+            if (done(ctx)) return true;
+            const now = core.clock.monotonicNs();
+            if (now -| start >= for_release_ns) return false;
+            if (now >= yield_from) std.Thread.yield() catch std.atomic.spinLoopHint() else std.atomic.spinLoopHint();
+        }
+    }
+
+    /// A thread zthread started has left Python for good (its thread state gone, the GIL released, its
+    /// sentinel released): like a thread that begins to wait, it is done with whatever lock it released
+    /// last, so a spinner may take that lock now rather than at the end of its spin. `start_new_thread(f)`
+    /// then `acquire()` of a lock `f` releases, and a 3.10-3.12 `join()` on the thread's sentinel, are
+    /// such hand-overs (docs/DESIGN.md, "A thread that ends lets its spinner go").
+    pub fn threadLeftPython() void {
+        const m = mode.load(.monotonic);
+        if (m != .unset and m != .off) barged.bump();
+    }
+
     /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
     pub fn afterForkInChild() void {
         slot.store(false, .monotonic);
