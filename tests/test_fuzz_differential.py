@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import math
 import gc
+import os
 import signal
 import sys
 import weakref
@@ -58,7 +59,9 @@ values = st.one_of(scalars, st.lists(scalars, max_size=3), st.lists(scalars, max
 positional = st.lists(values, max_size=4)
 keywords = st.dictionaries(st.sampled_from(["blocking", "timeout", "foo", "size", "signum", "function", "args", "kwargs", "name"]), values, max_size=3)
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 250 examples a test; tools/memcheck.py asks for fewer (ZTHREAD_FUZZ_EXAMPLES), as valgrind runs each ~30x slower.
+FUZZ = settings(max_examples=int(os.environ.get("ZTHREAD_FUZZ_EXAMPLES", "250")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(call: Callable[[], Any]) -> tuple[str, str]:

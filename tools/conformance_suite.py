@@ -1,5 +1,6 @@
 """Child of tools/conformance.py: runs CPython's own thread test suites in THIS interpreter and writes
-one JSON record per test. With ZTHREAD_CONFORMANCE=1 in the environment, the venv's .pth file has
+one JSON record per test (only the tests whose ids the JSON list in its second argument names, if given).
+With ZTHREAD_CONFORMANCE=1 in the environment, the venv's .pth file has
 already made zthread the `_thread` module (in this process, in its subinterpreters and in every child
 process the suites start); the suite checks that before running anything."""
 
@@ -53,6 +54,20 @@ def subinterpreter_suites(loader: unittest.TestLoader) -> dict[str, unittest.Tes
     return suites
 
 
+def only(suite: unittest.TestSuite, wanted: set[str]) -> unittest.TestSuite:
+    """The tests of `suite` whose id is in `wanted`, with their classes' and modules' fixtures as unittest runs
+    them for any subset."""
+    kept = unittest.TestSuite()
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            sub = only(test, wanted)
+            if sub.countTestCases():
+                kept.addTest(sub)
+        elif test.id() in wanted:
+            kept.addTest(test)
+    return kept
+
+
 def main() -> int:
     out_path = sys.argv[1]
     on_zthread = os.environ.get("ZTHREAD_CONFORMANCE") == "1"
@@ -84,6 +99,10 @@ def main() -> int:
         "test_threading_local": loader.loadTestsFromModule(test_threading_local),
     }
     suites.update(subinterpreter_suites(loader))
+    if len(sys.argv) > 2:  # a JSON list of test ids: only those run (tools/conformance.py's re-runs)
+        with open(sys.argv[2]) as f:
+            wanted = set(json.load(f))
+        suites = {name: only(suite, wanted) for name, suite in suites.items()}
     records: list[dict[str, str]] = []
 
     def save() -> None:
@@ -100,8 +119,10 @@ def main() -> int:
             faulthandler.cancel_dump_traceback_later()
             super().stopTest(test)
 
-        def _add(self, test: unittest.TestCase, outcome: str, detail: str = "") -> None:
-            records.append({"suite": suite_name, "test": test.id(), "outcome": outcome, "detail": detail[-2000:]})
+        def _add(self, test: unittest.TestCase, outcome: str, detail: str = "", case: str = "") -> None:
+            # `case`: the test a subtest belongs to, the id that runs it again
+            records.append({"suite": suite_name, "test": test.id(), "case": case or test.id(), "outcome": outcome,
+                            "detail": detail[-2000:]})
             save()  # after every test: a run killed by the per-test timeout keeps what it has
 
         def addSuccess(self, test: unittest.TestCase) -> None:
@@ -124,7 +145,7 @@ def main() -> int:
 
         def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: object) -> None:
             if err is not None:
-                self._add(subtest, "fail", self._exc_info_to_string(err, test))  # type: ignore[arg-type]
+                self._add(subtest, "fail", self._exc_info_to_string(err, test), test.id())  # type: ignore[arg-type]
 
     save()
     for suite_name, suite in suites.items():

@@ -5,8 +5,9 @@
 
 Run it with the interpreter of a venv where zthread and the test requirements are installed
 (`pip install .[test]`). CPython runs with PYTHONMALLOC=malloc, so every allocation is valgrind's to check;
-the stress tests run briefly (ZTHREAD_STRESS_SECONDS=0.5, ZTHREAD_STRESS_RUNS=3) and pytest's timeout is
-raised, because everything is ~30x slower. Child processes are not traced (the tests that start interpreters
+the stress tests run briefly (ZTHREAD_STRESS_SECONDS=0.5, ZTHREAD_STRESS_RUNS=3), the differential fuzzer
+with 40 examples a test rather than 250 (ZTHREAD_FUZZ_EXAMPLES; set it to 250 for the long run by hand: some
+5.5 minutes rather than 2.5), and pytest's timeout is raised, because everything is ~30x slower. Child processes are not traced (the tests that start interpreters
 check those by their exit status).
 
 Reported: memcheck's errors (invalid reads and writes, uses of uninitialised values, bad frees, overlaps) and
@@ -72,7 +73,8 @@ def main() -> int:
         return 1
     args = sys.argv[1:] or DEFAULT
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PYTHONMALLOC="malloc", ZTHREAD_STRESS_SECONDS="0.5", ZTHREAD_STRESS_RUNS="3")
+        env = dict(os.environ, PYTHONMALLOC="malloc", ZTHREAD_STRESS_SECONDS="0.5", ZTHREAD_STRESS_RUNS="3",
+                   ZTHREAD_FUZZ_EXAMPLES=os.environ.get("ZTHREAD_FUZZ_EXAMPLES", "40"))
         # One log per process: the tests' forked children (which leave other threads' memory behind when
         # they _exit, by design) report apart from pytest's own process.
         cmd = ["valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
