@@ -131,7 +131,7 @@ def counts(records: list[dict[str, str]], suite: str) -> str:
 
 def failed_cases(records: list[dict[str, str]]) -> list[str]:
     """The ids that run again the tests that failed (a subtest's test as a whole)."""
-    return sorted({r.get("case", r["test"]) for r in records if r["outcome"] == "fail" and r["suite"] != "(runner)"})
+    return sorted({r["case"] for r in records if r["outcome"] == "fail" and r["suite"] != "(runner)"})
 
 
 def default_pythons() -> list[str]:
