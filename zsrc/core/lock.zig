@@ -8,9 +8,9 @@
 //! registers as *starving* in the lock word; while any thread is registered, a release leaves the lock to the
 //! starving threads only (neither the releaser nor a newcomer can take it) and wakes them on `handoffs`.
 const std = @import("std");
-const builtin = @import("builtin");
 const clock = @import("clock.zig");
 const futex = @import("futex.zig");
+const spin = @import("spin.zig");
 
 pub const Lock = extern struct {
     /// `locked_bit | parked_bit | starving * one_starving | generation << generation_shift`.
@@ -87,13 +87,6 @@ pub const Lock = extern struct {
         /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
         /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
         max_retakes: u32 = std.math.maxInt(u32),
-        /// From its first clock read at or after this moment (monotonic ns; the clock is read every 16 reads)
-        /// the spinner yields its CPU between reads (`std.Thread.yield`: `sched_yield`, Windows'
-        /// `NtYieldExecution`) instead of a spin hint. With more runnable threads
-        /// than CPUs the thread it waits for (the holder, preempted; or a waiter the lock was left to) may be
-        /// queued behind it on its CPU, and a spin hint keeps it there until the scheduler's next tick.
-        /// maxInt: never.
-        yield_from_ns: u64 = std.math.maxInt(u64),
 
         /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
         /// free after it last saw it held (null: it sees it free for the first time now).
@@ -119,26 +112,25 @@ pub const Lock = extern struct {
         barged,
     };
 
-    /// Spins until the lock is taken, the monotonic clock reaches `until_ns`, the lock turns out to be
+    /// Spins until the lock is taken, the pacer's clock limit is reached, the lock turns out to be
     /// contended, or it is seen barged (`Spun`). Never parks: for a caller that expects a release within
     /// microseconds and would rather burn them than pay a wake-up through the kernel (the CPython layer:
-    /// docs/DESIGN.md, "Spinning through a hand-over"), or, past `gate.yield_from_ns`, give its CPU to
-    /// whichever thread the OS runs instead.
+    /// docs/DESIGN.md, "Spinning through a hand-over"), or, past `pacer.yield_from_ns`, give its CPU to
+    /// whichever thread the OS runs instead (`spin.Pacer`).
     ///
     /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
     /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
     /// in its CPU's cache) is not made to lose it to the spinner.
-    pub fn spinAcquire(self: *Lock, until_ns: u64, gate: SpinGate) Spun {
+    pub fn spinAcquire(self: *Lock, pacer: spin.Pacer, gate: SpinGate) Spun {
+        var p = pacer;
         var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
         var free_since: ?u64 = null; // when the lock, last seen held, was first seen free again
         var seen_free = false; // since the spinner last saw it held
         var retakes: u32 = 0;
-        var spins: u32 = 0;
-        var yielding = false;
-        while (true) : (spins +%= 1) {
+        while (true) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
-                if (spins == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
+                if (p.reads == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
                     gate.settled(&free_since))
                 {
                     if (self.tryAcquire()) return .acquired;
@@ -154,23 +146,9 @@ pub const Lock = extern struct {
                 if (gate.moves) |m| moves_when_held = m.load(.monotonic);
                 free_since = null;
             }
-            // The clock every 16 reads (a read costs about as much as 16 spin hints), or at every read once
-            // yielding (a yield is a system call).
-            if (yielding or spins % 16 == 15) {
-                const now = clock.monotonicNs();
-                if (now >= until_ns) return .gave_up;
-                yielding = now >= gate.yield_from_ns;
-            }
-            if (yielding) {
-                if (builtin.is_test) _ = yields_in_tests.fetchAdd(1, .monotonic);
-                std.Thread.yield() catch std.atomic.spinLoopHint();
-            } else std.atomic.spinLoopHint();
+            if (!p.pause()) return .gave_up;
         }
     }
-
-    /// Test builds count the yields of `spinAcquire` (a test checks that a spinner yields when asked, and only
-    /// then); other builds have no counter.
-    var yields_in_tests: if (builtin.is_test) std.atomic.Value(u32) else void = if (builtin.is_test) .init(0) else {};
 
     /// Other threads are parked on the lock, or it is left to starving waiters: a contended lock, not a
     /// hand-over between two threads.
@@ -663,16 +641,16 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     var moves = std.atomic.Value(u32).init(0);
     const gate: Lock.SpinGate = .{ .moves = &moves };
     var lock: Lock = .{};
-    try testing.expectEqual(Lock.Spun.acquired, lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_s, gate));
+    try testing.expectEqual(Lock.Spun.acquired, lock.spinAcquire(.{ .until_ns = clock.monotonicNs() + std.time.ns_per_s }, gate));
     try testing.expect(lock.isLocked());
     // Held throughout: it gives up at its time limit, not before.
     const until = clock.monotonicNs() + std.time.ns_per_ms;
-    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(until, gate));
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = until }, gate));
     try testing.expect(clock.monotonicNs() >= until);
     // Others parked on it: contended, not a hand-over; it gives up at once (long before its limit).
     lock.state.store(Lock.locked_bit | Lock.parked_bit, .monotonic);
     const far = clock.monotonicNs() + 10 * std.time.ns_per_s;
-    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(far, gate));
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = far }, gate));
     try testing.expect(clock.monotonicNs() < far);
     lock.state.store(Lock.locked_bit, .monotonic);
     // Freed while this thread spins. Should this thread first look only after the release (descheduled
@@ -694,12 +672,12 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
         const Caught = struct { bumps: u32, after_release_ns: u64 };
         /// Runs one release under a spinner (this thread) of the held `lock`, which it must catch: how many
         /// times the releaser had bumped `moves` when it did, and how long after the release.
-        fn freedUnderSpinner(lock_: *Lock, moves_: *std.atomic.Value(u32), gate_: Lock.SpinGate) !Caught {
+        fn freedUnderSpinner(lock_: *Lock, moves_: *std.atomic.Value(u32), gate_: Lock.SpinGate, yield_from_ns: u64) !Caught {
             var ctx: @This() = .{ .lock = lock_, .moves = moves_ };
             const moves_before = moves_.load(.monotonic);
             const t = try std.Thread.spawn(.{}, releaser, .{&ctx});
             ctx.spinning.store(true, .release);
-            const caught = lock_.spinAcquire(clock.monotonicNs() + 60 * std.time.ns_per_s, gate_);
+            const caught = lock_.spinAcquire(.{ .until_ns = clock.monotonicNs() + 60 * std.time.ns_per_s, .yield_from_ns = yield_from_ns }, gate_);
             const caught_at = clock.monotonicNs();
             const bumps = moves_.load(.acquire) -% moves_before;
             t.join();
@@ -708,11 +686,12 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
             return .{ .bumps = bumps, .after_release_ns = caught_at -| ctx.released_at.load(.acquire) };
         }
     };
+    const never = std.math.maxInt(u64); // a pacer that never yields
     // Waiting for `moves`: taken only after the releaser's bump.
     var waited_for_moves = false;
     var attempt: u32 = 0;
     while (!waited_for_moves and attempt < 5) : (attempt += 1) {
-        waited_for_moves = (try Ctx.freedUnderSpinner(&lock, &moves, gate)).bumps != 0;
+        waited_for_moves = (try Ctx.freedUnderSpinner(&lock, &moves, gate, never)).bumps != 0;
     }
     try testing.expect(waited_for_moves);
     // Waiting for `moves` or 1 ms of the lock free: taken before the bump (5 ms after the release), and
@@ -721,7 +700,7 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     var settled = false;
     attempt = 0;
     while (!settled and attempt < 5) : (attempt += 1) {
-        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns });
+        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns }, never);
         settled = c.bumps == 0 and c.after_release_ns >= settle_ns;
     }
     try testing.expect(settled);
@@ -729,30 +708,30 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     var took_at_release = false;
     attempt = 0;
     while (!took_at_release and attempt < 5) : (attempt += 1) {
-        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{})).bumps == 0;
+        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{}, never)).bumps == 0;
     }
     try testing.expect(took_at_release);
     // Yielding its CPU between reads from its first clock read on (`yield_from_ns` passed): the same rules.
     // Held throughout, it gives up at its limit, not before, and it yielded (a spin without the mark, above,
     // did not).
-    const yields_before = Lock.yields_in_tests.load(.monotonic);
-    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(clock.monotonicNs() + std.time.ns_per_ms, gate));
-    try testing.expectEqual(yields_before, Lock.yields_in_tests.load(.monotonic));
+    const yields_before = spin.Pacer.yields_in_tests.load(.monotonic);
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = clock.monotonicNs() + std.time.ns_per_ms }, gate));
+    try testing.expectEqual(yields_before, spin.Pacer.yields_in_tests.load(.monotonic));
     const until_yielding = clock.monotonicNs() + std.time.ns_per_ms;
-    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(until_yielding, .{ .moves = &moves, .yield_from_ns = 0 }));
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = until_yielding, .yield_from_ns = 0 }, .{ .moves = &moves }));
     try testing.expect(clock.monotonicNs() >= until_yielding);
-    try testing.expect(Lock.yields_in_tests.load(.monotonic) > yields_before);
+    try testing.expect(spin.Pacer.yields_in_tests.load(.monotonic) > yields_before);
     settled = false;
     attempt = 0;
     while (!settled and attempt < 5) : (attempt += 1) {
-        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns, .yield_from_ns = 0 });
+        const c = try Ctx.freedUnderSpinner(&lock, &moves, .{ .moves = &moves, .settle_ns = settle_ns }, 0);
         settled = c.bumps == 0 and c.after_release_ns >= settle_ns;
     }
     try testing.expect(settled);
     took_at_release = false;
     attempt = 0;
     while (!took_at_release and attempt < 5) : (attempt += 1) {
-        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{ .yield_from_ns = 0 })).bumps == 0;
+        took_at_release = (try Ctx.freedUnderSpinner(&lock, &moves, .{}, 0)).bumps == 0;
     }
     try testing.expect(took_at_release);
     try lock.release();
@@ -923,8 +902,8 @@ test "every thread makes progress and the lock stays exclusive with barging and 
                 }
                 std.debug.assert(ctx.inside.fetchAdd(1, .monotonic) == 0);
                 ctx.counts[id] += 1;
-                var spin: u32 = 0;
-                while (spin < 50) : (spin += 1) std.atomic.spinLoopHint();
+                var hints: u32 = 0;
+                while (hints < 50) : (hints += 1) std.atomic.spinLoopHint();
                 std.debug.assert(ctx.inside.fetchSub(1, .monotonic) == 1);
                 ctx.lock.release() catch unreachable;
             }

@@ -4,6 +4,7 @@ pub const futex = @import("futex.zig");
 pub const Lock = @import("lock.zig").Lock;
 pub const RecursiveLock = @import("rlock.zig").RecursiveLock;
 pub const thread = @import("thread.zig");
+pub const spin = @import("spin.zig");
 pub const Event = @import("event.zig").Event;
 
 test {
@@ -12,5 +13,6 @@ test {
     _ = @import("lock.zig");
     _ = @import("rlock.zig");
     _ = thread;
+    _ = spin;
     _ = @import("event.zig");
 }

@@ -88,7 +88,7 @@ pub const handover = struct {
     /// loop) does so within a few hundred nanoseconds on 3.13t.
     const settle_ns: u64 = std.time.ns_per_us;
     /// Without a GIL, how long a spinner spins on its CPU before it yields it between reads
-    /// (`core.Lock.SpinGate.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
+    /// (`core.spin.Pacer.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
     /// workload runs 4 on 2), and a spinner would keep the thread it waits for queued behind it until the
     /// scheduler's tick. A hand-over between two running threads is over sooner: a round trip of the
     /// `handoff` metric takes 0.5-0.8 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
@@ -105,9 +105,10 @@ pub const handover = struct {
     fn acquireUnderGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
         // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
         // the threads its releases wake.
-        if (lock.isContended() or !take()) return lock.acquireBargeable(deadline, since, barged, false);
-        const spun = spin(lock, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes }, null);
-        slot.store(false, .release);
+        const grant = (if (lock.isContended()) null else Grant.underGil()) orelse
+            return lock.acquireBargeable(deadline, since, barged, false);
+        const spun = spin(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
+        grant.leave();
         return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
     }
 
@@ -117,35 +118,62 @@ pub const handover = struct {
     /// every release, and each turn moves the data of the critical section from one CPU's cache to the
     /// other's (twice as slow as one thread taking it again and again).
     fn acquireFreeThreaded(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        if (!lock.isContended() and spin(lock, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }, yield_after_ns) == .acquired) return .acquired;
+        if (!lock.isContended() and spin(lock, Grant.without_gil, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
         return lock.acquireAfterSpin(deadline, since);
     }
 
-    /// `yield_after`: how long into the spin it begins to yield its CPU between reads (null: never).
-    fn spin(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate, yield_after: ?u64) core.Lock.Spun {
+    fn spin(lock: *core.Lock, grant: Grant, deadline: core.clock.Deadline, since: *u64, gate: core.Lock.SpinGate) core.Lock.Spun {
         const now = core.clock.monotonicNs();
         if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-        var g = gate;
-        if (yield_after) |ns| g.yield_from_ns = now +| ns;
-        return lock.spinAcquire(@min(now +| for_release_ns, deadline.ns), g);
+        return lock.spinAcquire(grant.pacer(now, deadline.ns), gate);
     }
 
-    /// Polls `done(ctx)` as a hand-over spinner would (up to `for_release_ns`; under a GIL only if no other
-    /// thread spins; without a GIL yielding after `yield_after_ns`): true once it says so. Call without the GIL.
+    /// Polls `done(ctx)` as a hand-over spinner would (the same grant and pacing as a lock's waiter): true once
+    /// it says so, false if it may not spin or gave up. Call without the GIL.
     pub fn spinUntil(comptime done: anytype, ctx: anytype) bool {
-        const m = mode.load(.monotonic);
-        if (m != .gil and m != .without_gil) return false;
-        if (m == .gil and !take()) return false;
-        defer if (m == .gil) slot.store(false, .release);
-        const start = core.clock.monotonicNs();
-        const yield_from = if (m == .gil) std.math.maxInt(u64) else start +| yield_after_ns;
-        while (true) {
-            if (done(ctx)) return true;
-            const now = core.clock.monotonicNs();
-            if (now -| start >= for_release_ns) return false;
-            if (now >= yield_from) std.Thread.yield() catch std.atomic.spinLoopHint() else std.atomic.spinLoopHint();
-        }
+        const grant = Grant.take() orelse return false;
+        defer grant.leave();
+        var pacer = grant.pacer(core.clock.monotonicNs(), std.math.maxInt(u64));
+        while (!done(ctx)) if (!pacer.pause()) return false;
+        return true;
     }
+
+    /// Leave to spin through a hand-over, and how: every spinner (a lock's waiter, a joiner) takes one and
+    /// spins by its pacing. Under a GIL it is the one slot (`slot`): one spinner at a time, which never
+    /// yields its CPU (a yield there cost rate and did not shorten the longest wait); without a GIL every
+    /// thread may spin, yielding its CPU after `yield_after_ns`.
+    const Grant = struct {
+        gil: bool,
+
+        const without_gil: Grant = .{ .gil = false };
+
+        /// The grant for the running mode, or null: spinning is off (one CPU; before `configure`), or
+        /// another thread spins under the GIL.
+        fn take() ?Grant {
+            return switch (mode.load(.monotonic)) {
+                .unset, .off => null,
+                .without_gil => without_gil,
+                .gil => underGil(),
+            };
+        }
+
+        fn underGil() ?Grant {
+            if (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null) return null;
+            return .{ .gil = true };
+        }
+
+        fn leave(grant: Grant) void {
+            if (grant.gil) slot.store(false, .release);
+        }
+
+        /// The pacing of a spin that begins at `now`: `for_release_ns` long, ending at `until_ns` if sooner.
+        fn pacer(grant: Grant, now: u64, until_ns: u64) core.spin.Pacer {
+            return .{
+                .until_ns = @min(now +| for_release_ns, until_ns),
+                .yield_from_ns = if (grant.gil) std.math.maxInt(u64) else now +| yield_after_ns,
+            };
+        }
+    };
 
     /// A thread zthread started has left Python for good (its thread state gone, the GIL released, its
     /// sentinel released): like a thread that begins to wait, it is done with whatever lock it released
@@ -161,9 +189,5 @@ pub const handover = struct {
     pub fn afterForkInChild() void {
         slot.store(false, .monotonic);
         barged_sleepers.store(0, .monotonic);
-    }
-
-    fn take() bool {
-        return !slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null;
     }
 };
