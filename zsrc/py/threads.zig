@@ -163,7 +163,9 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
         return false;
     }
     _ = registry.running.fetchAdd(1, .monotonic);
+    wait.handover.threadStarting(); // until the thread runs Python, nobody spins for it
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
+        wait.handover.threadEntered();
         _ = registry.running.fetchSub(1, .monotonic);
         registry.drop(h); // not started: nothing for _shutdown or fork to see
         handles.forceDone(h); // a joiner that saw it starting returns
@@ -212,8 +214,12 @@ fn run(boot: *Bootstrap) void {
     // be touched here: the references in `boot` are leaked rather than released without the GIL.
     const made = abi.PyThreadState_New(boot.interp);
     if (boot.has_thread_state) |e| e.set(); // from here on the interpreter knows this thread
-    const tstate = made orelse return;
+    const tstate = made orelse {
+        wait.handover.threadEntered();
+        return;
+    };
     abi.PyEval_AcquireThread(tstate);
+    wait.handover.threadEntered();
     const module = abi.newRef(boot.module);
     const function = abi.newRef(boot.function);
     const result = abi.PyObject_Call(boot.function, boot.args, boot.kwargs);

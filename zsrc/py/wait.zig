@@ -78,6 +78,14 @@ pub const handover = struct {
     /// every release of a lock the running thread takes straight back (`core.Lock.acquireBargeable`).
     var barged_sleepers = std.atomic.Value(u32).init(0);
     const barged: core.Lock.BargedWait = .{ .word = &waits, .sleepers = &barged_sleepers };
+    /// Threads zthread is starting that have not entered Python yet (`threadStarting` to `threadEntered`).
+    /// While there are any, nobody spins: a thread that starts another waits for it next (`Thread.start()`
+    /// waits for its `_started` Event), and the new thread needs an idle CPU woken, a thread state and the
+    /// GIL before it can release anything, longer than the spin on the VMs measured. A spinner that runs
+    /// meanwhile costs the new thread: each page its start and its end unmap (CPython's frame stack, glibc's
+    /// stack) must then be flushed from the spinner's CPU by an interrupt, where an idle CPU needs none
+    /// (docs/DESIGN.md, "A thread that is starting: nobody spins").
+    var starting = std.atomic.Value(u32).init(0);
     /// How often a spinner under a GIL may see its lock taken again by a running thread before it stops
     /// spinning and sleeps apart: in a ping-pong the lock is released once, to the spinner.
     const max_retakes = 2;
@@ -118,7 +126,11 @@ pub const handover = struct {
     /// every release, and each turn moves the data of the critical section from one CPU's cache to the
     /// other's (twice as slow as one thread taking it again and again).
     fn acquireFreeThreaded(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
-        if (!lock.isContended() and spin(lock, Grant.without_gil, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
+        if (!lock.isContended()) {
+            if (Grant.withoutGil()) |grant| {
+                if (spin(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
+            }
+        }
         return lock.acquireAfterSpin(deadline, since);
     }
 
@@ -139,25 +151,28 @@ pub const handover = struct {
     }
 
     /// Leave to spin through a hand-over, and how: every spinner (a lock's waiter, a joiner) takes one and
-    /// spins by its pacing. Under a GIL it is the one slot (`slot`): one spinner at a time, which never
-    /// yields its CPU (a yield there cost rate and did not shorten the longest wait); without a GIL every
-    /// thread may spin, yielding its CPU after `yield_after_ns`.
+    /// spins by its pacing. None while a thread is starting (`starting`). Under a GIL it is the one slot
+    /// (`slot`): one spinner at a time, which never yields its CPU (a yield there cost rate and did not
+    /// shorten the longest wait); without a GIL every thread may spin, yielding its CPU after `yield_after_ns`.
     const Grant = struct {
         gil: bool,
 
-        const without_gil: Grant = .{ .gil = false };
-
-        /// The grant for the running mode, or null: spinning is off (one CPU; before `configure`), or
-        /// another thread spins under the GIL.
+        /// The grant for the running mode, or null: spinning is off (one CPU; before `configure`), a
+        /// thread is starting, or another thread spins under the GIL.
         fn take() ?Grant {
             return switch (mode.load(.monotonic)) {
                 .unset, .off => null,
-                .without_gil => without_gil,
+                .without_gil => withoutGil(),
                 .gil => underGil(),
             };
         }
 
+        fn withoutGil() ?Grant {
+            return if (starting.load(.monotonic) != 0) null else .{ .gil = false };
+        }
+
         fn underGil() ?Grant {
+            if (starting.load(.monotonic) != 0) return null;
             if (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null) return null;
             return .{ .gil = true };
         }
@@ -185,9 +200,20 @@ pub const handover = struct {
         if (m != .unset and m != .off) barged.bump();
     }
 
-    /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free.
+    /// A thread zthread starts is about to be made (`threadEntered` once it runs Python, or its start failed).
+    pub fn threadStarting() void {
+        _ = starting.fetchAdd(1, .monotonic);
+    }
+
+    pub fn threadEntered() void {
+        _ = starting.fetchSub(1, .monotonic);
+    }
+
+    /// In a forked child only the forking thread exists: a slot held by another thread at the fork is free,
+    /// and no thread is starting.
     pub fn afterForkInChild() void {
         slot.store(false, .monotonic);
+        starting.store(0, .monotonic);
         barged_sleepers.store(0, .monotonic);
     }
 };
