@@ -5,6 +5,7 @@ pub const Lock = @import("lock.zig").Lock;
 pub const RecursiveLock = @import("rlock.zig").RecursiveLock;
 pub const thread = @import("thread.zig");
 pub const spin = @import("spin.zig");
+pub const handover = @import("handover.zig");
 pub const Event = @import("event.zig").Event;
 
 test {
@@ -14,5 +15,6 @@ test {
     _ = @import("rlock.zig");
     _ = thread;
     _ = spin;
+    _ = handover;
     _ = @import("event.zig");
 }

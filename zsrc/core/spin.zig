@@ -1,6 +1,6 @@
 //! The pacing of a spin: a thread that waits for another by re-reading a word, because the other is expected
 //! to be done within microseconds and a sleep and a wake-up through the kernel cost more. What it reads and
-//! when it is done is the caller's (`Lock.spinAcquire`; the CPython layer's join, `wait.handover.spinUntil`);
+//! when it is done is the caller's (`Lock.spinAcquire`; a joiner, `handover.spinUntil`);
 //! how long it spins, how often it reads the clock, and when it gives its CPU away between reads, is here, once.
 const std = @import("std");
 const builtin = @import("builtin");

@@ -212,7 +212,7 @@ fn addFunction(module: *Object, def: *abi.MethodDef) bool {
 fn exec(module: *Object) callconv(.c) c_int {
     version.detect(); // PyInit__zthread has, where there is one
     abi.initConstants();
-    wait.handover.configure(); // after initConstants: abi.gilEnabled compares with True
+    wait.configureHandover(); // after initConstants: abi.gilEnabled compares with True
     const s = state.of(module);
     s.* = .{};
     if (!s.keywords.init()) return -1;

@@ -1,0 +1,309 @@
+//! Spinning through a hand-over: when a thread that waits for a lock (or a joiner, for a thread's end) spins
+//! instead of parking at once, and when it may take a lock freed under it. Python-free: the CPython layer
+//! says once whether there is a GIL (`configure`) and calls `acquire` with the GIL released; its threads
+//! report when they start, enter Python and leave it.
+//!
+//! A waiter parked in the kernel pays a wake-up through the kernel for each hand-over of a lock from one thread
+//! to another (tens of microseconds on a VM, whose idle CPU must be woken), and `Condition`, `Event` and `Queue`
+//! hand over a waiter lock on every notify. So a waiter spins instead (`for_release_ns`), on a lock nobody else
+//! is parked on, with the GIL released. It must not take the lock from a releaser that takes it straight back
+//! (barging, which keeps a lock fast): it takes a lock freed under it once a thread has begun to wait for a
+//! lock since it last saw the lock held (`waits`; the releaser is most likely that thread), or, without a GIL,
+//! once the lock has stayed free `settle_ns`. docs/DESIGN.md, "Spinning through a hand-over", has the
+//! measurements and what it costs.
+
+const std = @import("std");
+const clock = @import("clock.zig");
+const spin = @import("spin.zig");
+const futex = @import("futex.zig");
+const Lock = @import("lock.zig").Lock;
+
+/// Set once per process (`configure`; the CPython layer: at the first import): `off` with one CPU; `gil`
+/// when the interpreter has a GIL. (A GIL that a free-threaded build turns on later is not seen: its waiters then spin without
+/// the one-spinner limit, which costs speed.)
+pub const Mode = enum(u8) { unset, off, without_gil, gil };
+var mode = std.atomic.Value(Mode).init(.unset);
+/// Under a GIL, held by the one thread that spins: on the 2-CPU machines this is tuned on, a second spinner
+/// would take the CPU of a thread that runs, and one thread runs Python, so one hand-over is under way at a
+/// time. Interpreters with GILs of their own share it, and the counter below: that costs them speed only.
+var slot = std.atomic.Value(bool).init(false);
+/// Bumped by every thread that begins to wait for a lock here (`acquire`, called with the GIL released, if
+/// any; the CPython layer's uninterruptible wait takes no part): a spinner takes a lock freed under it after a bump, when its
+/// releaser is most likely waiting, not running (`Lock.SpinGate`).
+var waits = std.atomic.Value(u32).init(0);
+/// Under a GIL, a waiter that has seen its lock barged sleeps on `waits` until a thread begins to wait
+/// (the barging thread, most likely, which has let the GIL go), or its fairness mark, not woken by
+/// every release of a lock the running thread takes straight back (`Lock.acquireBargeable`).
+var barged_sleepers = std.atomic.Value(u32).init(0);
+const barged: Lock.BargedWait = .{ .word = &waits, .sleepers = &barged_sleepers };
+/// Threads being started (by the CPython layer) that have not entered Python yet (`threadStarting` to
+/// `threadEntered`).
+/// While there are any, nobody spins: a thread that starts another waits for it next (`Thread.start()`
+/// waits for its `_started` Event), and the new thread needs an idle CPU woken, a thread state and the
+/// GIL before it can release anything, longer than the spin on the VMs measured. A spinner that runs
+/// meanwhile costs the new thread: each page its start and its end unmap (CPython's frame stack, glibc's
+/// stack) must then be flushed from the spinner's CPU by an interrupt, where an idle CPU needs none
+/// (docs/DESIGN.md, "A thread that is starting: nobody spins").
+var starting = std.atomic.Value(u32).init(0);
+/// How often a spinner under a GIL may see its lock taken again by a running thread before it stops
+/// spinning and sleeps apart: in a ping-pong the lock is released once, to the spinner.
+const max_retakes = 2;
+
+const for_release_ns: u64 = 30 * std.time.ns_per_us;
+/// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
+/// began to wait meanwhile. A Python loop that releases a lock and takes it again (`with lock:` in a
+/// loop) does so within a few hundred nanoseconds on 3.13t.
+const settle_ns: u64 = std.time.ns_per_us;
+/// Without a GIL, how long a spinner spins on its CPU before it yields it between reads
+/// (`spin.Pacer.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
+/// workload runs 4 on 2), and a spinner would keep the thread it waits for queued behind it until the
+/// scheduler's tick. A hand-over between two running threads is over sooner: a round trip of the
+/// `handoff` metric takes 0.5-0.8 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
+const yield_after_ns: u64 = 2 * std.time.ns_per_us;
+
+/// Whether `configure` has decided.
+pub fn configured() bool {
+    return mode.load(.monotonic) != .unset;
+}
+
+/// Decides once per process (the CPython layer: at the first import): spinning is off with one CPU, and
+/// with a GIL one thread spins at a time. Callers that decide at once find the same.
+pub fn configure(cpus: usize, gil: bool) void {
+    if (configured()) return;
+    mode.store(if (cpus < 2) .off else if (gil) .gil else .without_gil, .monotonic);
+}
+
+/// Takes `lock` for a thread that has let the GIL go (if there is one), waiting as the mode says: with
+/// spinning off, the core's wait; else the thread counts as beginning to wait (`waits`) and may spin first.
+pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
+    const m = mode.load(.monotonic);
+    if (m == .unset or m == .off) return lock.acquireWaiting(deadline, since);
+    barged.bump(); // this thread begins to wait (and has let the GIL go, if any)
+    return if (m == .gil) acquireUnderGil(lock, deadline, since) else acquireFreeThreaded(lock, deadline, since);
+}
+
+fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
+    // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
+    // the threads its releases wake.
+    const grant = (if (lock.isContended()) null else Grant.underGil()) orelse
+        return lock.acquireBargeable(deadline, since, barged, false);
+    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
+    grant.leave();
+    return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
+}
+
+/// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
+/// in parallel. After the spin, or at once on a contended lock, it parks without the core's short spin,
+/// which takes a lock the moment it is free: two threads in a loop around one lock would take turns at
+/// every release, and each turn moves the data of the critical section from one CPU's cache to the
+/// other's (twice as slow as one thread taking it again and again).
+fn acquireFreeThreaded(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
+    if (!lock.isContended()) {
+        if (Grant.withoutGil()) |grant| {
+            if (spinFor(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
+        }
+    }
+    return lock.acquireAfterSpin(deadline, since);
+}
+
+fn spinFor(lock: *Lock, grant: Grant, deadline: clock.Deadline, since: *u64, gate: Lock.SpinGate) Lock.Spun {
+    const now = clock.monotonicNs();
+    if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
+    return lock.spinAcquire(grant.pacer(now, deadline.ns), gate);
+}
+
+/// Polls `done(ctx)` as a hand-over spinner would (the same grant and pacing as a lock's waiter): true once
+/// it says so, false if it may not spin or gave up. Call without the GIL.
+pub fn spinUntil(comptime done: anytype, ctx: anytype) bool {
+    const grant = Grant.take() orelse return false;
+    defer grant.leave();
+    var pacer = grant.pacer(clock.monotonicNs(), std.math.maxInt(u64));
+    while (!done(ctx)) if (!pacer.pause()) return false;
+    return true;
+}
+
+/// Leave to spin through a hand-over, and how: every spinner (a lock's waiter, a joiner) takes one and
+/// spins by its pacing. None while a thread is starting (`starting`). Under a GIL it is the one slot
+/// (`slot`): one spinner at a time, which never yields its CPU (a yield there cost rate and did not
+/// shorten the longest wait); without a GIL every thread may spin, yielding its CPU after `yield_after_ns`.
+const Grant = struct {
+    gil: bool,
+
+    /// The grant for the running mode, or null: spinning is off (one CPU; before `configure`), a
+    /// thread is starting, or another thread spins under the GIL.
+    fn take() ?Grant {
+        return switch (mode.load(.monotonic)) {
+            .unset, .off => null,
+            .without_gil => withoutGil(),
+            .gil => underGil(),
+        };
+    }
+
+    fn withoutGil() ?Grant {
+        return if (starting.load(.monotonic) != 0) null else .{ .gil = false };
+    }
+
+    fn underGil() ?Grant {
+        if (starting.load(.monotonic) != 0) return null;
+        if (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null) return null;
+        return .{ .gil = true };
+    }
+
+    fn leave(grant: Grant) void {
+        if (grant.gil) slot.store(false, .release);
+    }
+
+    /// The pacing of a spin that begins at `now`: `for_release_ns` long, ending at `until_ns` if sooner.
+    fn pacer(grant: Grant, now: u64, until_ns: u64) spin.Pacer {
+        return .{
+            .until_ns = @min(now +| for_release_ns, until_ns),
+            .yield_from_ns = if (grant.gil) std.math.maxInt(u64) else now +| yield_after_ns,
+        };
+    }
+};
+
+/// A thread zthread started has left Python for good (its thread state gone, the GIL released, its
+/// sentinel released): like a thread that begins to wait, it is done with whatever lock it released
+/// last, so a spinner may take that lock now rather than at the end of its spin. `start_new_thread(f)`
+/// then `acquire()` of a lock `f` releases, and a 3.10-3.12 `join()` on the thread's sentinel, are
+/// such hand-overs (docs/DESIGN.md, "A thread that ends lets its spinner go").
+pub fn threadLeftPython() void {
+    const m = mode.load(.monotonic);
+    if (m != .unset and m != .off) barged.bump();
+}
+
+/// A thread zthread starts is about to be made (`threadEntered` once it runs Python, or its start failed).
+pub fn threadStarting() void {
+    _ = starting.fetchAdd(1, .monotonic);
+}
+
+pub fn threadEntered() void {
+    _ = starting.fetchSub(1, .monotonic);
+}
+
+/// In a forked child only the forking thread exists: a slot held by another thread at the fork is free,
+/// and no thread is starting.
+pub fn afterForkInChild() void {
+    slot.store(false, .monotonic);
+    starting.store(0, .monotonic);
+    barged_sleepers.store(0, .monotonic);
+}
+
+const testing = std.testing;
+
+/// Tests set the mode themselves (the CPython layer decides it once per process) and leave it unset.
+fn resetForTest(m: Mode) void {
+    mode.store(m, .monotonic);
+    slot.store(false, .monotonic);
+    starting.store(0, .monotonic);
+}
+
+test "the leave to spin: none with spinning off or while a thread starts; one spinner under a GIL; every thread without" {
+    defer resetForTest(.unset);
+    for ([_]Mode{ .unset, .off }) |m| {
+        resetForTest(m);
+        try testing.expect(Grant.take() == null);
+    }
+    resetForTest(.gil);
+    const first = Grant.take() orelse return error.TestUnexpectedResult;
+    try testing.expect(Grant.take() == null); // one spinner at a time
+    first.leave();
+    (Grant.take() orelse return error.TestUnexpectedResult).leave();
+    threadStarting();
+    threadStarting();
+    try testing.expect(Grant.take() == null);
+    threadEntered();
+    try testing.expect(Grant.take() == null); // one is still starting
+    threadEntered();
+    (Grant.take() orelse return error.TestUnexpectedResult).leave();
+
+    resetForTest(.without_gil);
+    const a = Grant.take() orelse return error.TestUnexpectedResult;
+    const b = Grant.take() orelse return error.TestUnexpectedResult;
+    a.leave();
+    b.leave();
+    threadStarting();
+    try testing.expect(Grant.take() == null);
+    afterForkInChild(); // the thread being started is not in the child
+    (Grant.take() orelse return error.TestUnexpectedResult).leave();
+
+    // The pacing: `for_release_ns` from its start, or less to a sooner end; under a GIL it never yields.
+    const under_gil = (Grant{ .gil = true }).pacer(1000, std.math.maxInt(u64));
+    try testing.expectEqual(1000 + for_release_ns, under_gil.until_ns);
+    try testing.expectEqual(std.math.maxInt(u64), under_gil.yield_from_ns);
+    const free = (Grant{ .gil = false }).pacer(1000, 5000);
+    try testing.expectEqual(@as(u64, 5000), free.until_ns);
+    try testing.expectEqual(1000 + yield_after_ns, free.yield_from_ns);
+}
+
+test "spinUntil polls until done, gives up at its limit and not before, and does not poll when it may not spin" {
+    defer resetForTest(.unset);
+    const Poll = struct {
+        calls: u32 = 0,
+        done_after: u32,
+        fn done(self: *@This()) bool {
+            self.calls += 1;
+            return self.calls >= self.done_after;
+        }
+    };
+    for ([_]Mode{ .gil, .without_gil }) |m| {
+        resetForTest(m);
+        // Done at the 10th poll: before the pacer first reads the clock (at its 16th), so however slow.
+        var soon: Poll = .{ .done_after = 10 };
+        try testing.expect(spinUntil(Poll.done, &soon));
+        try testing.expectEqual(@as(u32, 10), soon.calls);
+        var never: Poll = .{ .done_after = std.math.maxInt(u32) };
+        const start = clock.monotonicNs();
+        try testing.expect(!spinUntil(Poll.done, &never));
+        try testing.expect(clock.monotonicNs() - start >= for_release_ns);
+        try testing.expect(!slot.load(.monotonic)); // the GIL spinner's slot is given back
+        threadStarting();
+        var while_starting: Poll = .{ .done_after = 1 };
+        try testing.expect(!spinUntil(Poll.done, &while_starting));
+        try testing.expectEqual(@as(u32, 0), while_starting.calls);
+        threadEntered();
+    }
+    resetForTest(.gil);
+    slot.store(true, .monotonic); // another thread spins
+    var busy: Poll = .{ .done_after = 1 };
+    try testing.expect(!spinUntil(Poll.done, &busy));
+    try testing.expectEqual(@as(u32, 0), busy.calls);
+    resetForTest(.off);
+    var off: Poll = .{ .done_after = 1 };
+    try testing.expect(!spinUntil(Poll.done, &off));
+    try testing.expectEqual(@as(u32, 0), off.calls);
+}
+
+test "acquire in every mode and while a thread starts: times out at its deadline, not before, and takes a lock another thread releases" {
+    defer resetForTest(.unset);
+    const Releaser = struct {
+        fn run(lock: *Lock) void {
+            const until = clock.monotonicNs() + 2 * std.time.ns_per_ms;
+            var never: std.atomic.Value(u32) = .init(0);
+            while (clock.monotonicNs() < until) _ = futex.wait(&never, 0, .{ .ns = until });
+            lock.release() catch unreachable;
+        }
+    };
+    for ([_]Mode{ .off, .gil, .without_gil }) |m| {
+        for ([_]bool{ false, true }) |a_thread_starts| {
+            resetForTest(m);
+            if (a_thread_starts) threadStarting();
+            var lock: Lock = .{};
+            try testing.expect(lock.tryAcquire());
+            const waits_before = waits.load(.monotonic);
+            var since: u64 = 0;
+            const deadline: clock.Deadline = .fromTimeout(std.time.ns_per_ms);
+            try testing.expectEqual(Lock.AcquireResult.timed_out, acquire(&lock, deadline, &since));
+            try testing.expect(clock.monotonicNs() >= deadline.ns);
+            // A waiter counts itself as beginning to wait whenever it may spin (a spinner's cue).
+            try testing.expectEqual(m != .off, waits.load(.monotonic) != waits_before);
+            const t = try std.Thread.spawn(.{}, Releaser.run, .{&lock});
+            since = 0;
+            const result = acquire(&lock, .forever, &since);
+            t.join();
+            try testing.expectEqual(Lock.AcquireResult.acquired, result);
+            try testing.expect(lock.isLocked());
+            try testing.expect(!slot.load(.monotonic));
+        }
+    }
+}
