@@ -44,7 +44,14 @@ const barged: Lock.BargedWait = .{ .word = &waits, .sleepers = &barged_sleepers 
 /// meanwhile costs the new thread: each page its start and its end unmap (CPython's frame stack, glibc's
 /// stack) must then be flushed from the spinner's CPU by an interrupt, where an idle CPU needs none
 /// (docs/DESIGN.md, "A thread that is starting: nobody spins").
+///
+/// The count is ignored once the last start began `starting_for_ns` ago: a thread that never enters Python
+/// (a thread state made while its interpreter finalizes: CPython ends or parks the thread inside
+/// `PyEval_AcquireThread`) must not turn spinning off for good. A start takes 30-200 us on the hosts measured.
 var starting = std.atomic.Value(u32).init(0);
+/// When the last start began (monotonic ns).
+var started_at_ns = std.atomic.Value(u64).init(0);
+const starting_for_ns: u64 = 10 * std.time.ns_per_ms;
 /// How often a spinner under a GIL may see its lock taken again by a running thread before it stops
 /// spinning and sleeps apart: in a ping-pong the lock is released once, to the spinner.
 const max_retakes = 2;
@@ -140,11 +147,11 @@ const Grant = struct {
     }
 
     fn withoutGil() ?Grant {
-        return if (starting.load(.monotonic) != 0) null else .{ .gil = false };
+        return if (aThreadIsStarting()) null else .{ .gil = false };
     }
 
     fn underGil() ?Grant {
-        if (starting.load(.monotonic) != 0) return null;
+        if (aThreadIsStarting()) return null;
         if (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null) return null;
         return .{ .gil = true };
     }
@@ -172,8 +179,14 @@ pub fn threadLeftPython() void {
     if (m != .unset and m != .off) barged.bump();
 }
 
+fn aThreadIsStarting() bool {
+    if (starting.load(.monotonic) == 0) return false;
+    return clock.monotonicNs() -| started_at_ns.load(.monotonic) < starting_for_ns;
+}
+
 /// A thread zthread starts is about to be made (`threadEntered` once it runs Python, or its start failed).
 pub fn threadStarting() void {
+    started_at_ns.store(clock.monotonicNs(), .monotonic);
     _ = starting.fetchAdd(1, .monotonic);
 }
 
@@ -215,6 +228,11 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     threadEntered();
     try testing.expect(Grant.take() == null); // one is still starting
     threadEntered();
+    (Grant.take() orelse return error.TestUnexpectedResult).leave();
+    // A thread that never entered Python (its interpreter finalizing) stops counting after `starting_for_ns`.
+    threadStarting();
+    try testing.expect(Grant.take() == null);
+    started_at_ns.store(clock.monotonicNs() -| starting_for_ns, .monotonic);
     (Grant.take() orelse return error.TestUnexpectedResult).leave();
 
     resetForTest(.without_gil);
@@ -291,12 +309,15 @@ test "acquire in every mode and while a thread starts: times out at its deadline
             var lock: Lock = .{};
             try testing.expect(lock.tryAcquire());
             const waits_before = waits.load(.monotonic);
+            const yields_before = spin.Pacer.yields_in_tests.load(.monotonic);
             var since: u64 = 0;
             const deadline: clock.Deadline = .fromTimeout(std.time.ns_per_ms);
             try testing.expectEqual(Lock.AcquireResult.timed_out, acquire(&lock, deadline, &since));
             try testing.expect(clock.monotonicNs() >= deadline.ns);
             // A waiter counts itself as beginning to wait whenever it may spin (a spinner's cue).
             try testing.expectEqual(m != .off, waits.load(.monotonic) != waits_before);
+            // Without a GIL a spinner yields its CPU after 2 us of its 30: while a thread starts, none spun.
+            if (a_thread_starts) try testing.expectEqual(yields_before, spin.Pacer.yields_in_tests.load(.monotonic));
             const t = try std.Thread.spawn(.{}, Releaser.run, .{&lock});
             since = 0;
             const result = acquire(&lock, .forever, &since);

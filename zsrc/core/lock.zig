@@ -104,8 +104,8 @@ pub const Lock = extern struct {
 
     pub const Spun = enum {
         acquired,
-        /// The clock reached `until_ns`, or the lock turned out to be contended (other threads parked on it,
-        /// or left to starving waiters).
+        /// The clock reached the pacer's `until_ns`, or the lock turned out to be contended (other threads
+        /// parked on it, or left to starving waiters).
         gave_up,
         /// The lock was taken again after it was freed `gate.max_retakes` times: its holder is in a loop
         /// around it (barging).
@@ -120,7 +120,8 @@ pub const Lock = extern struct {
     ///
     /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
     /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
-    /// in its CPU's cache) is not made to lose it to the spinner.
+    /// in its CPU's cache) is not made to lose it to the spinner. Pass a fresh pacer (no reads yet): a lock
+    /// free at the first look is taken at once, and the first look is the pacer's first read.
     pub fn spinAcquire(self: *Lock, pacer: spin.Pacer, gate: SpinGate) Spun {
         var p = pacer;
         var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
@@ -717,7 +718,8 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
     const yields_before = spin.Pacer.yields_in_tests.load(.monotonic);
     try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = clock.monotonicNs() + std.time.ns_per_ms }, gate));
     try testing.expectEqual(yields_before, spin.Pacer.yields_in_tests.load(.monotonic));
-    const until_yielding = clock.monotonicNs() + std.time.ns_per_ms;
+    // 20 ms: a spinner descheduled past its limit before its first clock read would give up unyielded.
+    const until_yielding = clock.monotonicNs() + 20 * std.time.ns_per_ms;
     try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = until_yielding, .yield_from_ns = 0 }, .{ .moves = &moves }));
     try testing.expect(clock.monotonicNs() >= until_yielding);
     try testing.expect(spin.Pacer.yields_in_tests.load(.monotonic) > yields_before);

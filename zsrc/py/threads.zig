@@ -163,7 +163,7 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
         return false;
     }
     _ = registry.running.fetchAdd(1, .monotonic);
-    wait.handover.threadStarting(); // until the thread runs Python, nobody spins for it
+    wait.handover.threadStarting(); // until the thread runs Python, no thread spins (core.handover.starting)
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
         wait.handover.threadEntered();
         _ = registry.running.fetchSub(1, .monotonic);
