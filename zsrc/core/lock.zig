@@ -667,7 +667,9 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
             sleepNs(20 * std.time.ns_per_ms); // the spinner has long seen the lock held
             ctx.released_at.store(clock.monotonicNs(), .release);
             ctx.lock.release() catch unreachable;
-            sleepNs(5 * std.time.ns_per_ms); // the lock stays free: the spinner waits for `moves`
+            // The lock stays free: the spinner waits for `moves`, or its settle time (20 ms: a loaded host
+            // may keep the spinner off its CPU for milliseconds).
+            sleepNs(20 * std.time.ns_per_ms);
             _ = ctx.moves.fetchAdd(1, .release);
         }
         const Caught = struct { bumps: u32, after_release_ns: u64 };
@@ -695,7 +697,7 @@ test "a spinner takes a lock free at its first look, and a lock freed under it o
         waited_for_moves = (try Ctx.freedUnderSpinner(&lock, &moves, gate, never)).bumps != 0;
     }
     try testing.expect(waited_for_moves);
-    // Waiting for `moves` or 1 ms of the lock free: taken before the bump (5 ms after the release), and
+    // Waiting for `moves` or 1 ms of the lock free: taken before the bump (20 ms after the release), and
     // not before the lock was free for 1 ms.
     const settle_ns = std.time.ns_per_ms;
     var settled = false;
