@@ -92,7 +92,7 @@ pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireR
 fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
     // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
     // the threads its releases wake.
-    const grant = (if (lock.isContended()) null else Grant.underGil()) orelse
+    const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
     const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
     grant.leave();
@@ -106,7 +106,7 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.Acqu
 /// other's (twice as slow as one thread taking it again and again).
 fn acquireFreeThreaded(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
     if (!lock.isContended()) {
-        if (Grant.withoutGil()) |grant| {
+        if (Grant.get(false)) |grant| {
             if (spinFor(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
         }
     }
@@ -141,19 +141,16 @@ const Grant = struct {
     fn take() ?Grant {
         return switch (mode.load(.monotonic)) {
             .unset, .off => null,
-            .without_gil => withoutGil(),
-            .gil => underGil(),
+            .without_gil => get(false),
+            .gil => get(true),
         };
     }
 
-    fn withoutGil() ?Grant {
-        return if (aThreadIsStarting()) null else .{ .gil = false };
-    }
-
-    fn underGil() ?Grant {
+    /// The grant with spinning on, with or without a GIL (the caller knows the mode).
+    fn get(gil: bool) ?Grant {
         if (aThreadIsStarting()) return null;
-        if (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null) return null;
-        return .{ .gil = true };
+        if (gil and (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null)) return null;
+        return .{ .gil = gil };
     }
 
     fn leave(grant: Grant) void {

@@ -10,7 +10,6 @@
 //! (the module state and each of its handles hold one), because a thread may outlive its module.
 const std = @import("std");
 const core = @import("core");
-const wait = @import("wait.zig");
 const abi = @import("abi.zig");
 const args = @import("args.zig");
 const errors = @import("errors.zig");
@@ -83,7 +82,7 @@ pub const Handle = struct {
         if (self.os_thread) |t| switch (how) {
             // A thread that has signalled its exit has only its last instructions left: a joiner (without the
             // GIL) polls for its end through a hand-over spin rather than sleep in the kernel for it.
-            .join => if (!(core.thread.can_try_join and wait.handover.spinUntil(Handle.tryJoinOs, self))) t.join(),
+            .join => if (!(core.thread.can_try_join and core.handover.spinUntil(Handle.tryJoinOs, self))) t.join(),
             .detach => t.detach(),
         };
         self.settled.set();
@@ -230,7 +229,7 @@ pub threadlocal var current: ?*Handle = null;
 /// alive past it, and with them the memory of a closed subinterpreter.
 fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
     core.Lock.afterForkInChild(); // the starving waiters counted in locks are parent threads: stale here
-    wait.handover.afterForkInChild(); // so is a spinner that held a slot
+    core.handover.afterForkInChild(); // so is a spinner that held a slot
     const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(module_obj);
     if (module_obj == abi.noneObject()) return abi.none();

@@ -10,7 +10,6 @@ const interp_info = @import("interp.zig");
 const lock = @import("lock.zig");
 const state = @import("state.zig");
 const version = @import("version.zig");
-const wait = @import("wait.zig");
 
 const Object = abi.Object;
 const Handle = handles.Handle;
@@ -163,9 +162,9 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
         return false;
     }
     _ = registry.running.fetchAdd(1, .monotonic);
-    wait.handover.threadStarting(); // until the thread runs Python, no thread spins (core.handover.starting)
+    core.handover.threadStarting(); // until the thread runs Python, no thread spins (core.handover.starting)
     const thread = core.thread.spawn(Bootstrap, run, boot, stack_size) catch {
-        wait.handover.threadEntered();
+        core.handover.threadEntered();
         _ = registry.running.fetchSub(1, .monotonic);
         registry.drop(h); // not started: nothing for _shutdown or fork to see
         handles.forceDone(h); // a joiner that saw it starting returns
@@ -207,7 +206,7 @@ fn run(boot: *Bootstrap) void {
         // Whoever sees this thread done must find its OS thread, which the creator stores after spawn returns.
         while (h.published.wait(.forever) != .set) {}
         handles.finishWithoutGil(h);
-        wait.handover.threadLeftPython(); // after the GIL and the sentinel are released: a spinner may take them
+        core.handover.threadLeftPython(); // after the GIL and the sentinel are released: a spinner may take them
         h.decRef();
     }
     // PyThreadState_New needs no GIL; it fails only when out of memory, and then no Python object can
@@ -215,11 +214,11 @@ fn run(boot: *Bootstrap) void {
     const made = abi.PyThreadState_New(boot.interp);
     if (boot.has_thread_state) |e| e.set(); // from here on the interpreter knows this thread
     const tstate = made orelse {
-        wait.handover.threadEntered();
+        core.handover.threadEntered();
         return;
     };
     abi.PyEval_AcquireThread(tstate);
-    wait.handover.threadEntered();
+    core.handover.threadEntered();
     const module = abi.newRef(boot.module);
     const function = abi.newRef(boot.function);
     const result = abi.PyObject_Call(boot.function, boot.args, boot.kwargs);

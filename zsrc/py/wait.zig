@@ -45,13 +45,11 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    return handover.acquire(lock, deadline, since);
+    return core.handover.acquire(lock, deadline, since);
 }
 
-/// The hand-over spin's rules (`core.handover`), decided once per process at the first import (with an
+/// Decides the hand-over spin's mode (`core.handover`) once per process, at the first import (with an
 /// attached thread state): whether there is a GIL, and how many CPUs.
-pub const handover = core.handover;
-
 pub fn configureHandover() void {
-    if (!handover.configured()) handover.configure(std.Thread.getCpuCount() catch 1, abi.gilEnabled());
+    if (!core.handover.configured()) core.handover.configure(std.Thread.getCpuCount() catch 1, abi.gilEnabled());
 }
