@@ -21,7 +21,11 @@ pub const Deadline = struct {
 
     /// A deadline `timeout_ns` from now; saturates to `forever` instead of wrapping.
     pub fn fromTimeout(timeout_ns: u64) Deadline {
-        const now_ns = monotonicNs();
+        return after(monotonicNs(), timeout_ns);
+    }
+
+    /// A deadline `timeout_ns` after `now_ns` (a `monotonicNs` reading the caller took); saturates likewise.
+    pub fn after(now_ns: u64, timeout_ns: u64) Deadline {
         const sum = @addWithOverflow(now_ns, timeout_ns);
         if (sum[1] != 0) return forever;
         return .{ .ns = sum[0] };
@@ -104,4 +108,11 @@ test "a zero timeout has already passed" {
     const d = Deadline.fromTimeout(0);
     try std.testing.expect(d.hasPassed());
     try std.testing.expectEqual(@as(u64, 0), d.remainingNs());
+}
+
+test "a deadline after a reading of the clock: that reading plus the timeout, saturating" {
+    const now_ns = monotonicNs();
+    try std.testing.expectEqual(now_ns + 5, Deadline.after(now_ns, 5).ns);
+    try std.testing.expect(Deadline.after(now_ns, std.math.maxInt(u64)).isForever());
+    try std.testing.expect(Deadline.after(now_ns -| std.time.ns_per_s, std.time.ns_per_ms).hasPassed());
 }

@@ -211,9 +211,10 @@ pub const Lock = extern struct {
     }
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
-    /// that cannot run signal handlers. Whether the lock was acquired.
-    pub fn acquireUninterrupted(self: *Lock, deadline: clock.Deadline) bool {
-        var since: u64 = 0;
+    /// that cannot run signal handlers. Whether the lock was acquired. `since_ns`: when the wait began, as
+    /// `acquireWaiting`'s `since` (0: when it first parks).
+    pub fn acquireUninterrupted(self: *Lock, deadline: clock.Deadline, since_ns: u64) bool {
+        var since = since_ns;
         while (true) switch (self.acquireWaiting(deadline, &since)) {
             .acquired => return true,
             .timed_out => return false,
@@ -1025,6 +1026,31 @@ test "a waiter asleep apart starves at its fairness mark and gets the lock from 
     t.join();
     try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
     try testing.expect(ctx.lock.isLocked());
+    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+    try ctx.lock.release();
+    try testing.expect(ctx.lock.tryAcquire()); // free for everyone again
+    try ctx.lock.release();
+}
+
+test "a waiter whose wait began before it first ran counts its fairness mark from then: past it, it starves at once" {
+    // The CPython layer starts the clock before it lets the GIL go; the kernel may then run the thread
+    // the GIL went to ahead of the waiter for a millisecond or more. Once it runs, a waiter past its mark
+    // registers at once instead of sleeping apart (or parking) for another millisecond.
+    var ctx: BargedCtx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() - 2 * Lock.fair_after_ns });
+    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    while (ctx.lock.starvingCount() != 1) {
+        // Asleep apart, it would sleep until its mark: with a mark counted from now, about 1 ms.
+        try testing.expectEqual(@as(u32, 0), ctx.sleepers.load(.monotonic));
+        if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+    }
+    try testing.expectEqual(@as(u32, 0), ctx.sleepers.load(.monotonic));
+    // Registered: the release is its, and a barging re-take is refused.
+    try ctx.lock.release();
+    try testing.expect(!ctx.lock.tryAcquire());
+    t.join();
+    try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
     try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
     try ctx.lock.release();
     try testing.expect(ctx.lock.tryAcquire()); // free for everyone again

@@ -44,7 +44,7 @@ fn lockAcquire(o: *Object, timeout_ns: c_longlong) callconv(.c) c_int {
     const l = lock.coreLock(o);
     if (timeout_ns == 0) return @intFromBool(l.tryAcquireIfFree());
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
-    return @intFromBool(l.acquireUninterrupted(deadline)); // no Python handler can run without the GIL
+    return @intFromBool(l.acquireUninterrupted(deadline, 0)); // no Python handler can run without the GIL
 }
 
 fn lockRelease(o: *Object) callconv(.c) c_int {

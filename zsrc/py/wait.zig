@@ -20,8 +20,14 @@ noinline fn block(lock: *core.Lock, timeout_ns: i64) ?bool {
     // 3.15 (gh-123940): during finalization no other thread can run to release the lock, so refuse
     // to block rather than hang.
     if (version.atLeast(15) and errors.refuseAtShutdown("cannot acquire lock at interpreter shutdown")) return null;
-    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .fromTimeout(@intCast(timeout_ns));
-    var since: u64 = 0; // when the wait began: a signal does not restart the lock's fairness clock
+    // The wait begins now, with the GIL still held: the lock's fairness clock (`since`: a signal does not
+    // restart it) starts here, not when the thread next runs. Letting the GIL go wakes a thread that waits
+    // for it, which the kernel may run on this CPU ahead of this one, and keep there for a millisecond or
+    // more while the other CPU idles: a clock started after that made such a wait 2 ms, not 1, before the
+    // lock was left to it (docs/DESIGN.md, "The fairness clock starts before the GIL is let go").
+    const begun = core.clock.monotonicNs();
+    const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .after(begun, @intCast(timeout_ns));
+    var since = begun;
     while (true) {
         switch (acquireWithoutGil(lock, deadline, &since)) {
             .acquired => return true,
@@ -37,9 +43,10 @@ noinline fn block(lock: *core.Lock, timeout_ns: i64) ?bool {
 /// exception there would leave a Condition's lock unheld under its `with` block). Signals that arrive
 /// meanwhile are handled after the wait, by the interpreter's usual check.
 pub fn acquireUninterruptibly(lock: *core.Lock) void {
+    const begun = core.clock.monotonicNs(); // before the GIL is let go, as `block`'s
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    _ = lock.acquireUninterrupted(.forever);
+    _ = lock.acquireUninterrupted(.forever, begun);
 }
 
 fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
