@@ -251,6 +251,32 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     try testing.expectEqual(1000 + yield_after_ns, free.yield_from_ns);
 }
 
+test "a fork resets the hand-over's counts in the child by itself: the slot, threads starting, sleepers apart" {
+    if (@import("builtin").os.tag == .windows) return error.SkipZigTest;
+    defer resetForTest(.unset);
+    const fork = @import("fork.zig");
+    try fork.install();
+    resetForTest(.gil);
+    const held = Grant.take() orelse return error.TestUnexpectedResult; // the GIL spinner's slot, held
+    defer held.leave();
+    threadStarting();
+    defer threadEntered();
+    _ = barged_sleepers.fetchAdd(1, .monotonic);
+    defer _ = barged_sleepers.fetchSub(1, .monotonic);
+    try testing.expect(Grant.take() == null);
+    const Child = struct {
+        fn check() bool {
+            // No reset called here: the handler ran inside fork().
+            if (barged_sleepers.load(.monotonic) != 0) return false;
+            const grant = Grant.take() orelse return false;
+            grant.leave();
+            return true;
+        }
+    };
+    try testing.expect(try fork.checkInChild(Child.check));
+    try testing.expect(Grant.take() == null); // the parent's are real
+}
+
 test "spinUntil polls until done, gives up at its limit and not before, and does not poll when it may not spin" {
     defer resetForTest(.unset);
     const Poll = struct {

@@ -947,6 +947,30 @@ test "after a fork, a count of starving waiters that registered before it is sta
     try lock.release();
 }
 
+test "a fork resets the starving counts in the child by itself: a count made before it is stale there" {
+    if (@import("builtin").os.tag == .windows) return error.SkipZigTest;
+    const fork = @import("fork.zig");
+    try fork.install();
+    try fork.install(); // once per process: a second call does nothing
+    const Child = struct {
+        var lock: Lock = .{};
+        fn check() bool {
+            // No reset called here: the handler ran inside fork().
+            if (lock.starvingCount() != 0) return false;
+            lock.release() catch return false;
+            return lock.state.load(.monotonic) == 0 and lock.tryAcquire();
+        }
+    };
+    Child.lock = .{};
+    try testing.expect(Child.lock.tryAcquire());
+    // A waiter of this generation registered as starving; then the process forks.
+    _ = Child.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow() | Lock.parked_bit, .monotonic);
+    try testing.expectEqual(@as(u32, 1), Child.lock.starvingCount());
+    try testing.expect(try fork.checkInChild(Child.check));
+    // The parent's count is live: its waiter exists here.
+    try testing.expectEqual(@as(u32, 1), Child.lock.starvingCount());
+}
+
 test "a timeout that has already passed leaves the word untouched" {
     var lock: Lock = .{};
     try testing.expect(lock.tryAcquire());

@@ -6,6 +6,7 @@ pub const RecursiveLock = @import("rlock.zig").RecursiveLock;
 pub const thread = @import("thread.zig");
 pub const spin = @import("spin.zig");
 pub const handover = @import("handover.zig");
+pub const fork = @import("fork.zig");
 pub const Event = @import("event.zig").Event;
 
 test {
@@ -16,5 +17,6 @@ test {
     _ = thread;
     _ = spin;
     _ = handover;
+    _ = fork;
     _ = @import("event.zig");
 }

@@ -227,9 +227,9 @@ pub threadlocal var current: ?*Handle = null;
 /// own hook.) The reference is weak because the interpreter keeps its at-fork hooks until its very end,
 /// after its last garbage collection: a hook that held the module would keep the module and its types
 /// alive past it, and with them the memory of a closed subinterpreter.
+/// (The core's process-wide state, starving waiters and the hand-over's counts, is reset by the core itself,
+/// whoever forked: core/fork.zig.)
 fn afterForkInChild(module_ref: ?*Object, _: ?*Object) callconv(.c) ?*Object {
-    core.Lock.afterForkInChild(); // the starving waiters counted in locks are parent threads: stale here
-    core.handover.afterForkInChild(); // so is a spinner that held a slot
     const module_obj = abi.PyObject_CallFunctionObjArgs(module_ref.?, @as(?*Object, null)) orelse return null;
     defer abi.decRef(module_obj);
     if (module_obj == abi.noneObject()) return abi.none();

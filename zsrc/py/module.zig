@@ -231,6 +231,11 @@ fn exec(module: *Object) callconv(.c) c_int {
     if (!names.addConstants(module)) return -1;
     s.threads_allowed = interp.threadsAllowed();
     if (!addFromCPython(module)) return -1;
+    // The core's own reset of its process-wide state in a forked child (core/fork.zig), once per process.
+    core.fork.install() catch {
+        _ = abi.PyErr_NoMemory();
+        return -1;
+    };
     handles.registerForkHook(module);
     noteMainThread(interp.currentId());
     enableConsoleInterrupts();
