@@ -191,8 +191,8 @@ pub fn threadEntered() void {
     _ = starting.fetchSub(1, .monotonic);
 }
 
-/// In a forked child only the forking thread exists: a slot held by another thread at the fork is free,
-/// and no thread is starting.
+/// In a forked child only the forking thread exists: a slot held by another thread at the fork is free, no
+/// thread is starting, and none sleeps apart. Called by the core's fork handler (`fork.zig`).
 pub fn afterForkInChild() void {
     slot.store(false, .monotonic);
     starting.store(0, .monotonic);
@@ -261,6 +261,10 @@ test "a fork resets the hand-over's counts in the child by itself: the slot, thr
     defer held.leave();
     threadStarting();
     defer threadEntered();
+    // A start that never expires (a real one is ignored after `starting_for_ns`: under a sanitizer or an
+    // emulator, fork and the child's start may take that long, and the child would pass without the reset).
+    started_at_ns.store(std.math.maxInt(u64), .monotonic);
+    defer started_at_ns.store(0, .monotonic);
     _ = barged_sleepers.fetchAdd(1, .monotonic);
     defer _ = barged_sleepers.fetchSub(1, .monotonic);
     try testing.expect(Grant.take() == null);

@@ -165,8 +165,9 @@ pub const Lock = extern struct {
     }
 
     /// `acquire` for a caller that retries after `.interrupted` (runs signal handlers, then waits on):
-    /// `since` is when the wait began (0: now; set by the first call), so a signal does not restart the
-    /// time after which the waiter starves.
+    /// `since` is when the wait began (0: unknown; this call sets it when it first parks, or a hand-over spin
+    /// when it begins), so a signal does not restart the time after which the waiter starves. The CPython
+    /// layer reads it before it lets the GIL go.
     pub fn acquireWaiting(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
         return self.acquireSlow(deadline, since, .{});
@@ -212,7 +213,7 @@ pub const Lock = extern struct {
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
     /// that cannot run signal handlers. Whether the lock was acquired. `since_ns`: when the wait began, as
-    /// `acquireWaiting`'s `since` (0: when it first parks).
+    /// `acquireWaiting`'s `since` (0: unknown, taken when it first parks).
     pub fn acquireUninterrupted(self: *Lock, deadline: clock.Deadline, since_ns: u64) bool {
         var since = since_ns;
         while (true) switch (self.acquireWaiting(deadline, &since)) {
@@ -257,7 +258,8 @@ pub const Lock = extern struct {
             if (now & count_mask != 0) break;
             std.atomic.spinLoopHint();
         }
-        // The spin is over in microseconds: the clock is read only by a wait that goes on to park.
+        // The spin is over in microseconds: a wait that did not say when it began reads the clock only
+        // when it goes on to park.
         if (since.* == 0) since.* = clock.monotonicNs();
         const fair_at = since.* +| fair_after_ns;
         const generation = generationNow();
@@ -1062,7 +1064,7 @@ test "a waiter whose wait began before it first ran counts its fairness mark fro
     // registers at once instead of sleeping apart (or parking) for another millisecond.
     var ctx: BargedCtx = .{};
     try testing.expect(ctx.lock.tryAcquire());
-    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() - 2 * Lock.fair_after_ns });
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() -| 2 * Lock.fair_after_ns });
     const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
     while (ctx.lock.starvingCount() != 1) {
         // Asleep apart, it would sleep until its mark: with a mark counted from now, about 1 ms.
@@ -1075,6 +1077,53 @@ test "a waiter whose wait began before it first ran counts its fairness mark fro
     try testing.expect(!ctx.lock.tryAcquire());
     t.join();
     try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+    try ctx.lock.release();
+    try testing.expect(ctx.lock.tryAcquire()); // free for everyone again
+    try ctx.lock.release();
+}
+
+test "an uninterrupted wait that says when it began starves from then, and takes the lock from a barging holder" {
+    // The CPython layer's `RLock._acquire_restore` reads the clock before it lets the GIL go; the C ABI's
+    // waits pass 0 (their first park). The lock is held and marked parked, as when another waiter sleeps
+    // on it: this waiter, 2 ms into its wait when it first looks, registers as starving without sleeping
+    // for a release first.
+    const Ctx = struct {
+        lock: Lock = .{},
+        got: std.atomic.Value(bool) = .init(false),
+        since_ns: u64 = 0,
+        fn waiter(ctx: *@This()) void {
+            std.debug.assert(ctx.lock.acquireUninterrupted(.fromTimeout(10 * std.time.ns_per_s), ctx.since_ns));
+            ctx.got.store(true, .release);
+        }
+    };
+    {
+        // Its mark a minute away: it does not starve (it would, 1 ms from now, if it ignored when it began).
+        var early: Ctx = .{ .since_ns = clock.monotonicNs() + 60 * std.time.ns_per_s };
+        try testing.expect(early.lock.tryAcquire());
+        _ = early.lock.state.fetchOr(Lock.parked_bit, .monotonic);
+        const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&early});
+        sleepNs(20 * std.time.ns_per_ms);
+        try testing.expectEqual(@as(u32, 0), early.lock.starvingCount());
+        try early.lock.release(); // wakes it (or it sees the lock free): it takes it
+        t.join();
+        try testing.expect(early.got.load(.acquire));
+        try early.lock.release();
+    }
+    var ctx: Ctx = .{ .since_ns = clock.monotonicNs() -| 2 * Lock.fair_after_ns };
+    try testing.expect(ctx.lock.tryAcquire());
+    _ = ctx.lock.state.fetchOr(Lock.parked_bit, .monotonic);
+    const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
+    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    while (ctx.lock.starvingCount() != 1) {
+        if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+        std.atomic.spinLoopHint();
+    }
+    // Registered: a release and a barging re-take are refused, the lock is the waiter's.
+    try ctx.lock.release();
+    try testing.expect(!ctx.lock.tryAcquire());
+    t.join();
+    try testing.expect(ctx.got.load(.acquire));
     try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
     try ctx.lock.release();
     try testing.expect(ctx.lock.tryAcquire()); // free for everyone again

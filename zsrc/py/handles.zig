@@ -223,8 +223,8 @@ pub threadlocal var current: ?*Handle = null;
 
 /// os.register_at_fork(after_in_child=...), bound to a weak reference to the module: only the forking thread
 /// exists in the child. Every other handle of the module is done and can never be joined at the OS level.
-/// (Only the main interpreter can fork, and the child has no other interpreter: each module registers its
-/// own hook.) The reference is weak because the interpreter keeps its at-fork hooks until its very end,
+/// (The child has no interpreter but the main one; each module registers its own hook, which runs when its
+/// interpreter forks.) The reference is weak because the interpreter keeps its at-fork hooks until its very end,
 /// after its last garbage collection: a hook that held the module would keep the module and its types
 /// alive past it, and with them the memory of a closed subinterpreter.
 /// (The core's process-wide state, starving waiters and the hand-over's counts, is reset by the core itself,
