@@ -90,16 +90,13 @@ pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireR
 }
 
 fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    // While a thread is starting this waiter most likely waits for it: it neither spins (`Grant`) nor arms
-    // a fairness timer on its first park (`Lock.SlowOptions.lone`).
-    const lone = aThreadIsStarting();
     // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
     // the threads its releases wake.
-    const grant = (if (lone or lock.isContended()) null else Grant.get(true)) orelse
-        return lock.acquireBargeable(deadline, since, barged, false, lone);
+    const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
+        return lock.acquireBargeable(deadline, since, barged, false);
     const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
     grant.leave();
-    return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged, false);
+    return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
 }
 
 /// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
@@ -108,13 +105,12 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.Acqu
 /// every release, and each turn moves the data of the critical section from one CPU's cache to the
 /// other's (twice as slow as one thread taking it again and again).
 fn acquireFreeThreaded(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    const lone = aThreadIsStarting(); // as under a GIL
-    if (!lone and !lock.isContended()) {
+    if (!lock.isContended()) {
         if (Grant.get(false)) |grant| {
             if (spinFor(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
         }
     }
-    return lock.acquireAfterSpin(deadline, since, lone);
+    return lock.acquireAfterSpin(deadline, since);
 }
 
 fn spinFor(lock: *Lock, grant: Grant, deadline: clock.Deadline, since: *u64, gate: Lock.SpinGate) Lock.Spun {

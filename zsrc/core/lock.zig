@@ -174,10 +174,9 @@ pub const Lock = extern struct {
     }
 
     /// `acquireWaiting` for a caller that has spun already (`spinAcquire`): no spin before it parks.
-    /// `lone`: as `acquireBargeable`'s.
-    pub fn acquireAfterSpin(self: *Lock, deadline: clock.Deadline, since: *u64, lone: bool) AcquireResult {
+    pub fn acquireAfterSpin(self: *Lock, deadline: clock.Deadline, since: *u64) AcquireResult {
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline, since, .{ .spin_reads = 0, .lone = lone });
+        return self.acquireSlow(deadline, since, .{ .spin_reads = 0 });
     }
 
     /// Where a waiter that has seen its lock barged sleeps instead of on the lock (`acquireBargeable`): a
@@ -206,13 +205,10 @@ pub const Lock = extern struct {
     /// `barged.word` instead, where no release wakes it, until its fairness
     /// mark (then it starves, and the lock is left to it), its deadline, or a bump of the word. It holds
     /// and owes nothing while it sleeps there: it is not counted in the lock word.
-    /// `lone`: the caller knows that this waiter most likely waits for a thread that is only starting (the
-    /// CPython layer: one it started has not yet entered Python), not for a barging one, so its first park
-    /// arms no fairness timer even on a lock marked parked (`SlowOptions.lone`).
-    pub fn acquireBargeable(self: *Lock, deadline: clock.Deadline, since: *u64, barged: BargedWait, seen_barging: bool, lone: bool) AcquireResult {
+    pub fn acquireBargeable(self: *Lock, deadline: clock.Deadline, since: *u64, barged: BargedWait, seen_barging: bool) AcquireResult {
         if (seen_barging) return self.acquireSlow(deadline, since, .{ .spin_reads = 0, .barged = barged, .barging_seen = true });
         if (self.tryAcquire()) return .acquired;
-        return self.acquireSlow(deadline, since, .{ .barged = barged, .lone = lone });
+        return self.acquireSlow(deadline, since, .{ .barged = barged });
     }
 
     /// Like `acquire`, but a signal does not end the wait (it goes on to the same deadline): for callers
@@ -251,12 +247,6 @@ pub const Lock = extern struct {
         barged: ?BargedWait = null,
         /// It has seen it barged already: it sleeps there first (unless the lock is free for all as it goes).
         barging_seen: bool = false,
-        /// Its first park arms no fairness timer even if the lock is marked parked: the mark may be a spare
-        /// one (the lock's last taker after a sleep sets it, for sleepers that may not exist), and the caller
-        /// knows that no barging thread is likely. Once woken to find the lock taken, it arms one as any
-        /// waiter does. Arming and cancelling a timer cost a VM exit or two: 15 us of a 30 us wait for a new
-        /// thread's first release (docs/DESIGN.md, "A thread that is starting: no fairness timer either").
-        lone: bool = false,
     };
 
     fn acquireSlow(self: *Lock, deadline: clock.Deadline, since: *u64, options: SlowOptions) AcquireResult {
@@ -321,7 +311,7 @@ pub const Lock = extern struct {
             // ping-pong here. Without it, a thread woken by the barging thread's release would learn that
             // it starves only when it runs, which the scheduler may put off for a tick (wake-affine: it
             // queues behind the running barger); the timer wakes it on its own CPU.
-            if (s & parked_bit != 0 and !options.lone) contested = true;
+            if (s & parked_bit != 0) contested = true;
             if (s & parked_bit == 0) {
                 if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
                     s = now;
@@ -1013,7 +1003,7 @@ const BargedCtx = struct {
     fn waiter(ctx: *BargedCtx, timeout_ns: ?u64, since_ns: u64) void {
         var since = since_ns;
         const deadline: clock.Deadline = if (timeout_ns) |ns| .fromTimeout(ns) else .forever;
-        ctx.result = ctx.lock.acquireBargeable(deadline, &since, ctx.barged(), true, false);
+        ctx.result = ctx.lock.acquireBargeable(deadline, &since, ctx.barged(), true);
         ctx.done.store(true, .release);
     }
 };
@@ -1137,46 +1127,6 @@ test "an uninterrupted wait that says when it began starves from then, and takes
     try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
     try ctx.lock.release();
     try testing.expect(ctx.lock.tryAcquire()); // free for everyone again
-    try ctx.lock.release();
-}
-
-test "a lone waiter's first park arms no fairness timer, even on a lock marked parked; woken to find it taken, it starves" {
-    const Ctx = struct {
-        lock: Lock = .{},
-        got: std.atomic.Value(bool) = .init(false),
-        since: u64 = 0,
-        fn waiter(ctx: *@This()) void {
-            std.debug.assert(ctx.lock.acquireAfterSpin(.fromTimeout(10 * std.time.ns_per_s), &ctx.since, true) == .acquired);
-            ctx.got.store(true, .release);
-        }
-        fn starvingOrGot(ctx: *@This()) bool {
-            return ctx.lock.starvingCount() == 1 or ctx.got.load(.acquire);
-        }
-        fn gotIt(ctx: *@This()) bool {
-            return ctx.got.load(.acquire);
-        }
-    };
-    // Held, and marked parked by a sleeper that is gone (the spare mark of the lock's last taker); the
-    // waiter's wait began 2 ms ago, so a waiter that armed the timer would starve at once.
-    var ctx: Ctx = .{ .since = clock.monotonicNs() -| 2 * Lock.fair_after_ns };
-    try testing.expect(ctx.lock.tryAcquire());
-    _ = ctx.lock.state.fetchOr(Lock.parked_bit, .monotonic);
-    const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
-    sleepNs(20 * std.time.ns_per_ms);
-    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
-    try testing.expect(!ctx.got.load(.acquire));
-    // A release wakes it, and a barging re-take (if it wins the race) makes it starve: the lock is its.
-    try ctx.lock.release();
-    if (ctx.lock.tryAcquire()) {
-        try waitUntil(&ctx, Ctx.starvingOrGot);
-        try ctx.lock.release();
-    }
-    try waitUntil(&ctx, Ctx.gotIt);
-    t.join();
-    try testing.expect(ctx.lock.isLocked());
-    try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
-    try ctx.lock.release();
-    try testing.expect(ctx.lock.tryAcquire());
     try ctx.lock.release();
 }
 
