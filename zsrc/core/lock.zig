@@ -49,10 +49,42 @@ pub const Lock = extern struct {
     /// Call in a forked child, before any lock is used there.
     pub fn afterForkInChild() void {
         _ = fork_generation.fetchAdd(1, .monotonic);
+        for (&sleeper_buckets) |*b| b.word.store(0, .monotonic); // they were parent threads
     }
 
     fn generationNow() u32 {
         return (fork_generation.load(.monotonic) & 0xff) << generation_shift;
+    }
+
+    /// The threads asleep on locks' `state` words, counted per bucket of lock addresses (the lock word has
+    /// no room, and a lock object stays as small as CPython's): `sleepers_one` per sleeper in the low half,
+    /// `untimed_one` more per sleeper without a fairness timer in the high half. A bucket counts the
+    /// sleepers of all its locks, so it never says fewer than a lock has: every decision it feeds is safe
+    /// when it says more (a timer armed, `parked_bit` set, a wake-up for nobody). docs/DESIGN.md, "A count
+    /// of sleepers: the timer only when another thread sleeps there".
+    const Sleepers = extern struct {
+        word: std.atomic.Value(u64) align(std.atomic.cache_line) = .init(0),
+    };
+    const sleepers_one: u64 = 1;
+    const untimed_one: u64 = 1 << 32;
+    var sleeper_buckets: [64]Sleepers = @splat(.{});
+
+    fn sleepersOf(self: *const Lock) *std.atomic.Value(u64) {
+        const h = (@intFromPtr(self) >> 3) *% 0x9e37_79b9_7f4a_7c15;
+        return &sleeper_buckets[h >> (64 - 6)].word;
+    }
+
+    fn asleepIn(counts: u64) u32 {
+        return @truncate(counts);
+    }
+
+    fn untimedIn(counts: u64) u32 {
+        return @truncate(counts >> 32);
+    }
+
+    /// Whether a thread may be asleep on this lock's `state` (for a taker that may have consumed its wake-up).
+    fn othersAsleep(self: *const Lock) bool {
+        return asleepIn(self.sleepersOf().load(.seq_cst)) != 0;
     }
 
     /// How many starving waiters `s` counts, if they are of this generation (else 0: stale).
@@ -225,9 +257,9 @@ pub const Lock = extern struct {
 
     /// Takes the lock if it is free and no live count of starving waiters reserves it (what a waiter that
     /// is not starving may do), dropping a stale count; a waiter that has slept on `state` marks it
-    /// parked, for the wake-up it may have taken from another.
+    /// parked, for the wake-up it may have taken from another, if another sleeps there.
     fn tryTake(self: *Lock, s: u32, set_parked: bool) ?u32 {
-        const parked = (s & parked_bit) | (if (set_parked) parked_bit else 0);
+        const parked = (s & parked_bit) | (if (set_parked and self.othersAsleep()) parked_bit else 0);
         return self.state.cmpxchgWeak(s, locked_bit | parked, .acquire, .monotonic);
     }
 
@@ -286,7 +318,7 @@ pub const Lock = extern struct {
                 // Apart, it cannot pass on a wake-up it took on `state`: it marks the lock parked first,
                 // for the next sleeper there (as one that sleeps on `state` again does).
                 if (owes_wake) {
-                    if (s & parked_bit == 0) {
+                    if (s & parked_bit == 0 and self.othersAsleep()) {
                         if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
                             s = now;
                             continue;
@@ -303,15 +335,8 @@ pub const Lock = extern struct {
                 continue;
             }
             // Held, or free but left to the starving: sleep until a release wakes us, the deadline, or
-            // (a hint: the kernel may be late by the thread's timer slack) the moment this waiter starves.
-            // That timer only once barging is possible: other threads wait too (the parked bit was set
-            // before ours), or this one has lost the lock to a barging thread after a wake-up. A lone
-            // waiter (a ping-pong partner, a Condition's waiter lock) parks without one: arming and
-            // cancelling a timer on every park costs a VM exit or two, about 1.5 us per round trip of a
-            // ping-pong here. Without it, a thread woken by the barging thread's release would learn that
-            // it starves only when it runs, which the scheduler may put off for a tick (wake-affine: it
-            // queues behind the running barger); the timer wakes it on its own CPU.
-            if (s & parked_bit != 0) contested = true;
+            // (a hint: the kernel may be late by the thread's timer slack) the moment this waiter starves
+            // (`park` says when that timer is armed).
             if (s & parked_bit == 0) {
                 if (self.state.cmpxchgWeak(s, s | parked_bit, .monotonic, .monotonic)) |now| {
                     s = now;
@@ -322,10 +347,7 @@ pub const Lock = extern struct {
             if (deadline.hasPassed()) return self.leaveParked(.timed_out, generation);
             if (slept) contested = true; // woken, and the lock was taken again before we could
             if (contested and clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
-            const result = if (contested and fair_at < deadline.ns)
-                futex.waitLoosely(&self.state, s, .{ .ns = fair_at })
-            else
-                futex.wait(&self.state, s, deadline);
+            const result = self.park(s, contested, fair_at, deadline, generation);
             slept = true;
             owes_wake = result != .changed;
             switch (result) {
@@ -335,6 +357,46 @@ pub const Lock = extern struct {
             }
             s = self.state.load(.monotonic);
         }
+    }
+
+    /// Sleeps on `state` (which holds `s`, with `parked_bit`), counted in its bucket of sleepers, until a
+    /// wake-up, the deadline, or, with the fairness timer, `fair_at`. The timer only once barging is
+    /// possible: this waiter has lost the lock after a wake-up (`contested`), another thread sleeps there
+    /// (a release wakes one sleeper, perhaps not this one), or starving waiters are counted (their releases
+    /// wake nobody here). A lone waiter (a ping-pong partner, a Condition's waiter lock, a thread waiting
+    /// for the one it started) sleeps without one: arming and cancelling a timer costs a VM exit or two
+    /// (about 1.5 us per round trip of a ping-pong here), and a sleeper with a timer was seen to switch
+    /// out 7 us later and to preempt its waker less often. Without it, a thread woken by a barging
+    /// thread's release would learn that it starves only when it runs, which the scheduler may put off for
+    /// a tick (wake-affine: it queues behind the running barger); the timer wakes it on its own CPU.
+    ///
+    /// A sleeper without a timer relies on being woken once barging becomes possible: so a thread that
+    /// sleeps here with a timer, or registers as starving (`acquireStarving`), while the bucket counts one,
+    /// wakes the lock's sleepers (they sleep again, with the timer). Each side counts itself (sequentially
+    /// consistent), then reads the other's count or word; so either the timer-less sleeper sees the change
+    /// and does not sleep, or the other thread sees it counted and wakes it.
+    fn park(self: *Lock, s: u32, contested: bool, fair_at: u64, deadline: clock.Deadline, generation: u32) futex.WaitResult {
+        const counts = self.sleepersOf();
+        var c = counts.load(.monotonic);
+        var timed: bool = undefined;
+        var mine: u64 = undefined;
+        while (true) {
+            timed = contested or asleepIn(c) != 0 or liveStarving(s, generation) != 0;
+            mine = if (timed) sleepers_one else sleepers_one + untimed_one;
+            c = counts.cmpxchgWeak(c, c + mine, .seq_cst, .monotonic) orelse break;
+        }
+        defer _ = counts.fetchSub(mine, .seq_cst);
+        if (timed) {
+            if (untimedIn(c) != 0) futex.wake(&self.state, std.math.maxInt(u32));
+            // Past its mark already (its wait began before it first ran): it starves now, unqueued.
+            if (clock.monotonicNs() >= fair_at) return .changed;
+            return if (fair_at < deadline.ns)
+                futex.waitLoosely(&self.state, s, .{ .ns = fair_at })
+            else
+                futex.wait(&self.state, s, deadline);
+        }
+        if (self.state.load(.seq_cst) != s) return .changed;
+        return futex.wait(&self.state, s, deadline);
     }
 
     /// Sleeps on `barged.word` (not woken by releases) until `fair_at`, the deadline, or a bump; at once if
@@ -389,8 +451,10 @@ pub const Lock = extern struct {
                 s + one_starving
             else
                 (s & locked_bit) | one_starving | generation;
-            s = self.state.cmpxchgWeak(s, counted | parked_bit, .monotonic, .monotonic) orelse break;
+            s = self.state.cmpxchgWeak(s, counted | parked_bit, .seq_cst, .monotonic) orelse break;
         }
+        // A sleeper on `state` without a fairness timer is woken by no release now: wake it (`park`).
+        if (untimedIn(self.sleepersOf().load(.seq_cst)) != 0) futex.wake(&self.state, std.math.maxInt(u32));
         while (true) {
             // Read `handoffs` before the state: a release that frees the lock after this read bumps it,
             // so the sleep below cannot miss it (the kernel compares the word as it queues us).
@@ -926,6 +990,113 @@ test "every thread makes progress and the lock stays exclusive with barging and 
     try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic) & ~Lock.parked_bit);
 }
 
+fn untimedSleepers(lock: *Lock) u32 {
+    return Lock.untimedIn(lock.sleepersOf().load(.monotonic));
+}
+
+fn asleepOn(lock: *Lock) u32 {
+    return Lock.asleepIn(lock.sleepersOf().load(.monotonic));
+}
+
+test "a lone waiter sleeps without a timer; a second waiter that sleeps there wakes it to sleep again with one" {
+    const Ctx = struct {
+        lock: Lock = .{},
+        /// The second waiter's fairness mark is a minute away: it sleeps, timed, and registers as starving
+        /// for nothing, so only its arrival can end the first one's sleep without a timer.
+        fn waiter(ctx: *@This(), since_ns: u64) void {
+            var since = since_ns;
+            std.debug.assert(ctx.lock.acquireWaiting(.forever, &since) == .acquired);
+            ctx.lock.release() catch unreachable;
+        }
+        fn oneUntimed(lock: *Lock) bool {
+            return untimedSleepers(lock) == 1;
+        }
+        fn secondAsleepFirstTimed(lock: *Lock) bool {
+            return asleepOn(lock) >= 1 and untimedSleepers(lock) == 0;
+        }
+    };
+    var ctx: Ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const first = try std.Thread.spawn(.{}, Ctx.waiter, .{ &ctx, 0 });
+    try waitUntil(&ctx.lock, Ctx.oneUntimed);
+    const second = try std.Thread.spawn(.{}, Ctx.waiter, .{ &ctx, clock.monotonicNs() + 60 * std.time.ns_per_s });
+    try waitUntil(&ctx.lock, Ctx.secondAsleepFirstTimed);
+    try ctx.lock.release();
+    first.join();
+    second.join();
+    try testing.expectEqual(@as(u32, 0), asleepOn(&ctx.lock));
+    try testing.expect(ctx.lock.tryAcquire());
+    try ctx.lock.release();
+}
+
+test "a waiter that takes the lock after a sleep marks it parked only if another thread sleeps there" {
+    const Ctx = struct {
+        lock: Lock = .{},
+        fn waiter(ctx: *@This()) void {
+            std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
+        }
+        fn asleep(lock: *Lock) bool {
+            return asleepOn(lock) != 0;
+        }
+    };
+    var ctx: Ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
+    try waitUntil(&ctx.lock, Ctx.asleep);
+    try ctx.lock.release();
+    t.join();
+    // Alone: the lock is held and unmarked, so its holder's release is the fast one (no wake-up for nobody).
+    try testing.expectEqual(Lock.locked_bit, ctx.lock.state.load(.monotonic));
+    try ctx.lock.release();
+}
+
+test "a waiter that parked alone, without a fairness timer, is not passed over while other waiters starve in turn" {
+    // The lone waiter parks first, on a held lock nobody else waits for: no timer. Then three threads
+    // come, each holding the lock for 4 ms a round, so that one of them always waits past its mark while
+    // another holds it: every release goes to a starving waiter, and none wakes a sleeper on `state`. The
+    // lone waiter must still get the lock within a few rounds, not when the others stop.
+    const workers = 3;
+    const max_rounds = 60;
+    const Ctx = struct {
+        lock: Lock = .{},
+        lone_done: std.atomic.Value(bool) = .init(false),
+        rounds: std.atomic.Value(u32) = .init(0),
+        rounds_before_lone: std.atomic.Value(u32) = .init(0),
+        /// The workers sleep apart (as waiters under a GIL that have seen the lock barged), not on
+        /// `state`: so only their registering as starving can tell the lone waiter to sleep with a timer.
+        word: std.atomic.Value(u32) = .init(0),
+        sleepers: std.atomic.Value(u32) = .init(0),
+        fn lone(ctx: *@This()) void {
+            std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
+            ctx.rounds_before_lone.store(ctx.rounds.load(.monotonic), .monotonic);
+            ctx.lone_done.store(true, .release);
+            ctx.lock.release() catch unreachable;
+        }
+        fn worker(ctx: *@This()) void {
+            const barged: Lock.BargedWait = .{ .word = &ctx.word, .sleepers = &ctx.sleepers };
+            while (!ctx.lone_done.load(.acquire) and ctx.rounds.load(.monotonic) < max_rounds) {
+                var since: u64 = 0;
+                std.debug.assert(ctx.lock.acquireBargeable(.forever, &since, barged, true) == .acquired);
+                _ = ctx.rounds.fetchAdd(1, .monotonic);
+                sleepNs(4 * std.time.ns_per_ms);
+                ctx.lock.release() catch unreachable;
+            }
+        }
+    };
+    var ctx: Ctx = .{};
+    try testing.expect(ctx.lock.tryAcquire());
+    const lone = try std.Thread.spawn(.{}, Ctx.lone, .{&ctx});
+    try waitUntil(&ctx.lock, isParked);
+    sleepNs(5 * std.time.ns_per_ms); // asleep by now, as a lone waiter
+    var threads: [workers]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, Ctx.worker, .{&ctx});
+    sleepNs(3 * std.time.ns_per_ms); // they wait past their marks
+    try ctx.lock.release();
+    lone.join();
+    for (threads) |t| t.join();
+    try testing.expect(ctx.rounds_before_lone.load(.monotonic) < max_rounds);
+}
+
 test "after a fork, a count of starving waiters that registered before it is stale and cleared" {
     var lock: Lock = .{};
     try testing.expect(lock.tryAcquire());
@@ -1085,9 +1256,9 @@ test "a waiter whose wait began before it first ran counts its fairness mark fro
 
 test "an uninterrupted wait that says when it began starves from then, and takes the lock from a barging holder" {
     // The CPython layer's `RLock._acquire_restore` reads the clock before it lets the GIL go; the C ABI's
-    // waits pass 0 (their first park). The lock is held and marked parked, as when another waiter sleeps
-    // on it: this waiter, 2 ms into its wait when it first looks, registers as starving without sleeping
-    // for a release first.
+    // waits pass 0 (their first park). The lock is held, marked parked, and another sleeper counted in its
+    // bucket, as when another waiter sleeps on it: this waiter, 2 ms into its wait when it first looks,
+    // registers as starving without sleeping for a release first.
     const Ctx = struct {
         lock: Lock = .{},
         got: std.atomic.Value(bool) = .init(false),
@@ -1102,6 +1273,8 @@ test "an uninterrupted wait that says when it began starves from then, and takes
         var early: Ctx = .{ .since_ns = clock.monotonicNs() + 60 * std.time.ns_per_s };
         try testing.expect(early.lock.tryAcquire());
         _ = early.lock.state.fetchOr(Lock.parked_bit, .monotonic);
+        _ = early.lock.sleepersOf().fetchAdd(Lock.sleepers_one, .monotonic);
+        defer _ = early.lock.sleepersOf().fetchSub(Lock.sleepers_one, .monotonic);
         const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&early});
         sleepNs(20 * std.time.ns_per_ms);
         try testing.expectEqual(@as(u32, 0), early.lock.starvingCount());
@@ -1113,6 +1286,8 @@ test "an uninterrupted wait that says when it began starves from then, and takes
     var ctx: Ctx = .{ .since_ns = clock.monotonicNs() -| 2 * Lock.fair_after_ns };
     try testing.expect(ctx.lock.tryAcquire());
     _ = ctx.lock.state.fetchOr(Lock.parked_bit, .monotonic);
+    _ = ctx.lock.sleepersOf().fetchAdd(Lock.sleepers_one, .monotonic);
+    defer _ = ctx.lock.sleepersOf().fetchSub(Lock.sleepers_one, .monotonic);
     const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
     const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
     while (ctx.lock.starvingCount() != 1) {
