@@ -1130,6 +1130,7 @@ test "a fork resets the starving counts in the child by itself: a count made bef
         fn check() bool {
             // No reset called here: the handler ran inside fork().
             if (lock.starvingCount() != 0) return false;
+            if (lock.sleepersOf().load(.monotonic) != 0) return false; // the sleepers were parent threads
             lock.release() catch return false;
             return lock.state.load(.monotonic) == 0 and lock.tryAcquire();
         }
@@ -1139,9 +1140,14 @@ test "a fork resets the starving counts in the child by itself: a count made bef
     // A waiter of this generation registered as starving; then the process forks.
     _ = Child.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow() | Lock.parked_bit, .monotonic);
     try testing.expectEqual(@as(u32, 1), Child.lock.starvingCount());
+    // And another sleeps on its word, without a timer.
+    const counted = Lock.sleepers_one + Lock.untimed_one;
+    _ = Child.lock.sleepersOf().fetchAdd(counted, .monotonic);
+    defer _ = Child.lock.sleepersOf().fetchSub(counted, .monotonic);
     try testing.expect(try fork.checkInChild(Child.check));
-    // The parent's count is live: its waiter exists here.
+    // The parent's counts are live: its waiters exist here.
     try testing.expectEqual(@as(u32, 1), Child.lock.starvingCount());
+    try testing.expectEqual(@as(u32, 1), untimedSleepers(&Child.lock));
 }
 
 test "a timeout that has already passed leaves the word untouched" {
