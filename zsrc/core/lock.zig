@@ -49,7 +49,9 @@ pub const Lock = extern struct {
     /// Call in a forked child, before any lock is used there.
     pub fn afterForkInChild() void {
         _ = fork_generation.fetchAdd(1, .monotonic);
-        for (&sleeper_buckets) |*b| b.word.store(0, .monotonic); // they were parent threads
+        // They were parent threads. (Only the forking thread runs in the child, and it is in `fork()`, not
+        // counted: a thread counted now would wrap its bucket when it uncounts itself.)
+        for (&sleeper_buckets) |*b| b.word.store(0, .monotonic);
     }
 
     fn generationNow() u32 {
@@ -57,16 +59,16 @@ pub const Lock = extern struct {
     }
 
     /// The threads asleep on locks' `state` words, counted per bucket of lock addresses (the lock word has
-    /// no room, and a lock object stays as small as CPython's): `sleepers_one` per sleeper in the low half,
-    /// `untimed_one` more per sleeper without a fairness timer in the high half. A bucket counts the
-    /// sleepers of all its locks, so it never says fewer than a lock has: every decision it feeds is safe
-    /// when it says more (a timer armed, `parked_bit` set, a wake-up for nobody). docs/DESIGN.md, "A count
-    /// of sleepers: the timer only when another thread sleeps there".
+    /// no room, and a lock object stays as small as CPython's): `sleepers_one` per sleeper in the low half.
+    /// A bucket counts the sleepers of all its locks, so it never says fewer than a lock has: the decisions
+    /// it feeds are the safe ones when it says more (a timer armed, `parked_bit` set). A thread sleeps
+    /// without a fairness timer only when its bucket counts no sleeper at all (`park`), so a bucket has at
+    /// most one such sleeper: the high half is its lock's `tag` (0: none), which makes the wake-ups it asks
+    /// for (`wakeUntimed`) reach that lock only. docs/DESIGN.md, "The lock word".
     const Sleepers = extern struct {
         word: std.atomic.Value(u64) align(std.atomic.cache_line) = .init(0),
     };
     const sleepers_one: u64 = 1;
-    const untimed_one: u64 = 1 << 32;
     var sleeper_buckets: [64]Sleepers = @splat(.{});
 
     fn sleepersOf(self: *const Lock) *std.atomic.Value(u64) {
@@ -74,12 +76,18 @@ pub const Lock = extern struct {
         return &sleeper_buckets[h >> (64 - 6)].word;
     }
 
+    /// Non-zero, and different for two locks less than 16 GiB apart (they are 4-aligned and 8 bytes long).
+    fn tag(self: *const Lock) u64 {
+        return @as(u64, @as(u32, @truncate(@intFromPtr(self) >> 2)) | 1) << 32;
+    }
+
     fn asleepIn(counts: u64) u32 {
         return @truncate(counts);
     }
 
-    fn untimedIn(counts: u64) u32 {
-        return @truncate(counts >> 32);
+    /// Whether the bucket's timer-less sleeper (if any) sleeps on this lock.
+    fn untimedHere(self: *const Lock, counts: u64) bool {
+        return counts & ~@as(u64, 0xffff_ffff) == self.tag();
     }
 
     /// Whether a thread may be asleep on this lock's `state` (for a taker that may have consumed its wake-up).
@@ -371,10 +379,15 @@ pub const Lock = extern struct {
     /// a tick (wake-affine: it queues behind the running barger); the timer wakes it on its own CPU.
     ///
     /// A sleeper without a timer relies on being woken once barging becomes possible: so a thread that
-    /// sleeps here with a timer, or registers as starving (`acquireStarving`), while the bucket counts one,
-    /// wakes the lock's sleepers (they sleep again, with the timer). Each side counts itself (sequentially
-    /// consistent), then reads the other's count or word; so either the timer-less sleeper sees the change
-    /// and does not sleep, or the other thread sees it counted and wakes it.
+    /// registers as starving (`acquireStarving`) while the bucket counts a timer-less sleeper on this lock
+    /// wakes the lock's sleepers (they sleep again, with the timer). The registration changes `state`, then
+    /// reads the bucket; the sleeper counts itself, then reads `state` (all sequentially consistent), and the
+    /// kernel compares `state` again as it queues it: either it sees the registration and does not sleep,
+    /// or the registrant sees it counted and wakes it. A thread that comes to sleep here with a timer while
+    /// one sleeps without (every thread that comes after it does) wakes the lock's sleepers too, so that a
+    /// wake order that is not first-come (other systems than Linux) cannot pass it over; that wake-up is
+    /// lost if the timer-less sleeper is not queued yet, and then the newcomer's registration, at its own
+    /// mark, wakes it.
     fn park(self: *Lock, s: u32, contested: bool, fair_at: u64, deadline: clock.Deadline, generation: u32) futex.WaitResult {
         const counts = self.sleepersOf();
         var c = counts.load(.monotonic);
@@ -382,12 +395,12 @@ pub const Lock = extern struct {
         var mine: u64 = undefined;
         while (true) {
             timed = contested or asleepIn(c) != 0 or liveStarving(s, generation) != 0;
-            mine = if (timed) sleepers_one else sleepers_one + untimed_one;
-            c = counts.cmpxchgWeak(c, c + mine, .seq_cst, .monotonic) orelse break;
+            mine = if (timed) sleepers_one else sleepers_one + self.tag();
+            c = counts.cmpxchgWeak(c, c +% mine, .seq_cst, .monotonic) orelse break;
         }
         defer _ = counts.fetchSub(mine, .seq_cst);
         if (timed) {
-            if (untimedIn(c) != 0) futex.wake(&self.state, std.math.maxInt(u32));
+            if (self.untimedHere(c)) futex.wake(&self.state, std.math.maxInt(u32));
             // Past its mark already (its wait began before it first ran): it starves now, unqueued.
             if (clock.monotonicNs() >= fair_at) return .changed;
             return if (fair_at < deadline.ns)
@@ -454,7 +467,7 @@ pub const Lock = extern struct {
             s = self.state.cmpxchgWeak(s, counted | parked_bit, .seq_cst, .monotonic) orelse break;
         }
         // A sleeper on `state` without a fairness timer is woken by no release now: wake it (`park`).
-        if (untimedIn(self.sleepersOf().load(.seq_cst)) != 0) futex.wake(&self.state, std.math.maxInt(u32));
+        if (self.untimedHere(self.sleepersOf().load(.seq_cst))) futex.wake(&self.state, std.math.maxInt(u32));
         while (true) {
             // Read `handoffs` before the state: a release that frees the lock after this read bumps it,
             // so the sleep below cannot miss it (the kernel compares the word as it queues us).
@@ -991,7 +1004,11 @@ test "every thread makes progress and the lock stays exclusive with barging and 
 }
 
 fn untimedSleepers(lock: *Lock) u32 {
-    return Lock.untimedIn(lock.sleepersOf().load(.monotonic));
+    return @intFromBool(lock.untimedHere(lock.sleepersOf().load(.monotonic)));
+}
+
+fn lonelyUntimed(lock: *Lock) bool {
+    return untimedSleepers(lock) == 1;
 }
 
 fn asleepOn(lock: *Lock) u32 {
@@ -1008,9 +1025,6 @@ test "a lone waiter sleeps without a timer; a second waiter that sleeps there wa
             std.debug.assert(ctx.lock.acquireWaiting(.forever, &since) == .acquired);
             ctx.lock.release() catch unreachable;
         }
-        fn oneUntimed(lock: *Lock) bool {
-            return untimedSleepers(lock) == 1;
-        }
         fn secondAsleepFirstTimed(lock: *Lock) bool {
             return asleepOn(lock) >= 1 and untimedSleepers(lock) == 0;
         }
@@ -1018,7 +1032,8 @@ test "a lone waiter sleeps without a timer; a second waiter that sleeps there wa
     var ctx: Ctx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const first = try std.Thread.spawn(.{}, Ctx.waiter, .{ &ctx, 0 });
-    try waitUntil(&ctx.lock, Ctx.oneUntimed);
+    try waitUntil(&ctx.lock, lonelyUntimed);
+    sleepNs(5 * std.time.ns_per_ms); // counted is not yet queued: a wake-up before its sleep would be lost
     const second = try std.Thread.spawn(.{}, Ctx.waiter, .{ &ctx, clock.monotonicNs() + 60 * std.time.ns_per_s });
     try waitUntil(&ctx.lock, Ctx.secondAsleepFirstTimed);
     try ctx.lock.release();
@@ -1043,6 +1058,7 @@ test "a waiter that takes the lock after a sleep marks it parked only if another
     try testing.expect(ctx.lock.tryAcquire());
     const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
     try waitUntil(&ctx.lock, Ctx.asleep);
+    sleepNs(5 * std.time.ns_per_ms); // queued, so that the release wakes it (a refused sleep would owe nothing)
     try ctx.lock.release();
     t.join();
     // Alone: the lock is held and unmarked, so its holder's release is the fast one (no wake-up for nobody).
@@ -1050,51 +1066,47 @@ test "a waiter that takes the lock after a sleep marks it parked only if another
     try ctx.lock.release();
 }
 
-test "a waiter that parked alone, without a fairness timer, is not passed over while other waiters starve in turn" {
-    // The lone waiter parks first, on a held lock nobody else waits for: no timer. Then three threads
-    // come, each holding the lock for 4 ms a round, so that one of them always waits past its mark while
-    // another holds it: every release goes to a starving waiter, and none wakes a sleeper on `state`. The
-    // lone waiter must still get the lock within a few rounds, not when the others stop.
-    const workers = 3;
-    const max_rounds = 60;
+test "a waiter asleep without a fairness timer is woken when another registers as starving, and registers too" {
+    // The lone waiter parks first, on a held lock nobody else waits for: no timer. Then two threads come
+    // that sleep apart (as waiters under a GIL that have seen the lock barged), not on `state`, and register
+    // as starving at their marks. From then on no release wakes a sleeper on `state`: the lone waiter must
+    // be woken by their registering, and leave `state` to register too (its mark long past).
+    const workers = 2;
     const Ctx = struct {
         lock: Lock = .{},
-        lone_done: std.atomic.Value(bool) = .init(false),
-        rounds: std.atomic.Value(u32) = .init(0),
-        rounds_before_lone: std.atomic.Value(u32) = .init(0),
-        /// The workers sleep apart (as waiters under a GIL that have seen the lock barged), not on
-        /// `state`: so only their registering as starving can tell the lone waiter to sleep with a timer.
         word: std.atomic.Value(u32) = .init(0),
         sleepers: std.atomic.Value(u32) = .init(0),
         fn lone(ctx: *@This()) void {
             std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
-            ctx.rounds_before_lone.store(ctx.rounds.load(.monotonic), .monotonic);
-            ctx.lone_done.store(true, .release);
             ctx.lock.release() catch unreachable;
         }
         fn worker(ctx: *@This()) void {
             const barged: Lock.BargedWait = .{ .word = &ctx.word, .sleepers = &ctx.sleepers };
-            while (!ctx.lone_done.load(.acquire) and ctx.rounds.load(.monotonic) < max_rounds) {
-                var since: u64 = 0;
-                std.debug.assert(ctx.lock.acquireBargeable(.forever, &since, barged, true) == .acquired);
-                _ = ctx.rounds.fetchAdd(1, .monotonic);
-                sleepNs(4 * std.time.ns_per_ms);
-                ctx.lock.release() catch unreachable;
-            }
+            var since: u64 = 0;
+            std.debug.assert(ctx.lock.acquireBargeable(.forever, &since, barged, true) == .acquired);
+            ctx.lock.release() catch unreachable;
         }
     };
     var ctx: Ctx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const lone = try std.Thread.spawn(.{}, Ctx.lone, .{&ctx});
-    try waitUntil(&ctx.lock, isParked);
-    sleepNs(5 * std.time.ns_per_ms); // asleep by now, as a lone waiter
+    try waitUntil(&ctx.lock, lonelyUntimed);
+    sleepNs(5 * std.time.ns_per_ms); // queued by now, as a lone waiter
     var threads: [workers]std.Thread = undefined;
     for (&threads) |*t| t.* = try std.Thread.spawn(.{}, Ctx.worker, .{&ctx});
-    sleepNs(3 * std.time.ns_per_ms); // they wait past their marks
+    // All three registered, nobody left on `state` (a few ms; 10 s allowed). Not an error return while the
+    // threads wait: they are let go first.
+    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    while (!(ctx.lock.starvingCount() == workers + 1 and asleepOn(&ctx.lock) == 0) and clock.monotonicNs() < give_up) {
+        std.Thread.yield() catch {};
+    }
+    const all_registered = ctx.lock.starvingCount() == workers + 1 and asleepOn(&ctx.lock) == 0;
     try ctx.lock.release();
     lone.join();
     for (threads) |t| t.join();
-    try testing.expect(ctx.rounds_before_lone.load(.monotonic) < max_rounds);
+    try testing.expect(all_registered);
+    try testing.expect(ctx.lock.tryAcquire());
+    try ctx.lock.release();
 }
 
 test "after a fork, a count of starving waiters that registered before it is stale and cleared" {
@@ -1141,7 +1153,7 @@ test "a fork resets the starving counts in the child by itself: a count made bef
     _ = Child.lock.state.fetchAdd(Lock.one_starving | Lock.generationNow() | Lock.parked_bit, .monotonic);
     try testing.expectEqual(@as(u32, 1), Child.lock.starvingCount());
     // And another sleeps on its word, without a timer.
-    const counted = Lock.sleepers_one + Lock.untimed_one;
+    const counted = Lock.sleepers_one + Child.lock.tag();
     _ = Child.lock.sleepersOf().fetchAdd(counted, .monotonic);
     defer _ = Child.lock.sleepersOf().fetchSub(counted, .monotonic);
     try testing.expect(try fork.checkInChild(Child.check));
