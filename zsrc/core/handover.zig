@@ -85,7 +85,7 @@ pub fn configure(cpus: usize, gil: bool) void {
 pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
     const m = mode.load(.monotonic);
     if (m == .unset or m == .off) return lock.acquireWaiting(deadline, since);
-    barged.bump(); // this thread begins to wait (and has let the GIL go, if any)
+    barged.bump(lock); // this thread begins to wait (and has let the GIL go, if any)
     return if (m == .gil) acquireUnderGil(lock, deadline, since) else acquireFreeThreaded(lock, deadline, since);
 }
 
@@ -173,7 +173,7 @@ const Grant = struct {
 /// such hand-overs (docs/DESIGN.md, "A thread that ends lets its spinner go").
 pub fn threadLeftPython() void {
     const m = mode.load(.monotonic);
-    if (m != .unset and m != .off) barged.bump();
+    if (m != .unset and m != .off) barged.bump(null);
 }
 
 fn aThreadIsStarting() bool {
