@@ -51,12 +51,7 @@ pub const Lock = extern struct {
         _ = fork_generation.fetchAdd(1, .monotonic);
         // They were parent threads. (Only the forking thread runs in the child, and it is in `fork()`, not
         // counted: a thread counted now would wrap its bucket when it uncounts itself.)
-        for (&sleeper_buckets) |*b| {
-            b.word.store(0, .monotonic);
-            b.apart.store(0, .monotonic);
-            b.apart_lock.store(0, .monotonic);
-            b.apart_due.store(std.math.maxInt(u64), .monotonic);
-        }
+        for (&sleeper_buckets) |*b| b.* = .{};
     }
 
     fn generationNow() u32 {
@@ -109,6 +104,12 @@ pub const Lock = extern struct {
     /// Whether the bucket's timer-less sleeper (if any) sleeps on this lock.
     fn untimedHere(self: *const Lock, counts: u64) bool {
         return counts & ~@as(u64, 0xffff_ffff) == self.tag();
+    }
+
+    /// Wakes the lock's sleepers on `state` if its bucket's timer-less sleeper (`counts` read from the bucket)
+    /// sleeps on this lock: they sleep again, with the fairness timer (`park`).
+    fn wakeUntimed(self: *Lock, counts: u64) void {
+        if (self.untimedHere(counts)) futex.wake(&self.state, std.math.maxInt(u32));
     }
 
     /// Whether a thread may be asleep on this lock's `state` (for a taker that may have consumed its wake-up).
@@ -440,7 +441,7 @@ pub const Lock = extern struct {
         }
         defer _ = counts.fetchSub(mine, .seq_cst);
         if (timed) {
-            if (self.untimedHere(c)) futex.wake(&self.state, std.math.maxInt(u32));
+            self.wakeUntimed(c);
             // Past its mark already (its wait began before it first ran): it starves now, unqueued.
             if (clock.monotonicNs() >= fair_at) return .changed;
             return if (fair_at < deadline.ns)
@@ -521,7 +522,7 @@ pub const Lock = extern struct {
             s = self.state.cmpxchgWeak(s, counted | parked_bit, .seq_cst, .monotonic) orelse break;
         }
         // A sleeper on `state` without a fairness timer is woken by no release now: wake it (`park`).
-        if (self.untimedHere(self.sleepersOf().load(.seq_cst))) futex.wake(&self.state, std.math.maxInt(u32));
+        self.wakeUntimed(self.sleepersOf().load(.seq_cst));
         while (true) {
             // Read `handoffs` before the state: a release that frees the lock after this read bumps it,
             // so the sleep below cannot miss it (the kernel compares the word as it queues us).
@@ -1127,21 +1128,17 @@ test "a waiter asleep without a fairness timer is woken when another registers a
     // be woken by their registering, and leave `state` to register too (its mark long past).
     const workers = 2;
     const Ctx = struct {
-        lock: Lock = .{},
-        word: std.atomic.Value(u32) = .init(0),
-        sleepers: std.atomic.Value(u32) = .init(0),
-        fn lone(ctx: *@This()) void {
+        fn lone(ctx: *BargedCtx) void {
             std.debug.assert(ctx.lock.acquire(.forever) == .acquired);
             ctx.lock.release() catch unreachable;
         }
-        fn worker(ctx: *@This()) void {
-            const barged: Lock.BargedWait = .{ .word = &ctx.word, .sleepers = &ctx.sleepers };
+        fn worker(ctx: *BargedCtx) void {
             var since: u64 = 0;
-            std.debug.assert(ctx.lock.acquireBargeable(.forever, &since, barged, true) == .acquired);
+            std.debug.assert(ctx.lock.acquireBargeable(.forever, &since, ctx.barged(), true) == .acquired);
             ctx.lock.release() catch unreachable;
         }
     };
-    var ctx: Ctx = .{};
+    var ctx: BargedCtx = .{};
     try testing.expect(ctx.lock.tryAcquire());
     const lone = try std.Thread.spawn(.{}, Ctx.lone, .{&ctx});
     try waitUntil(&ctx.lock, lonelyUntimed);
