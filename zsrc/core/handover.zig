@@ -90,10 +90,15 @@ pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireR
 }
 
 fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
-    // the threads its releases wake.
-    const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
-        return lock.acquireBargeable(deadline, since, barged, false);
+    // A lock others are parked on, or left to starving waiters, is contended, not handed over: spinning
+    // there only takes CPUs from the threads its releases wake. And the waiter sleeps apart at once, as
+    // one that has seen its lock barged: under a GIL such a lock is most often held by the running thread
+    // (it has just taken it back, or a starving waiter took it and runs next), which takes it again after
+    // each release, so a sleep on the lock word would be ended by a release only to find it taken (a
+    // wake-up through the kernel paid by the running thread, and one more thread queued on its CPU).
+    // docs/DESIGN.md, "A waiter that finds its lock contended sleeps apart at once".
+    if (lock.isContended()) return lock.acquireBargeable(deadline, since, barged, true);
+    const grant = Grant.get(true) orelse return lock.acquireBargeable(deadline, since, barged, false);
     const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
@@ -354,4 +359,64 @@ test "acquire in every mode and while a thread starts: times out at its deadline
             try testing.expect(!slot.load(.monotonic));
         }
     }
+}
+
+test "under a GIL, a waiter that finds its lock contended sleeps apart at once, where no release wakes it" {
+    defer resetForTest(.unset);
+    resetForTest(.gil);
+    const Waiter = struct {
+        lock: Lock = .{},
+        done: [2]std.atomic.Value(bool) = .{ .init(false), .init(false) },
+        /// The fairness marks a minute away: only a release, a bump or the lock seen free ends a sleep.
+        since: u64 = 0,
+
+        /// The core's wait, asleep on the lock word (the lock is then contended).
+        fn parked(w: *@This()) void {
+            var since = w.since;
+            _ = w.lock.acquireWaiting(.forever, &since);
+            w.done[0].store(true, .release);
+        }
+        fn handedOver(w: *@This()) void {
+            var since = w.since;
+            _ = acquire(&w.lock, .forever, &since);
+            w.done[1].store(true, .release);
+        }
+        fn until(w: *@This(), comptime cond: fn (*@This()) bool) !void {
+            const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+            while (!cond(w)) {
+                if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+                std.Thread.yield() catch {};
+            }
+        }
+        fn contended(w: *@This()) bool {
+            return w.lock.isContended();
+        }
+        fn apart(_: *@This()) bool {
+            return barged_sleepers.load(.monotonic) == 1;
+        }
+        fn oneDone(w: *@This()) bool {
+            return w.done[0].load(.acquire) or w.done[1].load(.acquire);
+        }
+        fn bothDone(w: *@This()) bool {
+            return w.done[0].load(.acquire) and w.done[1].load(.acquire);
+        }
+    };
+    var w: Waiter = .{ .since = clock.monotonicNs() + 60 * std.time.ns_per_s };
+    try testing.expect(w.lock.tryAcquire());
+    const first = try std.Thread.spawn(.{}, Waiter.parked, .{&w});
+    try w.until(Waiter.contended);
+    const second = try std.Thread.spawn(.{}, Waiter.handedOver, .{&w});
+    // It sleeps apart, not on the lock word (there, with its mark a minute away, it would not count here).
+    const slept_apart = if (w.until(Waiter.apart)) true else |_| false;
+    // Let both go, whatever was seen: the release wakes the first (the second, if it saw the lock free as
+    // it went to sleep, may take it instead); a bump then wakes one asleep apart for the lock released again.
+    try w.lock.release();
+    try w.until(Waiter.oneDone);
+    try w.lock.release();
+    threadLeftPython();
+    try w.until(Waiter.bothDone);
+    first.join();
+    second.join();
+    try w.lock.release();
+    try testing.expect(slept_apart);
 }
