@@ -96,7 +96,8 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.Acqu
     // (it has just taken it back, or a starving waiter took it and runs next), which takes it again after
     // each release, so a sleep on the lock word would be ended by a release only to find it taken (a
     // wake-up through the kernel paid by the running thread, and one more thread queued on its CPU).
-    // docs/DESIGN.md, "A waiter that finds its lock contended sleeps apart at once".
+    // docs/DESIGN.md, "One slot per sleeper apart for its mark; a waiter that finds its lock contended
+    // sleeps apart at once".
     if (lock.isContended()) return lock.acquireBargeable(deadline, since, barged, true);
     const grant = Grant.get(true) orelse return lock.acquireBargeable(deadline, since, barged, false);
     const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
