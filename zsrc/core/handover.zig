@@ -64,9 +64,11 @@ const settle_ns: u64 = std.time.ns_per_us;
 /// Without a GIL, how long a spinner spins on its CPU before it yields it between reads
 /// (`spin.Pacer.yield_from_ns`): free-threaded threads may outnumber the CPUs (the fairness
 /// workload runs 4 on 2), and a spinner would keep the thread it waits for queued behind it until the
-/// scheduler's tick. A hand-over between two running threads is over sooner: a round trip of the
-/// `handoff` metric takes 0.5-0.8 us on 3.13t. docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
-const yield_after_ns: u64 = 2 * std.time.ns_per_us;
+/// scheduler's tick. 0: from its first clock read on, after 16 reads (about half a microsecond), which
+/// is as long as one leg of a hand-over between two running threads takes (a round trip of the `handoff`
+/// metric: 0.5-0.8 us on 3.13t); 2 us made four threads on one lock 1.1-1.2x slower than CPython's
+/// (`contended4`). docs/DESIGN.md, "Without a GIL, a spinner yields its CPU".
+const yield_after_ns: u64 = 0;
 
 /// Whether `configure` has decided.
 pub fn configured() bool {
