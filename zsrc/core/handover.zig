@@ -92,16 +92,17 @@ pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireR
 }
 
 fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    // A lock others are parked on, or left to starving waiters, is contended, not handed over: spinning
-    // there only takes CPUs from the threads its releases wake. And the waiter sleeps apart at once, as
-    // one that has seen its lock barged: under a GIL such a lock is most often held by the running thread
-    // (it has just taken it back, or a starving waiter took it and runs next), which takes it again after
-    // each release, so a sleep on the lock word would be ended by a release only to find it taken (a
-    // wake-up through the kernel paid by the running thread, and one more thread queued on its CPU).
-    // docs/DESIGN.md, "One slot per sleeper apart for its mark; a waiter that finds its lock contended
-    // sleeps apart at once".
-    if (lock.isContended()) return lock.acquireBargeable(deadline, since, barged, true);
-    const grant = Grant.get(true) orelse return lock.acquireBargeable(deadline, since, barged, false);
+    // A lock left to starving waiters is about to go to one of them, who runs next (with the GIL this
+    // thread has let go) and takes the lock again after each release: the waiter sleeps apart at once, as
+    // one that has seen its lock barged. On the lock word the first of those releases would wake it only
+    // to find the lock taken (a wake-up through the kernel paid by the running thread, and one more
+    // thread queued on its CPU). docs/DESIGN.md, "One slot per sleeper apart for its mark; a waiter that
+    // finds its lock left to starving waiters sleeps apart at once".
+    if (lock.isLeftToStarving()) return lock.acquireBargeable(deadline, since, barged, true);
+    // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
+    // the threads its releases wake.
+    const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
+        return lock.acquireBargeable(deadline, since, barged, false);
     const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
@@ -364,23 +365,22 @@ test "acquire in every mode and while a thread starts: times out at its deadline
     }
 }
 
-test "under a GIL, a waiter that finds its lock contended sleeps apart at once, where no release wakes it" {
+test "under a GIL, a waiter that finds its lock left to starving waiters sleeps apart at once, where no release wakes it" {
     defer resetForTest(.unset);
     resetForTest(.gil);
     const Waiter = struct {
         lock: Lock = .{},
         done: [2]std.atomic.Value(bool) = .{ .init(false), .init(false) },
-        /// The fairness marks a minute away: only a release, a bump or the lock seen free ends a sleep.
-        since: u64 = 0,
 
-        /// The core's wait, asleep on the lock word (the lock is then contended).
-        fn parked(w: *@This()) void {
-            var since = w.since;
-            _ = w.lock.acquireWaiting(.forever, &since);
+        /// A wait begun long enough ago to be past its fairness mark: it registers as starving at once.
+        fn starving(w: *@This()) void {
+            var since = clock.monotonicNs() -| 2 * Lock.fair_after_ns;
+            _ = w.lock.acquireBargeable(.forever, &since, barged, true);
             w.done[0].store(true, .release);
         }
+        /// Its fairness mark a minute away: only a release, a bump or the lock seen free ends its sleep.
         fn handedOver(w: *@This()) void {
-            var since = w.since;
+            var since = clock.monotonicNs() + 60 * std.time.ns_per_s;
             _ = acquire(&w.lock, .forever, &since);
             w.done[1].store(true, .release);
         }
@@ -391,30 +391,30 @@ test "under a GIL, a waiter that finds its lock contended sleeps apart at once, 
                 std.Thread.yield() catch {};
             }
         }
-        fn contended(w: *@This()) bool {
-            return w.lock.isContended();
+        fn leftToStarving(w: *@This()) bool {
+            return w.lock.isLeftToStarving();
         }
         fn apart(_: *@This()) bool {
             return barged_sleepers.load(.monotonic) == 1;
         }
-        fn oneDone(w: *@This()) bool {
-            return w.done[0].load(.acquire) or w.done[1].load(.acquire);
+        fn firstDone(w: *@This()) bool {
+            return w.done[0].load(.acquire);
         }
         fn bothDone(w: *@This()) bool {
             return w.done[0].load(.acquire) and w.done[1].load(.acquire);
         }
     };
-    var w: Waiter = .{ .since = clock.monotonicNs() + 60 * std.time.ns_per_s };
+    var w: Waiter = .{};
     try testing.expect(w.lock.tryAcquire());
-    const first = try std.Thread.spawn(.{}, Waiter.parked, .{&w});
-    try w.until(Waiter.contended);
+    const first = try std.Thread.spawn(.{}, Waiter.starving, .{&w});
+    try w.until(Waiter.leftToStarving);
     const second = try std.Thread.spawn(.{}, Waiter.handedOver, .{&w});
     // It sleeps apart, not on the lock word (there, with its mark a minute away, it would not count here).
     const slept_apart = if (w.until(Waiter.apart)) true else |_| false;
-    // Let both go, whatever was seen: the release wakes the first (the second, if it saw the lock free as
-    // it went to sleep, may take it instead); a bump then wakes one asleep apart for the lock released again.
+    // Let both go, whatever was seen: the release is the starving waiter's; a bump then wakes the one
+    // asleep apart (or asleep on the lock word: the release woke it) for the lock released again.
     try w.lock.release();
-    try w.until(Waiter.oneDone);
+    try w.until(Waiter.firstDone);
     try w.lock.release();
     threadLeftPython();
     try w.until(Waiter.bothDone);

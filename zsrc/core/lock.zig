@@ -309,8 +309,8 @@ pub const Lock = extern struct {
     /// held by a running thread is taken again right after each release (barging), and a waiter woken by
     /// those releases only finds it taken and parks again: a wake-up through the kernel per release, paid
     /// by the running thread (docs/DESIGN.md, "Under a GIL, a barged waiter sleeps apart"). A waiter that
-    /// has seen the lock barged (`seen_barging`: a spin saw it, `Spun.barged`, or the caller found it contended,
-    /// `handover`; or any sleep on the lock word, ended by a wake-up, its timer or the kernel's refusal, finds
+    /// has seen the lock barged (`seen_barging`: a spin saw it, `Spun.barged`, or the caller found it left to
+    /// starving waiters, `handover`; or any sleep on the lock word, ended by a wake-up, its timer or the kernel's refusal, finds
     /// it not free for all) sleeps on
     /// `barged.word` instead, where no release wakes it, until its fairness
     /// mark (then it starves, and the lock is left to it), its deadline, or a bump of the word. It holds
@@ -628,6 +628,11 @@ pub const Lock = extern struct {
                 };
             }
         }
+    }
+
+    /// Whether starving waiters are counted: the lock is theirs at its next release (`acquireStarving`).
+    pub fn isLeftToStarving(self: *const Lock) bool {
+        return self.starvingCount() != 0;
     }
 
     pub fn isLocked(self: *const Lock) bool {
