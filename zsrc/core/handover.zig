@@ -92,13 +92,16 @@ pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireR
 }
 
 fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    // A lock left to starving waiters is about to go to one of them, who runs next (with the GIL this
-    // thread has let go) and takes the lock again after each release: the waiter sleeps apart at once, as
-    // one that has seen its lock barged. On the lock word the first of those releases would wake it only
-    // to find the lock taken (a wake-up through the kernel paid by the running thread, and one more
-    // thread queued on its CPU). docs/DESIGN.md, "One slot per sleeper apart for its mark; a waiter that
-    // finds its lock left to starving waiters sleeps apart at once".
-    if (lock.isLeftToStarving()) return lock.acquireBargeable(deadline, since, barged, true);
+    // A thread whose release has just left the lock to starving waiters, and that wants it back (a loop
+    // around the lock), sleeps apart at once, as one that has seen its lock barged: the starving waiter
+    // that takes the lock runs next (with the GIL this thread has let go) and takes it again after each
+    // release, so on the lock word the first of those releases would wake it only to find it taken (a
+    // wake-up through the kernel paid by the running thread, and one more thread queued on its CPU). Not
+    // every waiter that finds a lock left to starving waiters: one that comes to it from elsewhere may find
+    // it freed for good at the next release (its holder gone to wait on something that is not a lock here,
+    // which wakes no sleeper apart). docs/DESIGN.md, "One slot per sleeper apart for its mark; a thread
+    // that has left its lock to starving waiters sleeps apart at once".
+    if (lock.leftByThisThread()) return lock.acquireBargeable(deadline, since, barged, true);
     // A lock others are parked on is contended, not handed over: spinning there only takes CPUs from
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
@@ -365,61 +368,66 @@ test "acquire in every mode and while a thread starts: times out at its deadline
     }
 }
 
-test "under a GIL, a waiter that finds its lock left to starving waiters sleeps apart at once, where no release wakes it" {
+test "under a GIL, a thread whose release left its lock to a starving waiter sleeps apart at once when it wants it back" {
     defer resetForTest(.unset);
     resetForTest(.gil);
-    const Waiter = struct {
+    const Ctx = struct {
         lock: Lock = .{},
         done: [2]std.atomic.Value(bool) = .{ .init(false), .init(false) },
 
         /// A wait begun long enough ago to be past its fairness mark: it registers as starving at once.
-        fn starving(w: *@This()) void {
+        fn starving(c: *@This()) void {
             var since = clock.monotonicNs() -| 2 * Lock.fair_after_ns;
-            _ = w.lock.acquireBargeable(.forever, &since, barged, true);
-            w.done[0].store(true, .release);
+            _ = c.lock.acquireBargeable(.forever, &since, barged, true);
+            c.done[0].store(true, .release);
         }
-        /// Its fairness mark a minute away: only a release, a bump or the lock seen free ends its sleep.
-        fn handedOver(w: *@This()) void {
+        /// Releases the lock (to the starving waiter) and at once wants it back, its fairness mark a minute
+        /// away: only a release, a bump or the lock seen free ends its sleep.
+        fn wantsItBack(c: *@This()) void {
+            c.lock.release() catch unreachable;
             var since = clock.monotonicNs() + 60 * std.time.ns_per_s;
-            _ = acquire(&w.lock, .forever, &since);
-            w.done[1].store(true, .release);
+            _ = acquire(&c.lock, .forever, &since);
+            c.done[1].store(true, .release);
         }
-        fn until(w: *@This(), comptime cond: fn (*@This()) bool) !void {
+        fn until(c: *@This(), comptime cond: fn (*@This()) bool) !void {
             const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
-            while (!cond(w)) {
+            while (!cond(c)) {
                 if (clock.monotonicNs() > give_up) return error.TestTimedOut;
                 std.Thread.yield() catch {};
             }
         }
-        fn leftToStarving(w: *@This()) bool {
-            return w.lock.isLeftToStarving();
+        fn leftToStarving(c: *@This()) bool {
+            return c.lock.isContended(); // the starving count (nobody sleeps on the lock word)
         }
         fn apart(_: *@This()) bool {
             return barged_sleepers.load(.monotonic) == 1;
         }
-        fn firstDone(w: *@This()) bool {
-            return w.done[0].load(.acquire);
+        fn starvingGotIt(c: *@This()) bool {
+            return c.done[0].load(.acquire);
         }
-        fn bothDone(w: *@This()) bool {
-            return w.done[0].load(.acquire) and w.done[1].load(.acquire);
+        fn bothDone(c: *@This()) bool {
+            return c.done[0].load(.acquire) and c.done[1].load(.acquire);
         }
     };
-    var w: Waiter = .{};
-    try testing.expect(w.lock.tryAcquire());
-    const first = try std.Thread.spawn(.{}, Waiter.starving, .{&w});
-    try w.until(Waiter.leftToStarving);
-    const second = try std.Thread.spawn(.{}, Waiter.handedOver, .{&w});
-    // It sleeps apart, not on the lock word (there, with its mark a minute away, it would not count here).
-    const slept_apart = if (w.until(Waiter.apart)) true else |_| false;
-    // Let both go, whatever was seen: the release is the starving waiter's; a bump then wakes the one
-    // asleep apart (or asleep on the lock word: the release woke it) for the lock released again.
-    try w.lock.release();
-    try w.until(Waiter.firstDone);
-    try w.lock.release();
+    var c: Ctx = .{};
+    try testing.expect(c.lock.tryAcquire()); // held for the thread that will release it
+    const first = try std.Thread.spawn(.{}, Ctx.starving, .{&c});
+    try c.until(Ctx.leftToStarving);
+    const second = try std.Thread.spawn(.{}, Ctx.wantsItBack, .{&c});
+    // The starving waiter gets the lock; the thread that left it to it sleeps apart, not on the lock word
+    // (there, with its mark a minute away, it would not count here).
+    try c.until(Ctx.starvingGotIt);
+    const slept_apart = if (c.until(Ctx.apart)) true else |_| false;
+    // Let it go, whatever was seen: the lock released again, a bump wakes it (a release, if it sleeps on
+    // the lock word).
+    try c.lock.release();
     threadLeftPython();
-    try w.until(Waiter.bothDone);
+    try c.until(Ctx.bothDone);
     first.join();
     second.join();
-    try w.lock.release();
+    try c.lock.release();
     try testing.expect(slept_apart);
+    // A thread that did not leave the lock to starving waiters itself has no note: another thread's
+    // release leaves none on this one.
+    try testing.expect(!c.lock.leftByThisThread());
 }

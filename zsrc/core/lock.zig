@@ -309,11 +309,11 @@ pub const Lock = extern struct {
     /// held by a running thread is taken again right after each release (barging), and a waiter woken by
     /// those releases only finds it taken and parks again: a wake-up through the kernel per release, paid
     /// by the running thread (docs/DESIGN.md, "Under a GIL, a barged waiter sleeps apart"). A waiter that
-    /// has seen the lock barged (`seen_barging`: a spin saw it, `Spun.barged`, or the caller found it left to
-    /// starving waiters, `handover`; or any sleep on the lock word, ended by a wake-up, its timer or the kernel's refusal, finds
-    /// it not free for all) sleeps on
-    /// `barged.word` instead, where no release wakes it, until its fairness
-    /// mark (then it starves, and the lock is left to it), its deadline, or a bump of the word. It holds
+    /// has seen the lock barged (`seen_barging`: a spin saw it, `Spun.barged`, or the caller's own release
+    /// left it to starving waiters, `leftByThisThread`; or any sleep on the lock word, ended by a wake-up,
+    /// its timer or the kernel's refusal, finds it not free for all) sleeps on `barged.word` instead, where
+    /// no release wakes it, until its fairness mark (then it starves, and the lock is left to it), its
+    /// deadline, or a bump of the word. It holds
     /// and owes nothing while it sleeps there: it is not counted in the lock word.
     pub fn acquireBargeable(self: *Lock, deadline: clock.Deadline, since: *u64, barged: BargedWait, seen_barging: bool) AcquireResult {
         if (seen_barging) return self.acquireSlow(deadline, since, .{ .spin_reads = 0, .barged = barged, .barging_seen = true });
@@ -619,6 +619,7 @@ pub const Lock = extern struct {
                 s = self.state.cmpxchgWeak(s, s & ~locked_bit, .release, .monotonic) orelse {
                     _ = self.handoffs.fetchAdd(1, .release);
                     futex.wake(&self.handoffs, std.math.maxInt(u32));
+                    left_to_starving = .{ .lock = self, .at_ns = clock.monotonicNs() };
                     return;
                 };
             } else {
@@ -630,9 +631,18 @@ pub const Lock = extern struct {
         }
     }
 
-    /// Whether starving waiters are counted: the lock is theirs at its next release (`acquireStarving`).
-    pub fn isLeftToStarving(self: *const Lock) bool {
-        return self.starvingCount() != 0;
+    /// The lock this thread's last release left to starving waiters (`releaseSlow`), and when: a note for
+    /// `leftByThisThread`, kept in the slow release only (the fast path stays one compare-and-swap).
+    threadlocal var left_to_starving: struct { lock: ?*const Lock = null, at_ns: u64 = 0 } = .{};
+
+    /// Whether this thread's own release left the lock to starving waiters less than `fair_after_ns` ago,
+    /// and it is not free for all now: one of them has it, or is about to take it (the thread wants it back
+    /// at once, as the fairness workload's threads do). Forgets the note.
+    pub fn leftByThisThread(self: *const Lock) bool {
+        const note = left_to_starving;
+        if (note.lock != self) return false;
+        left_to_starving = .{};
+        return clock.monotonicNs() -| note.at_ns < fair_after_ns and !isFreeForAll(self.state.load(.monotonic), generationNow());
     }
 
     pub fn isLocked(self: *const Lock) bool {
