@@ -392,13 +392,7 @@ test "under a GIL, a thread whose release left its lock to a starving waiter sle
             _ = acquire(&c.lock, .forever, &since);
             c.done[1].store(true, .release);
         }
-        fn until(c: *@This(), comptime cond: fn (*@This()) bool, limit_ns: u64) !void {
-            const give_up = clock.monotonicNs() + limit_ns;
-            while (!cond(c)) {
-                if (clock.monotonicNs() > give_up) return error.TestTimedOut;
-                std.Thread.yield() catch {};
-            }
-        }
+        const until = @import("lock.zig").waitUntilWithin;
         fn leftToStarving(c: *@This()) bool {
             return c.lock.isContended(); // the starving count (nobody sleeps on the lock word)
         }
@@ -421,18 +415,18 @@ test "under a GIL, a thread whose release left its lock to a starving waiter sle
         c.* = .{};
         try testing.expect(c.lock.tryAcquire()); // held for the thread that will release it
         const first = try std.Thread.spawn(.{}, Ctx.starving, .{c});
-        try c.until(Ctx.leftToStarving, 10 * std.time.ns_per_s);
+        try Ctx.until(c, Ctx.leftToStarving, 10 * std.time.ns_per_s);
         const second = try std.Thread.spawn(.{}, Ctx.wantsItBack, .{c});
-        try c.until(Ctx.starvingGotIt, 10 * std.time.ns_per_s);
+        try Ctx.until(c, Ctx.starvingGotIt, 10 * std.time.ns_per_s);
         // Held by the starving waiter now: this thread's own releases left it to nobody, so no note here.
         try testing.expect(!c.lock.leftByThisThread());
         // The thread that left it sleeps apart, not on the lock word (there, with its mark a minute away,
         // it would not count here).
-        shown = if (c.until(Ctx.apart, 2 * std.time.ns_per_s)) true else |_| false;
+        shown = if (Ctx.until(c, Ctx.apart, 2 * std.time.ns_per_s)) true else |_| false;
         // Let it go: the lock released again, a bump wakes it (a release, if it sleeps on the lock word).
         try c.lock.release();
         threadLeftPython();
-        try c.until(Ctx.bothDone, 10 * std.time.ns_per_s);
+        try Ctx.until(c, Ctx.bothDone, 10 * std.time.ns_per_s);
         first.join();
         second.join();
         try c.lock.release();

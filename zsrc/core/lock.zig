@@ -635,14 +635,14 @@ pub const Lock = extern struct {
     /// `leftByThisThread`, kept in the slow release only (the fast path stays one compare-and-swap).
     threadlocal var left_to_starving: struct { lock: ?*const Lock = null, at_ns: u64 = 0 } = .{};
 
-    /// Whether this thread's own release left the lock to starving waiters less than `fair_after_ns` ago,
-    /// and it is not free for all now: one of them has it, or is about to take it (the thread wants it back
-    /// at once, as the fairness workload's threads do). Forgets the note.
+    /// Whether this thread's own release left the lock to starving waiters less than `fair_after_ns` ago
+    /// (the thread wants it back at once, as the fairness workload's threads do). Forgets the note. (A lock
+    /// free for all by now is taken at the first look of the wait this answer chooses, as of any other.)
     pub fn leftByThisThread(self: *const Lock) bool {
         const note = left_to_starving;
         if (note.lock != self) return false;
         left_to_starving = .{};
-        return clock.monotonicNs() -| note.at_ns < fair_after_ns and !isFreeForAll(self.state.load(.monotonic), generationNow());
+        return clock.monotonicNs() -| note.at_ns < fair_after_ns;
     }
 
     pub fn isLocked(self: *const Lock) bool {
@@ -772,7 +772,12 @@ test "a baton passed between two threads through two locks" {
 
 /// Waits (a bounded while) until `cond(ctx)` holds: the tests' way to let another thread reach a state.
 fn waitUntil(ctx: anytype, comptime cond: fn (@TypeOf(ctx)) bool) !void {
-    const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+    return waitUntilWithin(ctx, cond, 10 * std.time.ns_per_s);
+}
+
+/// Tests (here and in `handover.zig`): polls `cond(ctx)`, yielding, until it holds or `limit_ns` passed.
+pub fn waitUntilWithin(ctx: anytype, comptime cond: fn (@TypeOf(ctx)) bool, limit_ns: u64) !void {
+    const give_up = clock.monotonicNs() + limit_ns;
     while (!cond(ctx)) {
         if (clock.monotonicNs() > give_up) return error.TestTimedOut;
         std.Thread.yield() catch {};
