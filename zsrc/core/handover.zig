@@ -57,6 +57,8 @@ const starting_for_ns: u64 = 10 * std.time.ns_per_ms;
 const max_retakes = 2;
 
 const for_release_ns: u64 = 30 * std.time.ns_per_us;
+/// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
+const slot_wait_ns: u64 = 2 * std.time.ns_per_us;
 /// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
 /// began to wait meanwhile. A Python loop that releases a lock and takes it again (`with lock:` in a
 /// loop) does so within a few hundred nanoseconds on 3.13t.
@@ -161,8 +163,25 @@ const Grant = struct {
     /// The grant with spinning on, with or without a GIL (the caller knows the mode).
     fn get(gil: bool) ?Grant {
         if (aThreadIsStarting()) return null;
-        if (gil and (slot.load(.monotonic) or slot.cmpxchgStrong(false, true, .acquire, .monotonic) != null)) return null;
+        if (gil and !takeSlot()) return null;
         return .{ .gil = gil };
+    }
+
+    /// Under a GIL, the one spinner's slot, waiting up to `slot_wait_ns` for it if it is held: the thread
+    /// that holds it most often spins for a lock that this very thread has just released (and has let the
+    /// GIL go since, bumping `waits`), so it takes that lock and leaves the slot within a microsecond.
+    /// Without the wait, in a hand-over through two locks (a baton, a Queue or Condition round trip) the
+    /// thread that begins to wait found the slot held every time and parked, and each round trip paid a
+    /// wake-up through the kernel (docs/DESIGN.md, "A waiter waits a moment for the spinner's slot").
+    fn takeSlot() bool {
+        if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
+        const until = clock.monotonicNs() +| slot_wait_ns;
+        var reads: u32 = 0;
+        while (true) : (reads += 1) {
+            std.atomic.spinLoopHint();
+            if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
+            if (reads % 16 == 15 and clock.monotonicNs() >= until) return false;
+        }
     }
 
     fn leave(grant: Grant) void {
@@ -261,6 +280,46 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     const free = (Grant{ .gil = false }).pacer(1000, 5000);
     try testing.expectEqual(@as(u64, 5000), free.until_ns);
     try testing.expectEqual(1000 + yield_after_ns, free.yield_from_ns);
+}
+
+test "under a GIL, a thread that finds the spinner's slot held waits a moment for it: it gets it if the spinner leaves meanwhile, else gives up then, not before" {
+    defer resetForTest(.unset);
+    resetForTest(.gil);
+    const held = Grant.take() orelse return error.TestUnexpectedResult;
+    const start = clock.monotonicNs();
+    try testing.expect(Grant.take() == null);
+    try testing.expect(clock.monotonicNs() - start >= slot_wait_ns);
+    held.leave();
+    // The spinner leaves half the wait after the other thread's first look at the slot. A few attempts: a
+    // spinner descheduled for the whole wait leaves too late, and that attempt shows nothing.
+    const Spinner = struct {
+        ready: std.atomic.Value(bool) = .init(false),
+        asking: std.atomic.Value(bool) = .init(false),
+        fn run(c: *@This(), grant: Grant) void {
+            c.ready.store(true, .release);
+            while (!c.asking.load(.acquire)) std.atomic.spinLoopHint();
+            const until = clock.monotonicNs() + slot_wait_ns / 2;
+            while (clock.monotonicNs() < until) std.atomic.spinLoopHint();
+            grant.leave();
+        }
+    };
+    var got = false;
+    var attempt: u32 = 0;
+    while (!got and attempt < 5) : (attempt += 1) {
+        var c: Spinner = .{};
+        const grant = Grant.take() orelse return error.TestUnexpectedResult;
+        const t = try std.Thread.spawn(.{}, Spinner.run, .{ &c, grant });
+        while (!c.ready.load(.acquire)) std.atomic.spinLoopHint();
+        c.asking.store(true, .release);
+        const mine = Grant.take();
+        t.join();
+        if (mine) |g| {
+            got = true;
+            g.leave();
+        }
+    }
+    try testing.expect(got);
+    try testing.expect(!slot.load(.monotonic));
 }
 
 test "a fork resets the hand-over's counts in the child by itself: the slot, threads starting, sleepers apart" {
