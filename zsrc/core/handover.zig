@@ -89,11 +89,17 @@ pub fn configure(cpus: usize, gil: bool) void {
 pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
     const m = mode.load(.monotonic);
     if (m == .unset or m == .off) return lock.acquireWaiting(deadline, since);
-    barged.bump(lock); // this thread begins to wait (and has let the GIL go, if any)
-    return if (m == .gil) acquireUnderGil(lock, deadline, since) else acquireFreeThreaded(lock, deadline, since);
+    const bumped = barged.bump(lock); // this thread begins to wait (and has let the GIL go, if any)
+    return if (m == .gil) acquireUnderGil(lock, deadline, since, bumped) else acquireFreeThreaded(lock, deadline, since);
 }
 
-fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
+/// `bumped`: `waits` after this thread's own bump. The caller found the lock held before it let the GIL go, so
+/// a lock free at the spin's first look was freed since, most likely by the thread that took the GIL then,
+/// which may be running still: the spinner takes it once a thread begins to wait (that thread has let the GIL
+/// go), as one freed under it. Taken at once, it made the spinner wait for the GIL in CPython's `take_gil`,
+/// asleep, and the thread switch that woke it cost the hand-over the spin is for (docs/DESIGN.md, "A waiter
+/// waits a moment for the spinner's slot").
+fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, bumped: u32) Lock.AcquireResult {
     // A thread whose release has just left the lock to starving waiters, and that wants it back (a loop
     // around the lock), sleeps apart at once, as one that has seen its lock barged: the starving waiter
     // that takes the lock runs next (with the GIL this thread has let go) and takes it again after each
@@ -108,7 +114,7 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.Acqu
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
-    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .max_retakes = max_retakes });
+    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = bumped, .max_retakes = max_retakes });
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
 }
@@ -204,7 +210,7 @@ const Grant = struct {
 /// such hand-overs (docs/DESIGN.md, "A thread that ends lets its spinner go").
 pub fn threadLeftPython() void {
     const m = mode.load(.monotonic);
-    if (m != .unset and m != .off) barged.bump(null);
+    if (m != .unset and m != .off) _ = barged.bump(null);
 }
 
 fn aThreadIsStarting() bool {

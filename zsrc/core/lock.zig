@@ -165,12 +165,17 @@ pub const Lock = extern struct {
     }
 
     /// When a spinner (`spinAcquire`) may take a lock it saw held and then free. A lock free at its first
-    /// look it takes at once.
+    /// look it takes at once, unless the caller saw it held before (`moves_when_held`).
     pub const SpinGate = struct {
         /// A counter the caller's world bumps when the thread that released the lock is likely done with it
         /// (a thread began to wait for a lock). The spinner takes a freed lock once it differs from what it
         /// was when the lock was last seen held. null: take a freed lock at once.
         moves: ?*const std.atomic.Value(u32) = null,
+        /// What `moves` read when the caller last saw the lock held, before the spin (its own bump of the
+        /// counter, as a thread that begins to wait for the lock it found held), if it knows: then a lock free
+        /// at the spin's first look was freed since, and is taken by the same rule as one freed under the
+        /// spinner. null: the spin's first look is the first, and a free lock is taken at once.
+        moves_when_held: ?u32 = null,
         /// Or once the lock has stayed free this long: a releaser that takes it straight back does so
         /// sooner. maxInt: never by time. (Without `moves` a freed lock is taken at once: no effect.)
         settle_ns: u64 = std.math.maxInt(u64),
@@ -214,14 +219,15 @@ pub const Lock = extern struct {
     /// free at the first look is taken at once, and the first look is the pacer's first read.
     pub fn spinAcquire(self: *Lock, pacer: spin.Pacer, gate: SpinGate) Spun {
         var p = pacer;
-        var moves_when_held = if (gate.moves) |m| m.load(.monotonic) else 0;
+        var moves_when_held = gate.moves_when_held orelse if (gate.moves) |m| m.load(.monotonic) else 0;
+        const first_look_takes = gate.moves_when_held == null;
         var free_since: ?u64 = null; // when the lock, last seen held, was first seen free again
         var seen_free = false; // since the spinner last saw it held
         var retakes: u32 = 0;
         while (true) {
             const s = self.state.load(.monotonic);
             if (s == 0) {
-                if (p.reads == 0 or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
+                if ((p.reads == 0 and first_look_takes) or gate.moves == null or gate.moves.?.load(.monotonic) != moves_when_held or
                     gate.settled(&free_since))
                 {
                     if (self.tryAcquire()) return .acquired;
@@ -283,7 +289,8 @@ pub const Lock = extern struct {
         ///
         /// `waiting_for`: the lock the bumping thread begins to wait for, if it does. It found that lock held
         /// or left to starving waiters, so its sleepers apart could not take it (if it was freed since, the
-        /// bumping thread takes it itself: its first look at a free lock takes it). When every sleeper
+        /// bumping thread takes it itself: at its first look, or a spinner at the next bump or its spin's
+        /// end). When every sleeper
         /// counted sleeps apart on that very lock and none is past its fairness mark (its timer late: it
         /// must register now), none is woken: each wake-up would only put a thread to sleep again, two
         /// thread switches, a few per hand-over of the fairness bound. A sleeper counts itself in the
@@ -291,17 +298,18 @@ pub const Lock = extern struct {
         /// them in that order: a bucket never counts a sleeper the shared count left out, except one that
         /// counts itself between the two reads, which then reads the bumped word (it was not owed this
         /// wake-up); the price of that window is that one sleeper of another lock may sleep on to its
-        /// fairness mark.
-        pub fn bump(self: BargedWait, waiting_for: ?*const Lock) void {
-            _ = self.word.fetchAdd(1, .seq_cst);
+        /// fairness mark. Returns the word's new value.
+        pub fn bump(self: BargedWait, waiting_for: ?*const Lock) u32 {
+            const bumped = self.word.fetchAdd(1, .seq_cst) +% 1;
             const sleeping = self.sleepers.load(.seq_cst);
-            if (sleeping == 0) return;
+            if (sleeping == 0) return bumped;
             if (waiting_for) |lock| {
                 const bucket = lock.bucketOf();
                 if (bucket.apart.load(.seq_cst) >= sleeping and bucket.apart_lock.load(.seq_cst) == lock.tag() and
-                    !bucket.apartDue(clock.monotonicNs())) return;
+                    !bucket.apartDue(clock.monotonicNs())) return bumped;
             }
             futex.wake(self.word, std.math.maxInt(u32));
+            return bumped;
         }
     };
 
@@ -822,6 +830,34 @@ test "a spin gate's settle time: counted from when the lock is first seen free, 
     try testing.expect(!(Lock.SpinGate{}).settled(&never));
 }
 
+test "a spinner that saw the lock held before its spin (`moves_when_held`) takes it free at its first look only once `moves` changed since" {
+    var moves = std.atomic.Value(u32).init(7);
+    var lock: Lock = .{};
+    // Free at the first look, `moves` as when the caller saw it held: not taken; it gives up at its limit.
+    const until = clock.monotonicNs() + std.time.ns_per_ms;
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = until }, .{ .moves = &moves, .moves_when_held = 7 }));
+    try testing.expect(clock.monotonicNs() >= until);
+    try testing.expect(!lock.isLocked());
+    // `moves` changed since (a thread began to wait): taken at the first look.
+    try testing.expectEqual(Lock.Spun.acquired, lock.spinAcquire(.{ .until_ns = clock.monotonicNs() + std.time.ns_per_s }, .{ .moves = &moves, .moves_when_held = 6 }));
+    try testing.expect(lock.isLocked());
+    try lock.release();
+    // Changed by another thread during the spin: taken then, not before.
+    const Bumper = struct {
+        fn run(m: *std.atomic.Value(u32)) void {
+            sleepNs(5 * std.time.ns_per_ms);
+            _ = m.fetchAdd(1, .release);
+        }
+    };
+    const t = try std.Thread.spawn(.{}, Bumper.run, .{&moves});
+    const caught = lock.spinAcquire(.{ .until_ns = clock.monotonicNs() + 60 * std.time.ns_per_s }, .{ .moves = &moves, .moves_when_held = 7 });
+    const bumped = moves.load(.acquire) != 7;
+    t.join();
+    try testing.expectEqual(Lock.Spun.acquired, caught);
+    try testing.expect(bumped);
+    try lock.release();
+}
+
 test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate, yielding its CPU or not" {
     var moves = std.atomic.Value(u32).init(0);
     const gate: Lock.SpinGate = .{ .moves = &moves };
@@ -1315,7 +1351,7 @@ test "a waiter that has seen the lock barged sleeps apart: a release does not wa
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = @import("builtin").os.tag != .linux or !ctx.done.load(.acquire);
-        ctx.barged().bump(null);
+        _ = ctx.barged().bump(null);
         t.join();
         try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
         try testing.expect(ctx.lock.isLocked());
@@ -1342,11 +1378,11 @@ test "a bump by a thread that begins to wait for the lock a sleeper apart waits 
         try testing.expectEqual(@as(u32, 1), ctx.lock.bucketOf().apart.load(.monotonic));
         sleepNs(20 * std.time.ns_per_ms); // from counted to asleep in the kernel
         try ctx.lock.release(); // free now, and the sleeper apart does not know
-        ctx.barged().bump(&ctx.lock); // as a thread that begins to wait for it: no wake-up
+        _ = ctx.barged().bump(&ctx.lock); // as a thread that begins to wait for it: no wake-up
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = @import("builtin").os.tag != .linux or !ctx.done.load(.acquire);
-        ctx.barged().bump(other); // a thread that begins to wait for another lock (of its bucket): it wakes, takes it
+        _ = ctx.barged().bump(other); // a thread that begins to wait for another lock (of its bucket): it wakes, takes it
         const bumped_at = clock.monotonicNs();
         t.join();
         // Not woken, it would have slept to its deadline, 30 s, and then taken the free lock.
@@ -1398,11 +1434,11 @@ test "a bump for the lock a sleeper apart waits for does not wake it after anoth
         try testing.expectEqual(Lock.AcquireResult.acquired, early.result);
         const late_asleep = ctx.asleepApart(); // it sleeps on (unless a spurious wake-up ended it)
         try ctx.lock.release(); // free now, and the late one does not know
-        ctx.barged().bump(&ctx.lock); // a thread that begins to wait for it: no wake-up, its mark is ahead
+        _ = ctx.barged().bump(&ctx.lock); // a thread that begins to wait for it: no wake-up, its mark is ahead
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = both_apart and (@import("builtin").os.tag != .linux or (late_asleep and !ctx.done.load(.acquire)));
-        ctx.barged().bump(null); // any other bump wakes it, and it takes the free lock
+        _ = ctx.barged().bump(null); // any other bump wakes it, and it takes the free lock
         const bumped_at = clock.monotonicNs();
         late.join();
         try testing.expect(clock.monotonicNs() - bumped_at < 10 * std.time.ns_per_s);
