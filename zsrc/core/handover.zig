@@ -84,22 +84,29 @@ pub fn configure(cpus: usize, gil: bool) void {
     mode.store(if (cpus < 2) .off else if (gil) .gil else .without_gil, .monotonic);
 }
 
-/// Takes `lock` for a thread that has let the GIL go (if there is one), waiting as the mode says: with
-/// spinning off, the core's wait; else the thread counts as beginning to wait (`waits`) and may spin first.
-pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
-    const m = mode.load(.monotonic);
-    if (m == .unset or m == .off) return lock.acquireWaiting(deadline, since);
-    const bumped = barged.bump(lock); // this thread begins to wait (and has let the GIL go, if any)
-    return if (m == .gil) acquireUnderGil(lock, deadline, since, bumped) else acquireFreeThreaded(lock, deadline, since);
+/// What `acquire`'s caller reads when it finds the lock held, before it lets the GIL go (if there is one).
+pub fn waitsNow() u32 {
+    return waits.load(.seq_cst);
 }
 
-/// `bumped`: `waits` after this thread's own bump. The caller found the lock held before it let the GIL go, so
-/// a lock free at the spin's first look was freed since, most likely by the thread that took the GIL then,
-/// which may be running still: the spinner takes it once a thread begins to wait (that thread has let the GIL
-/// go), as one freed under it. Taken at once, it made the spinner wait for the GIL in CPython's `take_gil`,
-/// asleep, and the thread switch that woke it cost the hand-over the spin is for (docs/DESIGN.md, "A waiter
-/// waits a moment for the spinner's slot").
-fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, bumped: u32) Lock.AcquireResult {
+/// Takes `lock` for a thread that has let the GIL go (if there is one), waiting as the mode says: with
+/// spinning off, the core's wait; else the thread counts as beginning to wait (`waits`) and may spin first.
+/// `seen`: `waitsNow()` when the caller found the lock held, before it let the GIL go.
+pub fn acquire(lock: *Lock, deadline: clock.Deadline, since: *u64, seen: u32) Lock.AcquireResult {
+    const m = mode.load(.monotonic);
+    if (m == .unset or m == .off) return lock.acquireWaiting(deadline, since);
+    barged.bump(lock); // this thread begins to wait (and has let the GIL go, if any)
+    return if (m == .gil) acquireUnderGil(lock, deadline, since, seen +% 1) else acquireFreeThreaded(lock, deadline, since);
+}
+
+/// `held_moves`: `waits` when the caller found the lock held, with the GIL, plus its own bump since. A lock
+/// free at the spin's first look was freed since, and if nobody else has begun to wait meanwhile, by a thread
+/// that took the GIL this one let go and may be running still: the spinner takes it once a thread begins to
+/// wait (that thread has let the GIL go), as one freed under it. Taken at once, it made the spinner wait for
+/// the GIL in CPython's `take_gil`, asleep, and the thread switch that woke it cost the hand-over the spin is
+/// for (docs/DESIGN.md, "A waiter waits a moment for the spinner's slot", its paragraph "A lock free at the
+/// spin's first look").
+fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, held_moves: u32) Lock.AcquireResult {
     // A thread whose release has just left the lock to starving waiters, and that wants it back (a loop
     // around the lock), sleeps apart at once, as one that has seen its lock barged: the starving waiter
     // that takes the lock runs next (with the GIL this thread has let go) and takes it again after each
@@ -114,7 +121,7 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, bumped: u
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
-    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = bumped, .max_retakes = max_retakes });
+    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes });
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
 }
@@ -157,7 +164,7 @@ const Grant = struct {
     gil: bool,
 
     /// The grant for the running mode, or null: spinning is off (one CPU; before `configure`), a
-    /// thread is starting, or another thread spins under the GIL.
+    /// thread is starting, or another thread spins under the GIL and did not leave within `slot_wait_ns`.
     fn take() ?Grant {
         return switch (mode.load(.monotonic)) {
             .unset, .off => null,
@@ -168,22 +175,33 @@ const Grant = struct {
 
     /// The grant with spinning on, with or without a GIL (the caller knows the mode).
     fn get(gil: bool) ?Grant {
-        if (aThreadIsStarting()) return null;
-        if (gil and !takeSlot()) return null;
-        return .{ .gil = gil };
+        return getWithin(gil, slot_wait_ns);
     }
 
-    /// Under a GIL, the one spinner's slot, waiting up to `slot_wait_ns` for it if it is held: the thread
+    fn getWithin(gil: bool, slot_wait: u64) ?Grant {
+        if (aThreadIsStarting()) return null;
+        if (!gil) return .{ .gil = false };
+        if (!takeSlot(slot_wait)) return null;
+        const grant: Grant = .{ .gil = true };
+        // A start may have begun while it waited for the slot.
+        if (aThreadIsStarting()) {
+            grant.leave();
+            return null;
+        }
+        return grant;
+    }
+
+    /// Under a GIL, the one spinner's slot, waiting up to `slot_wait` (`slot_wait_ns`) for it if it is held: the thread
     /// that holds it most often spins for a lock that this very thread has just released (and has let the
     /// GIL go since, bumping `waits`), so it takes that lock and leaves the slot within a microsecond.
     /// Without the wait, in a hand-over through two locks (a baton, a Queue or Condition round trip) the
     /// thread that begins to wait found the slot held every time and parked, and each round trip paid a
     /// wake-up through the kernel (docs/DESIGN.md, "A waiter waits a moment for the spinner's slot").
-    fn takeSlot() bool {
+    fn takeSlot(slot_wait: u64) bool {
         if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
-        const until = clock.monotonicNs() +| slot_wait_ns;
+        const until = clock.monotonicNs() +| slot_wait;
         var reads: u32 = 0;
-        while (true) : (reads += 1) {
+        while (true) : (reads +%= 1) {
             std.atomic.spinLoopHint();
             if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
             if (reads % 16 == 15 and clock.monotonicNs() >= until) return false;
@@ -210,7 +228,7 @@ const Grant = struct {
 /// such hand-overs (docs/DESIGN.md, "A thread that ends lets its spinner go").
 pub fn threadLeftPython() void {
     const m = mode.load(.monotonic);
-    if (m != .unset and m != .off) _ = barged.bump(null);
+    if (m != .unset and m != .off) barged.bump(null);
 }
 
 fn aThreadIsStarting() bool {
@@ -237,6 +255,7 @@ pub fn afterForkInChild() void {
 }
 
 const testing = std.testing;
+const sleepNs = @import("lock.zig").sleepNs;
 
 /// Tests set the mode themselves (the CPython layer decides it once per process) and leave it unset.
 fn resetForTest(m: Mode) void {
@@ -296,35 +315,29 @@ test "under a GIL, a thread that finds the spinner's slot held waits a moment fo
     try testing.expect(Grant.take() == null);
     try testing.expect(clock.monotonicNs() - start >= slot_wait_ns);
     held.leave();
-    // The spinner leaves half the wait after the other thread's first look at the slot. A few attempts: a
-    // spinner descheduled for the whole wait leaves too late, and that attempt shows nothing.
+    // The spinner leaves 1 ms after the other thread began to wait for the slot (with 20 ms to wait here, so
+    // that a loaded host, an emulator or one CPU leaves the spinner time to run): it gets the slot then, not
+    // before.
     const Spinner = struct {
-        ready: std.atomic.Value(bool) = .init(false),
         asking: std.atomic.Value(bool) = .init(false),
+        left_at: std.atomic.Value(u64) = .init(0),
         fn run(c: *@This(), grant: Grant) void {
-            c.ready.store(true, .release);
             while (!c.asking.load(.acquire)) std.atomic.spinLoopHint();
-            const until = clock.monotonicNs() + slot_wait_ns / 2;
-            while (clock.monotonicNs() < until) std.atomic.spinLoopHint();
+            sleepNs(std.time.ns_per_ms);
+            c.left_at.store(clock.monotonicNs(), .release);
             grant.leave();
         }
     };
-    var got = false;
-    var attempt: u32 = 0;
-    while (!got and attempt < 5) : (attempt += 1) {
-        var c: Spinner = .{};
-        const grant = Grant.take() orelse return error.TestUnexpectedResult;
-        const t = try std.Thread.spawn(.{}, Spinner.run, .{ &c, grant });
-        while (!c.ready.load(.acquire)) std.atomic.spinLoopHint();
-        c.asking.store(true, .release);
-        const mine = Grant.take();
-        t.join();
-        if (mine) |g| {
-            got = true;
-            g.leave();
-        }
-    }
-    try testing.expect(got);
+    var c: Spinner = .{};
+    const grant = Grant.take() orelse return error.TestUnexpectedResult;
+    const t = try std.Thread.spawn(.{}, Spinner.run, .{ &c, grant });
+    c.asking.store(true, .release);
+    const mine = Grant.getWithin(true, 20 * std.time.ns_per_ms);
+    const got_at = clock.monotonicNs();
+    t.join();
+    const g = mine orelse return error.TestUnexpectedResult;
+    try testing.expect(got_at >= c.left_at.load(.acquire));
+    g.leave();
     try testing.expect(!slot.load(.monotonic));
 }
 
@@ -400,9 +413,7 @@ test "acquire in every mode and while a thread starts: times out at its deadline
     defer resetForTest(.unset);
     const Releaser = struct {
         fn run(lock: *Lock) void {
-            const until = clock.monotonicNs() + 2 * std.time.ns_per_ms;
-            var never: std.atomic.Value(u32) = .init(0);
-            while (clock.monotonicNs() < until) _ = futex.wait(&never, 0, .{ .ns = until });
+            sleepNs(2 * std.time.ns_per_ms);
             lock.release() catch unreachable;
         }
     };
@@ -416,7 +427,7 @@ test "acquire in every mode and while a thread starts: times out at its deadline
             const yields_before = spin.Pacer.yields_in_tests.load(.monotonic);
             var since: u64 = 0;
             const deadline: clock.Deadline = .fromTimeout(std.time.ns_per_ms);
-            try testing.expectEqual(Lock.AcquireResult.timed_out, acquire(&lock, deadline, &since));
+            try testing.expectEqual(Lock.AcquireResult.timed_out, acquire(&lock, deadline, &since, waitsNow()));
             try testing.expect(clock.monotonicNs() >= deadline.ns);
             // A waiter counts itself as beginning to wait whenever it may spin (a spinner's cue).
             try testing.expectEqual(m != .off, waits.load(.monotonic) != waits_before);
@@ -424,7 +435,7 @@ test "acquire in every mode and while a thread starts: times out at its deadline
             if (a_thread_starts) try testing.expectEqual(yields_before, spin.Pacer.yields_in_tests.load(.monotonic));
             const t = try std.Thread.spawn(.{}, Releaser.run, .{&lock});
             since = 0;
-            const result = acquire(&lock, .forever, &since);
+            const result = acquire(&lock, .forever, &since, waitsNow());
             t.join();
             try testing.expectEqual(Lock.AcquireResult.acquired, result);
             try testing.expect(lock.isLocked());
@@ -454,7 +465,7 @@ test "under a GIL, a thread whose release left its lock to a starving waiter sle
         fn wantsItBack(c: *@This()) void {
             c.lock.release() catch unreachable;
             var since = clock.monotonicNs() + 60 * std.time.ns_per_s;
-            _ = acquire(&c.lock, .forever, &since);
+            _ = acquire(&c.lock, .forever, &since, waitsNow());
             c.done[1].store(true, .release);
         }
         const until = @import("lock.zig").waitUntilWithin;

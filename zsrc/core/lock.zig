@@ -171,10 +171,10 @@ pub const Lock = extern struct {
         /// (a thread began to wait for a lock). The spinner takes a freed lock once it differs from what it
         /// was when the lock was last seen held. null: take a freed lock at once.
         moves: ?*const std.atomic.Value(u32) = null,
-        /// What `moves` read when the caller last saw the lock held, before the spin (its own bump of the
-        /// counter, as a thread that begins to wait for the lock it found held), if it knows: then a lock free
-        /// at the spin's first look was freed since, and is taken by the same rule as one freed under the
-        /// spinner. null: the spin's first look is the first, and a free lock is taken at once.
+        /// What `moves` read when the caller last saw the lock held, before the spin, if it knows (counting any
+        /// bump of its own since): then a lock free at the spin's first look was freed since, and is taken by
+        /// the same rule as one freed under the spinner. null: the spin's first look is the first, and a free
+        /// lock is taken at once.
         moves_when_held: ?u32 = null,
         /// Or once the lock has stayed free this long: a releaser that takes it straight back does so
         /// sooner. maxInt: never by time. (Without `moves` a freed lock is taken at once: no effect.)
@@ -216,7 +216,8 @@ pub const Lock = extern struct {
     /// `gate` says when a lock freed under the spinner is taken. A releaser that takes the lock straight back
     /// (barging, which keeps a lock fast: no thread switch, and the data the critical section touches stays
     /// in its CPU's cache) is not made to lose it to the spinner. Pass a fresh pacer (no reads yet): a lock
-    /// free at the first look is taken at once, and the first look is the pacer's first read.
+    /// free at the first look is taken at once (unless `gate.moves_when_held` says the caller saw it held
+    /// before), and the first look is the pacer's first read.
     pub fn spinAcquire(self: *Lock, pacer: spin.Pacer, gate: SpinGate) Spun {
         var p = pacer;
         var moves_when_held = gate.moves_when_held orelse if (gate.moves) |m| m.load(.monotonic) else 0;
@@ -298,18 +299,17 @@ pub const Lock = extern struct {
         /// them in that order: a bucket never counts a sleeper the shared count left out, except one that
         /// counts itself between the two reads, which then reads the bumped word (it was not owed this
         /// wake-up); the price of that window is that one sleeper of another lock may sleep on to its
-        /// fairness mark. Returns the word's new value.
-        pub fn bump(self: BargedWait, waiting_for: ?*const Lock) u32 {
-            const bumped = self.word.fetchAdd(1, .seq_cst) +% 1;
+        /// fairness mark.
+        pub fn bump(self: BargedWait, waiting_for: ?*const Lock) void {
+            _ = self.word.fetchAdd(1, .seq_cst);
             const sleeping = self.sleepers.load(.seq_cst);
-            if (sleeping == 0) return bumped;
+            if (sleeping == 0) return;
             if (waiting_for) |lock| {
                 const bucket = lock.bucketOf();
                 if (bucket.apart.load(.seq_cst) >= sleeping and bucket.apart_lock.load(.seq_cst) == lock.tag() and
-                    !bucket.apartDue(clock.monotonicNs())) return bumped;
+                    !bucket.apartDue(clock.monotonicNs())) return;
             }
             futex.wake(self.word, std.math.maxInt(u32));
-            return bumped;
         }
     };
 
@@ -645,7 +645,7 @@ pub const Lock = extern struct {
 
     /// Whether this thread's own release left the lock to starving waiters less than `fair_after_ns` ago
     /// (the thread wants it back at once, as the fairness workload's threads do). Forgets the note. (A lock
-    /// free for all by now is taken at the first look of the wait this answer chooses, as of any other.)
+    /// free for all by now is taken by the wait this answer chooses by the same rules as by the other.)
     pub fn leftByThisThread(self: *const Lock) bool {
         const note = left_to_starving;
         if (note.lock != self) return false;
@@ -792,7 +792,7 @@ pub fn waitUntilWithin(ctx: anytype, comptime cond: fn (@TypeOf(ctx)) bool, limi
     }
 }
 
-fn sleepNs(ns: u64) void {
+pub fn sleepNs(ns: u64) void {
     const until = clock.monotonicNs() + ns;
     var never: std.atomic.Value(u32) = .init(0);
     while (clock.monotonicNs() < until) _ = futex.wait(&never, 0, .{ .ns = until });
@@ -1351,7 +1351,7 @@ test "a waiter that has seen the lock barged sleeps apart: a release does not wa
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = @import("builtin").os.tag != .linux or !ctx.done.load(.acquire);
-        _ = ctx.barged().bump(null);
+        ctx.barged().bump(null);
         t.join();
         try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
         try testing.expect(ctx.lock.isLocked());
@@ -1378,11 +1378,11 @@ test "a bump by a thread that begins to wait for the lock a sleeper apart waits 
         try testing.expectEqual(@as(u32, 1), ctx.lock.bucketOf().apart.load(.monotonic));
         sleepNs(20 * std.time.ns_per_ms); // from counted to asleep in the kernel
         try ctx.lock.release(); // free now, and the sleeper apart does not know
-        _ = ctx.barged().bump(&ctx.lock); // as a thread that begins to wait for it: no wake-up
+        ctx.barged().bump(&ctx.lock); // as a thread that begins to wait for it: no wake-up
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = @import("builtin").os.tag != .linux or !ctx.done.load(.acquire);
-        _ = ctx.barged().bump(other); // a thread that begins to wait for another lock (of its bucket): it wakes, takes it
+        ctx.barged().bump(other); // a thread that begins to wait for another lock (of its bucket): it wakes, takes it
         const bumped_at = clock.monotonicNs();
         t.join();
         // Not woken, it would have slept to its deadline, 30 s, and then taken the free lock.
@@ -1434,11 +1434,11 @@ test "a bump for the lock a sleeper apart waits for does not wake it after anoth
         try testing.expectEqual(Lock.AcquireResult.acquired, early.result);
         const late_asleep = ctx.asleepApart(); // it sleeps on (unless a spurious wake-up ended it)
         try ctx.lock.release(); // free now, and the late one does not know
-        _ = ctx.barged().bump(&ctx.lock); // a thread that begins to wait for it: no wake-up, its mark is ahead
+        ctx.barged().bump(&ctx.lock); // a thread that begins to wait for it: no wake-up, its mark is ahead
         sleepNs(20 * std.time.ns_per_ms);
         // (Elsewhere than on Linux a spurious wake-up may end the sleep too: only Linux's runs count.)
         shown = both_apart and (@import("builtin").os.tag != .linux or (late_asleep and !ctx.done.load(.acquire)));
-        _ = ctx.barged().bump(null); // any other bump wakes it, and it takes the free lock
+        ctx.barged().bump(null); // any other bump wakes it, and it takes the free lock
         const bumped_at = clock.monotonicNs();
         late.join();
         try testing.expect(clock.monotonicNs() - bumped_at < 10 * std.time.ns_per_s);

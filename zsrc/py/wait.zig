@@ -29,12 +29,19 @@ noinline fn block(lock: *core.Lock, timeout_ns: i64) ?bool {
     const deadline: core.clock.Deadline = if (timeout_ns < 0) .forever else .after(begun, @intCast(timeout_ns));
     var since = begun;
     while (true) {
-        switch (acquireWithoutGil(lock, deadline, &since)) {
+        // Read with the GIL still held, the lock just found held: a hand-over spinner under a GIL takes a
+        // lock it finds free only once a thread has begun to wait since (`core.handover.acquire`).
+        const seen = core.handover.waitsNow();
+        switch (acquireWithoutGil(lock, deadline, &since, seen)) {
             .acquired => return true,
             .timed_out => return false,
-            // Run Python's signal handlers; if one raised, propagate it. Otherwise wait again until
-            // the same absolute deadline.
-            .interrupted => if (abi.Py_MakePendingCalls() < 0) return null,
+            // Run Python's signal handlers; if one raised, propagate it. Otherwise try the lock (the handlers
+            // ran with the GIL: it may have been freed meanwhile) and wait again until the same absolute
+            // deadline.
+            .interrupted => {
+                if (abi.Py_MakePendingCalls() < 0) return null;
+                if (lock.tryAcquire()) return true;
+            },
         }
     }
 }
@@ -49,10 +56,10 @@ pub fn acquireUninterruptibly(lock: *core.Lock) void {
     _ = lock.acquireUninterrupted(.forever, begun);
 }
 
-fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64) core.Lock.AcquireResult {
+fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u64, seen: u32) core.Lock.AcquireResult {
     const tstate = abi.PyEval_SaveThread();
     defer abi.PyEval_RestoreThread(tstate);
-    return core.handover.acquire(lock, deadline, since);
+    return core.handover.acquire(lock, deadline, since, seen);
 }
 
 /// Decides the hand-over spin's mode (`core.handover`) once per process, at the first import (with an
