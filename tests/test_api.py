@@ -405,6 +405,27 @@ def test_sigint_interrupts_a_blocked_acquire(timeout: float) -> None:
 
 
 @pytestmark_posix
+@pytest.mark.parametrize("module", [zthread, _thread], ids=["zthread", "_thread"])
+def test_a_handler_that_releases_the_lock_lets_the_wait_take_it(module: Any) -> None:
+    """A signal handler that runs during a wait and releases the very lock waited for: the wait takes it when
+    the handler returns (CPython tries the lock again after running the handlers, before it waits on; nothing
+    else would wake the waiter, as the release found nobody parked), not at its deadline."""
+    lock = module.allocate_lock()
+    lock.acquire()
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: lock.release())
+    try:
+        send_soon(signal.SIGUSR1, 0.05)
+        t0 = time.monotonic()
+        assert lock.acquire(timeout=WAIT) is True
+        assert time.monotonic() - t0 < WAIT
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert lock.locked()
+    lock.release()
+    wait_for_threads()
+
+
+@pytestmark_posix
 def test_a_handler_that_does_not_raise_lets_the_wait_go_on() -> None:
     calls: list[int] = []
     old = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
