@@ -198,14 +198,19 @@ const Grant = struct {
     /// thread that begins to wait found the slot held every time and parked, and each round trip paid a
     /// wake-up through the kernel (docs/DESIGN.md, "A waiter waits a moment for the spinner's slot").
     fn takeSlot(slot_wait: u64) bool {
-        if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
+        if (trySlot()) return true;
         const until = clock.monotonicNs() +| slot_wait;
         var reads: u32 = 0;
         while (true) : (reads +%= 1) {
             std.atomic.spinLoopHint();
-            if (!slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null) return true;
+            if (trySlot()) return true;
             if (reads % 16 == 15 and clock.monotonicNs() >= until) return false;
         }
+    }
+
+    /// Takes the slot if it is free (read first: a held slot costs a load, not a locked compare-and-swap).
+    fn trySlot() bool {
+        return !slot.load(.monotonic) and slot.cmpxchgStrong(false, true, .acquire, .monotonic) == null;
     }
 
     fn leave(grant: Grant) void {
