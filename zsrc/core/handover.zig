@@ -57,6 +57,15 @@ const starting_for_ns: u64 = 10 * std.time.ns_per_ms;
 const max_retakes = 2;
 
 const for_release_ns: u64 = 30 * std.time.ns_per_us;
+/// Under a GIL, how long a spinner whose lock is freed by a thread that runs on (with the GIL, most likely)
+/// spins on for that thread to begin to wait, from the release, past `for_release_ns` if need be
+/// (`Lock.SpinGate.free_wait_ns`). A producer and a consumer through a `Queue(maxsize=64)` take turns
+/// every 64 items, each turn one such release: with 30 us (the spin's end) the thread that took its lock
+/// slept in CPython's `take_gil` at most turns, with 50 us on 3.13 and 100 us on 3.10 (slower Python) at
+/// almost none. Its price: a releaser that lets the GIL go otherwise (I/O, `time.sleep`: no thread begins to
+/// wait here) leaves the spinner spinning up to this long on a free lock and a free GIL (docs/DESIGN.md,
+/// "A lock freed by a thread that runs on").
+const free_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
 const slot_wait_ns: u64 = 2 * std.time.ns_per_us;
 /// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
@@ -121,7 +130,7 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, held_move
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
-    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes });
+    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes, .free_wait_ns = free_wait_ns });
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
 }
@@ -221,6 +230,7 @@ const Grant = struct {
     fn pacer(grant: Grant, now: u64, until_ns: u64) spin.Pacer {
         return .{
             .until_ns = @min(now +| for_release_ns, until_ns),
+            .limit_ns = until_ns,
             .yield_from_ns = if (grant.gil) std.math.maxInt(u64) else now +| yield_after_ns,
         };
     }
@@ -310,6 +320,9 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     const free = (Grant{ .gil = false }).pacer(1000, 5000);
     try testing.expectEqual(@as(u64, 5000), free.until_ns);
     try testing.expectEqual(1000 + yield_after_ns, free.yield_from_ns);
+    // Its end may move (a lock freed under it: `free_wait_ns`) up to the caller's deadline, not past it.
+    try testing.expectEqual(@as(u64, 5000), free.limit_ns);
+    try testing.expectEqual(std.math.maxInt(u64), under_gil.limit_ns);
 }
 
 test "under a GIL, a thread that finds the spinner's slot held waits a moment for it: it gets it if the spinner leaves meanwhile, else gives up then, not before" {

@@ -182,6 +182,13 @@ pub const Lock = extern struct {
         /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
         /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
         max_retakes: u32 = std.math.maxInt(u32),
+        /// How long a lock freed under the spinner keeps it spinning for `moves`, from when it is seen free,
+        /// past the pacer's end if need be (`spin.Pacer.extendTo`: never past its `limit_ns`). Under a GIL
+        /// the releaser of a waiter's lock most often runs on with the GIL (a `notify`, a `Queue.get` that
+        /// frees room for a producer): a spinner that takes the lock then sleeps in CPython's `take_gil`,
+        /// and the kernel's wake-up when the releaser lets the GIL go costs tens of microseconds; one that
+        /// takes it when the releaser has begun to wait (`moves`) finds the GIL free. 0: the pacer's end.
+        free_wait_ns: u64 = 0,
 
         /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
         /// free after it last saw it held (null: it sees it free for the first time now).
@@ -233,6 +240,7 @@ pub const Lock = extern struct {
                 {
                     if (self.tryAcquire()) return .acquired;
                 }
+                if (!seen_free and gate.free_wait_ns != 0) p.extendTo(clock.monotonicNs() +| gate.free_wait_ns);
                 seen_free = true;
             } else {
                 if (s & contended_mask != 0) return .gave_up;
@@ -856,6 +864,52 @@ test "a spinner that saw the lock held before its spin (`moves_when_held`) takes
     try testing.expectEqual(Lock.Spun.acquired, caught);
     try testing.expect(bumped);
     try lock.release();
+}
+
+test "a lock freed under a spinner keeps it spinning `free_wait_ns` for `moves`, past the pacer's end: taken at the bump; without it, given up at the end" {
+    const ms = std.time.ns_per_ms;
+    const Releaser = struct {
+        lock: *Lock,
+        moves: *std.atomic.Value(u32),
+        spinning: std.atomic.Value(bool) = .init(false),
+        fn run(r: *@This()) void {
+            while (!r.spinning.load(.acquire)) std.atomic.spinLoopHint();
+            sleepNs(ms);
+            r.lock.release() catch unreachable; // long before the spin's end, 200 ms in
+            sleepNs(400 * ms); // long after it
+            _ = r.moves.fetchAdd(1, .release);
+        }
+        /// One spin of this thread on the held `lock`, freed 1 ms in and `moves` bumped 400 ms after that:
+        /// what the spin returned, whether the bump had come when it did, and whether it ended at its end.
+        fn spinOnce(lock: *Lock, moves: *std.atomic.Value(u32), free_wait_ns: u64) !struct { Lock.Spun, bool, bool } {
+            lock.state.store(Lock.locked_bit, .monotonic);
+            var r: @This() = .{ .lock = lock, .moves = moves };
+            const before = moves.load(.monotonic);
+            const t = try std.Thread.spawn(.{}, run, .{&r});
+            const until = clock.monotonicNs() + 200 * ms;
+            r.spinning.store(true, .release);
+            const spun = lock.spinAcquire(.{ .until_ns = until }, .{ .moves = moves, .moves_when_held = before, .free_wait_ns = free_wait_ns });
+            const ended = clock.monotonicNs() >= until;
+            const bumped = moves.load(.acquire) != before;
+            t.join();
+            return .{ spun, bumped, ended };
+        }
+    };
+    var moves = std.atomic.Value(u32).init(0);
+    var lock: Lock = .{};
+    // Waiting up to 60 s from the release: the spin goes on past its end and takes the lock at the bump.
+    const waited = try Releaser.spinOnce(&lock, &moves, 60 * std.time.ns_per_s);
+    try testing.expectEqual(Lock.Spun.acquired, waited[0]);
+    try testing.expect(waited[1]);
+    try testing.expect(waited[2]);
+    try testing.expect(lock.isLocked());
+    // Without it: the spin ends at its end, before the bump, the lock left free.
+    lock.state.store(0, .monotonic);
+    const ended = try Releaser.spinOnce(&lock, &moves, 0);
+    try testing.expectEqual(Lock.Spun.gave_up, ended[0]);
+    try testing.expect(!ended[1]);
+    try testing.expect(ended[2]);
+    try testing.expect(!lock.isLocked());
 }
 
 test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate, yielding its CPU or not" {

@@ -14,6 +14,8 @@ pub const Pacer = struct {
     /// runnable threads than CPUs, the thread it waits for may be queued behind it on its CPU, and a spin hint
     /// keeps it there until the scheduler's next tick. maxInt: never.
     yield_from_ns: u64 = std.math.maxInt(u64),
+    /// The latest moment `extendTo` may move `until_ns` to (the caller's deadline). maxInt: none.
+    limit_ns: u64 = std.math.maxInt(u64),
     /// Reads so far (pauses taken): 0 before the first pause.
     reads: u32 = 0,
     yielding: bool = false,
@@ -34,6 +36,11 @@ pub const Pacer = struct {
             std.Thread.yield() catch std.atomic.spinLoopHint();
         } else std.atomic.spinLoopHint();
         return true;
+    }
+
+    /// Moves the end of the spin to `ns` if that is later, but never past `limit_ns`.
+    pub fn extendTo(self: *Pacer, ns: u64) void {
+        self.until_ns = @max(self.until_ns, @min(ns, self.limit_ns));
     }
 
     /// Test builds count the yields (a test checks that a spinner yields when asked, and only then); other
@@ -63,4 +70,17 @@ test "a pacer gives up once its clock limit is reached, not before, and yields o
     while (y.pause()) {}
     try testing.expect(clock.monotonicNs() >= until_y);
     try testing.expect(Pacer.yields_in_tests.load(.monotonic) > before);
+}
+
+test "a pacer's end moves later only, and never past its limit" {
+    var p: Pacer = .{ .until_ns = 1000, .limit_ns = 5000 };
+    p.extendTo(500);
+    try testing.expectEqual(@as(u64, 1000), p.until_ns);
+    p.extendTo(3000);
+    try testing.expectEqual(@as(u64, 3000), p.until_ns);
+    p.extendTo(std.math.maxInt(u64));
+    try testing.expectEqual(@as(u64, 5000), p.until_ns);
+    var unlimited: Pacer = .{ .until_ns = 1000 };
+    unlimited.extendTo(9000);
+    try testing.expectEqual(@as(u64, 9000), unlimited.until_ns);
 }
