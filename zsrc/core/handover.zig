@@ -58,12 +58,14 @@ const max_retakes = 2;
 
 const for_release_ns: u64 = 30 * std.time.ns_per_us;
 /// Under a GIL, how long a spinner whose lock is freed by a thread that runs on (with the GIL, most likely)
-/// spins on for that thread to begin to wait, from the release, past `for_release_ns` if need be
-/// (`Lock.SpinGate.free_wait_ns`). A producer and a consumer through a `Queue(maxsize=64)` take turns
-/// every 64 items, each turn one such release: with 30 us (the spin's end) the thread that took its lock
-/// slept in CPython's `take_gil` at most turns, with 50 us on 3.13 and 100 us on 3.10 (slower Python) at
-/// almost none. Its price: a releaser that lets the GIL go otherwise (I/O, `time.sleep`: no thread begins to
-/// wait here) leaves the spinner spinning up to this long on a free lock and a free GIL (docs/DESIGN.md,
+/// spins on for that thread to begin to wait, from when it sees the lock free, past `for_release_ns` if need
+/// be (`Lock.SpinGate.free_wait_ns`; a lock taken back meanwhile ends the spin at its own end again, and
+/// the spin sees at most `max_retakes` releases). A producer and a consumer through a `Queue(maxsize=64)`
+/// take turns every 64 items, each turn one such release: with the spin's own end (30 us from its start)
+/// the thread that took its lock slept in CPython's `take_gil` at most of the turns, with 50 us from the
+/// release on 3.13 and 100 us on 3.10 (slower Python) at almost none. Its price: a releaser that lets the GIL
+/// go otherwise (I/O, `time.sleep`: no thread begins to wait here) leaves the spinner spinning up to this
+/// long on a free lock and a free GIL (docs/DESIGN.md,
 /// "A lock freed by a thread that runs on").
 const free_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
@@ -130,9 +132,15 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, held_move
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
-    const spun = spinFor(lock, grant, deadline, since, .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes, .free_wait_ns = free_wait_ns });
+    const spun = spinFor(lock, grant, deadline, since, gilGate(held_moves));
     grant.leave();
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
+}
+
+/// When a spinner under a GIL takes a lock freed under it: once a thread has begun to wait since the caller
+/// saw it held, spinning for that up to `free_wait_ns` from the release; `max_retakes` releases at most.
+fn gilGate(held_moves: u32) Lock.SpinGate {
+    return .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes, .free_wait_ns = free_wait_ns };
 }
 
 /// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
@@ -226,7 +234,8 @@ const Grant = struct {
         if (grant.gil) slot.store(false, .release);
     }
 
-    /// The pacing of a spin that begins at `now`: `for_release_ns` long, ending at `until_ns` if sooner.
+    /// The pacing of a spin that begins at `now`: `for_release_ns` long, ending at `until_ns` if sooner; a
+    /// gate's `free_wait_ns` may move its end later, never past `until_ns` (the waiter's deadline).
     fn pacer(grant: Grant, now: u64, until_ns: u64) spin.Pacer {
         return .{
             .until_ns = @min(now +| for_release_ns, until_ns),
@@ -323,6 +332,14 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     // Its end may move (a lock freed under it: `free_wait_ns`) up to the caller's deadline, not past it.
     try testing.expectEqual(@as(u64, 5000), free.limit_ns);
     try testing.expectEqual(std.math.maxInt(u64), under_gil.limit_ns);
+    // Under a GIL a freed lock is taken after a bump since the caller saw it held, and the spin waits for
+    // one up to `free_wait_ns` from the release, with a finite count of releases.
+    const gate = gilGate(41);
+    try testing.expectEqual(&waits, gate.moves.?);
+    try testing.expectEqual(@as(?u32, 41), gate.moves_when_held);
+    try testing.expectEqual(free_wait_ns, gate.free_wait_ns);
+    try testing.expect(gate.free_wait_ns > for_release_ns);
+    try testing.expectEqual(@as(u32, max_retakes), gate.max_retakes);
 }
 
 test "under a GIL, a thread that finds the spinner's slot held waits a moment for it: it gets it if the spinner leaves meanwhile, else gives up then, not before" {

@@ -182,12 +182,14 @@ pub const Lock = extern struct {
         /// How often the spinner may see the lock taken again after it saw it free (a thread in a loop
         /// around the lock: barging, not a hand-over) before it gives up with `.barged`. maxInt: never.
         max_retakes: u32 = std.math.maxInt(u32),
-        /// How long a lock freed under the spinner keeps it spinning for `moves`, from when it is seen free,
-        /// past the pacer's end if need be (`spin.Pacer.extendTo`: never past its `limit_ns`). Under a GIL
-        /// the releaser of a waiter's lock most often runs on with the GIL (a `notify`, a `Queue.get` that
-        /// frees room for a producer): a spinner that takes the lock then sleeps in CPython's `take_gil`,
-        /// and the kernel's wake-up when the releaser lets the GIL go costs tens of microseconds; one that
-        /// takes it when the releaser has begun to wait (`moves`) finds the GIL free. 0: the pacer's end.
+        /// How long a lock freed under the spinner keeps it spinning for `moves`, from when the spinner
+        /// sees it free, past the pacer's end if need be (`spin.Pacer.extendTo`: never past its `limit_ns`);
+        /// a lock taken back meanwhile ends the spin at the pacer's own end again. Under a GIL the releaser
+        /// of a waiter's lock most often runs on with the GIL (a `notify`, a `Queue.get` that frees room for
+        /// a producer): a spinner that takes the lock then sleeps in CPython's `take_gil`, and the kernel's
+        /// wake-up when the releaser lets the GIL go costs tens of microseconds; one that takes it when the
+        /// releaser has begun to wait (`moves`) finds the GIL free. Each release the spinner sees may extend
+        /// the spin once more: use it with a finite `max_retakes`. 0: the pacer's end.
         free_wait_ns: u64 = 0,
 
         /// Whether a freed lock has stayed free `settle_ns`; `free_since` is when the spinner first saw it
@@ -227,6 +229,7 @@ pub const Lock = extern struct {
     /// before), and the first look is the pacer's first read.
     pub fn spinAcquire(self: *Lock, pacer: spin.Pacer, gate: SpinGate) Spun {
         var p = pacer;
+        const pacer_end = pacer.until_ns; // a retaken lock's spin ends here again (`free_wait_ns`)
         var moves_when_held = gate.moves_when_held orelse if (gate.moves) |m| m.load(.monotonic) else 0;
         const first_look_takes = gate.moves_when_held == null;
         var free_since: ?u64 = null; // when the lock, last seen held, was first seen free again
@@ -248,6 +251,7 @@ pub const Lock = extern struct {
                     seen_free = false;
                     retakes += 1;
                     if (retakes >= gate.max_retakes) return .barged;
+                    p.until_ns = pacer_end; // taken back: its releaser runs on with it, no wait to spin for
                 }
                 if (gate.moves) |m| moves_when_held = m.load(.monotonic);
                 free_since = null;
@@ -866,50 +870,45 @@ test "a spinner that saw the lock held before its spin (`moves_when_held`) takes
     try lock.release();
 }
 
-test "a lock freed under a spinner keeps it spinning `free_wait_ns` for `moves`, past the pacer's end: taken at the bump; without it, given up at the end" {
+test "a lock freed under a spinner keeps it spinning `free_wait_ns` for `moves`, past the pacer's end; taken back, the spin ends at the pacer's end" {
     const ms = std.time.ns_per_ms;
-    const Releaser = struct {
-        lock: *Lock,
-        moves: *std.atomic.Value(u32),
-        spinning: std.atomic.Value(bool) = .init(false),
-        fn run(r: *@This()) void {
-            while (!r.spinning.load(.acquire)) std.atomic.spinLoopHint();
-            sleepNs(ms);
-            r.lock.release() catch unreachable; // long before the spin's end, 200 ms in
-            sleepNs(400 * ms); // long after it
-            _ = r.moves.fetchAdd(1, .release);
+    // The caller saw the lock held (`moves_when_held`) and it is free at the spin's first look: freed since,
+    // by a thread that may run on. The pacer's end has come already, so only the wait for `moves` spins.
+    const After20Ms = struct {
+        fn bump(m: *std.atomic.Value(u32)) void {
+            sleepNs(20 * ms);
+            _ = m.fetchAdd(1, .release);
         }
-        /// One spin of this thread on the held `lock`, freed 1 ms in and `moves` bumped 400 ms after that:
-        /// what the spin returned, whether the bump had come when it did, and whether it ended at its end.
-        fn spinOnce(lock: *Lock, moves: *std.atomic.Value(u32), free_wait_ns: u64) !struct { Lock.Spun, bool, bool } {
-            lock.state.store(Lock.locked_bit, .monotonic);
-            var r: @This() = .{ .lock = lock, .moves = moves };
-            const before = moves.load(.monotonic);
-            const t = try std.Thread.spawn(.{}, run, .{&r});
-            const until = clock.monotonicNs() + 200 * ms;
-            r.spinning.store(true, .release);
-            const spun = lock.spinAcquire(.{ .until_ns = until }, .{ .moves = moves, .moves_when_held = before, .free_wait_ns = free_wait_ns });
-            const ended = clock.monotonicNs() >= until;
-            const bumped = moves.load(.acquire) != before;
-            t.join();
-            return .{ spun, bumped, ended };
+        fn retake(l: *Lock, took: *std.atomic.Value(bool)) void {
+            sleepNs(20 * ms);
+            took.store(l.tryAcquire(), .release);
         }
     };
     var moves = std.atomic.Value(u32).init(0);
     var lock: Lock = .{};
-    // Waiting up to 60 s from the release: the spin goes on past its end and takes the lock at the bump.
-    const waited = try Releaser.spinOnce(&lock, &moves, 60 * std.time.ns_per_s);
-    try testing.expectEqual(Lock.Spun.acquired, waited[0]);
-    try testing.expect(waited[1]);
-    try testing.expect(waited[2]);
-    try testing.expect(lock.isLocked());
-    // Without it: the spin ends at its end, before the bump, the lock left free.
-    lock.state.store(0, .monotonic);
-    const ended = try Releaser.spinOnce(&lock, &moves, 0);
-    try testing.expectEqual(Lock.Spun.gave_up, ended[0]);
-    try testing.expect(!ended[1]);
-    try testing.expect(ended[2]);
+    // Waiting up to 60 s from when it saw the lock free: it takes the lock at the bump, 20 ms later.
+    const bumper = try std.Thread.spawn(.{}, After20Ms.bump, .{&moves});
+    const waited = lock.spinAcquire(.{ .until_ns = clock.monotonicNs() }, .{ .moves = &moves, .moves_when_held = 0, .max_retakes = 2, .free_wait_ns = 60 * std.time.ns_per_s });
+    const bumped = moves.load(.acquire) != 0;
+    bumper.join();
+    try testing.expectEqual(Lock.Spun.acquired, waited);
+    try testing.expect(bumped);
+    try lock.release();
+    // Without it: given up at the pacer's end, the lock left free.
+    try testing.expectEqual(Lock.Spun.gave_up, lock.spinAcquire(.{ .until_ns = clock.monotonicNs() }, .{ .moves = &moves, .moves_when_held = 1, .max_retakes = 2 }));
     try testing.expect(!lock.isLocked());
+    // Taken back by another thread 20 ms in (its releaser runs on with it): the spin ends at the pacer's end
+    // again, not 10 s after it saw the lock free.
+    var took = std.atomic.Value(bool).init(false);
+    const retaker = try std.Thread.spawn(.{}, After20Ms.retake, .{ &lock, &took });
+    const start = clock.monotonicNs();
+    const retaken = lock.spinAcquire(.{ .until_ns = start }, .{ .moves = &moves, .moves_when_held = 1, .max_retakes = 2, .free_wait_ns = 10 * std.time.ns_per_s });
+    const spun_ns = clock.monotonicNs() - start;
+    retaker.join();
+    try testing.expectEqual(Lock.Spun.gave_up, retaken);
+    try testing.expect(took.load(.acquire));
+    try testing.expect(spun_ns < 5 * std.time.ns_per_s);
+    try lock.release();
 }
 
 test "a spinner takes a lock free at its first look, and a lock freed under it once `moves` changed, once it stayed free `settle_ns`, or at once without a gate, yielding its CPU or not" {
