@@ -127,10 +127,11 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     registry.buryDead();
     const interp = interp_info.current();
     // A subinterpreter can be destroyed as soon as this call returns, and the new thread makes its thread
-    // state itself (the stable ABI has no way to make one for another OS thread): until it has, the
-    // interpreter does not know of it. So in a subinterpreter the creator waits for that, and closing the
-    // interpreter then treats the thread as it treats CPython's own (an error, or a wait), never freeing
-    // the interpreter under a thread about to enter it. The main interpreter is never freed.
+    // state itself (the stable ABI has no way to make one for another OS thread): until it has made it and
+    // attached it (taken the GIL), closing the interpreter can free either under it. So in a subinterpreter
+    // the creator waits for that, and closing the interpreter then treats the thread as it treats CPython's
+    // own that run (an error, or a wait), never freeing the interpreter or the state under a thread about to
+    // enter it. The main interpreter is never freed.
     var has_thread_state: core.Event = .{};
     const in_subinterpreter = abi.PyInterpreterState_GetID(interp) != 0;
     const boot = std.heap.c_allocator.create(Bootstrap) catch {
@@ -178,8 +179,10 @@ fn start(module: *Object, h: *Handle, function: *Object, call_args: *Object, kwa
     h.published.set(); // the thread may now report done (run waits for this)
     if (h.state.cmpxchgStrong(.starting, .running, .acq_rel, .monotonic)) |_| {} // the thread may be done already
     if (in_subinterpreter) {
-        // Short: the thread needs nothing this thread holds to make its state (no GIL). Until the event is
-        // set, nothing may end this wait: the thread will write to it, on this stack.
+        // Short: the thread needs nothing this thread holds but the GIL, let go here. Until the event is set,
+        // nothing may end this wait: the thread will write to it, on this stack. (If the interpreter is
+        // closed meanwhile, CPython parks the new thread in its attach for good, and this one with it, as
+        // any thread of a closed interpreter.)
         const tstate = abi.PyEval_SaveThread();
         while (has_thread_state.wait(.forever) != .set) {} // a signal: Python handles it once we return
         abi.PyEval_RestoreThread(tstate);
@@ -211,13 +214,16 @@ fn run(boot: *Bootstrap) void {
     }
     // PyThreadState_New needs no GIL; it fails only when out of memory, and then no Python object can
     // be touched here: the references in `boot` are leaked rather than released without the GIL.
-    const made = abi.PyThreadState_New(boot.interp);
-    if (boot.has_thread_state) |e| e.set(); // from here on the interpreter knows this thread
-    const tstate = made orelse {
+    const tstate = abi.PyThreadState_New(boot.interp) orelse {
+        if (boot.has_thread_state) |e| e.set(); // nothing of the interpreter's is touched from here on
         core.handover.threadEntered();
         return;
     };
     abi.PyEval_AcquireThread(tstate);
+    // Attached: from here on closing the interpreter treats this thread as one of CPython's own that runs.
+    // (Set once the state was made, a close between that and this attach freed the state under the thread:
+    // a crash in PyEval_AcquireThread in 5-15 % of runs of 150 closes on 3.14/3.15.)
+    if (boot.has_thread_state) |e| e.set();
     core.handover.threadEntered();
     const module = abi.newRef(boot.module);
     const function = abi.newRef(boot.function);
