@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -502,7 +502,7 @@ def test_thousands_of_threads_leave_threads_and_memory_flat() -> None:
         deadline = time.monotonic() + WAIT
         while (zthread._count() or os_thread_count() > threads_before) and time.monotonic() < deadline:
             time.sleep(0.01)  # an exited thread leaves /proc/self/task a moment after its last instruction
-        assert os_thread_count() == threads_before
+        assert os_thread_count() <= threads_before  # a thread of the test run's own may have ended meanwhile
         return rss_bytes() - rss_before
 
     churn(zthread, 200)  # warm-up: allocator arenas, stack caches
@@ -633,7 +633,8 @@ class LockMachine(RuleBasedStateMachine):
         let_threads_end(WAIT)
 
 
-LockMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+LockMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None,
+                                        suppress_health_check=[HealthCheck.too_slow])  # a loaded host or qemu
 TestLockMachine = LockMachine.TestCase
 
 

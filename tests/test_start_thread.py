@@ -189,7 +189,10 @@ def test_an_exception_in_the_thread_goes_to_unraisablehook(monkeypatch: pytest.M
 NON_DAEMON = """
 import sys, time, zthread
 assert "threading" not in sys.modules
+printed = zthread.allocate_lock()
+printed.acquire()
 def late():
+    printed.acquire()  # after main's line, however late a loaded host runs main
     time.sleep(0.3)
     print("non-daemon finished", flush=True)
 def never():
@@ -197,6 +200,7 @@ def never():
 zthread.start_thread(late, daemon=False)
 zthread.start_thread(never)  # a daemon thread: exit does not wait for it
 print("main done", flush=True)
+printed.release()
 """
 
 
