@@ -65,8 +65,8 @@ const for_release_ns: u64 = 30 * std.time.ns_per_us;
 /// the thread that took its lock slept in CPython's `take_gil` at most of the turns, with 50 us from the
 /// release on 3.13 and 100 us on 3.10 (slower Python) at almost none. Its price: a releaser that lets the GIL
 /// go otherwise (I/O, `time.sleep`: no thread begins to wait here) leaves the spinner spinning up to this
-/// long on a free lock and a free GIL (docs/DESIGN.md,
-/// "A lock freed by a thread that runs on").
+/// long on a free lock and a free GIL, so a process whose such waits keep running out mostly stops waiting so
+/// (`FreeWaits`; docs/DESIGN.md, "A lock freed by a thread that runs on").
 const free_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
 const slot_wait_ns: u64 = 2 * std.time.ns_per_us;
@@ -132,16 +132,54 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, held_move
     // the threads its releases wake.
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
-    const spun = spinFor(lock, grant, deadline, since, gilGate(held_moves));
+    const free_wait = free_waits.next();
+    const spin_end = clock.monotonicNs() +| for_release_ns;
+    const spun = spinFor(lock, grant, deadline, since, gilGate(held_moves, free_wait));
     grant.leave();
+    if (free_wait != 0) {
+        // Taken after the spin's own end: the wait for the releaser paid off. Given up on a free lock: it
+        // ran out (the releaser let the GIL go otherwise, or ran on past it).
+        if (spun == .acquired) {
+            if (clock.monotonicNs() >= spin_end) free_waits.learn(true);
+        } else if (spun == .gave_up and !lock.isLocked()) free_waits.learn(false);
+    }
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
 }
 
 /// When a spinner under a GIL takes a lock freed under it: once a thread has begun to wait since the caller
-/// saw it held, spinning for that up to `free_wait_ns` from the release; `max_retakes` releases at most.
-fn gilGate(held_moves: u32) Lock.SpinGate {
-    return .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes, .free_wait_ns = free_wait_ns };
+/// saw it held, spinning for that up to `free_wait` (`free_waits.next()`) from the release; `max_retakes`
+/// releases at most.
+fn gilGate(held_moves: u32, free_wait: u64) Lock.SpinGate {
+    return .{ .moves = &waits, .moves_when_held = held_moves, .max_retakes = max_retakes, .free_wait_ns = free_wait };
 }
+
+/// Whether a spinner under a GIL waits `free_wait_ns` for a releaser that runs on. It pays off when that
+/// thread then begins to wait here (a `Queue` stream's turns); it costs the waiter up to `free_wait_ns` when
+/// the releaser lets the GIL go otherwise (I/O, `time.sleep`), the lock and the GIL both free meanwhile (a
+/// scratch script: 15 us from the release to the waiter's return without the wait, 101 us with it, CPython's
+/// 32-34). So the process learns, as adaptive spinning does: after `misses_max` waits in a row that ran out,
+/// one spinner in `probe_every` waits, until a wait pays off again. Shared by every lock and interpreter of
+/// the process; a race between two updates only moves the guess.
+const FreeWaits = struct {
+    misses: std.atomic.Value(u32) = .init(0),
+    probes: std.atomic.Value(u32) = .init(0),
+    const misses_max = 2;
+    const probe_every = 16;
+
+    /// How long the next spinner waits for a releaser that runs on: `free_wait_ns`, or 0.
+    fn next(self: *FreeWaits) u64 {
+        if (self.misses.load(.monotonic) < misses_max) return free_wait_ns;
+        return if (self.probes.fetchAdd(1, .monotonic) % probe_every == 0) free_wait_ns else 0;
+    }
+
+    /// A wait that paid off (`true`) or ran out.
+    fn learn(self: *FreeWaits, paid_off: bool) void {
+        if (paid_off) return self.misses.store(0, .monotonic);
+        const m = self.misses.load(.monotonic);
+        if (m < misses_max) self.misses.store(m + 1, .monotonic);
+    }
+};
+var free_waits: FreeWaits = .{};
 
 /// Without a GIL every waiter on a lock nobody is parked on (and none starves) may spin: the threads run
 /// in parallel. After the spin, or at once on a contended lock, it parks without the core's short spin,
@@ -334,12 +372,32 @@ test "the leave to spin: none with spinning off or while a thread starts; one sp
     try testing.expectEqual(std.math.maxInt(u64), under_gil.limit_ns);
     // Under a GIL a freed lock is taken after a bump since the caller saw it held, and the spin waits for
     // one up to `free_wait_ns` from the release, with a finite count of releases.
-    const gate = gilGate(41);
+    const gate = gilGate(41, free_wait_ns);
     try testing.expectEqual(&waits, gate.moves.?);
     try testing.expectEqual(@as(?u32, 41), gate.moves_when_held);
     try testing.expectEqual(free_wait_ns, gate.free_wait_ns);
     try testing.expect(gate.free_wait_ns > for_release_ns);
     try testing.expectEqual(@as(u32, max_retakes), gate.max_retakes);
+}
+
+test "a spinner waits for a releaser that runs on until such waits run out twice in a row; then one in 16 does, until one pays off" {
+    var f: FreeWaits = .{};
+    try testing.expectEqual(free_wait_ns, f.next());
+    f.learn(false);
+    try testing.expectEqual(free_wait_ns, f.next()); // one miss: still waits
+    f.learn(true);
+    f.learn(false);
+    try testing.expectEqual(free_wait_ns, f.next()); // a success between: the misses start again
+    f.learn(false);
+    var waits_in_32: u32 = 0;
+    for (0..32) |_| {
+        if (f.next() != 0) waits_in_32 += 1;
+    }
+    try testing.expectEqual(@as(u32, 32 / FreeWaits.probe_every), waits_in_32);
+    f.learn(false); // a probe that ran out changes nothing
+    try testing.expect(f.next() == 0 or f.probes.load(.monotonic) % FreeWaits.probe_every == 1);
+    f.learn(true); // a probe that paid off: every spinner waits again
+    for (0..4) |_| try testing.expectEqual(free_wait_ns, f.next());
 }
 
 test "under a GIL, a thread that finds the spinner's slot held waits a moment for it: it gets it if the spinner leaves meanwhile, else gives up then, not before" {
