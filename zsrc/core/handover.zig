@@ -64,9 +64,8 @@ const for_release_ns: u64 = 30 * std.time.ns_per_us;
 /// take turns every 64 items, each turn one such release: with the spin's own end (30 us from its start)
 /// the thread that took its lock slept in CPython's `take_gil` at most of the turns, with 50 us from the
 /// release on 3.13 and 100 us on 3.10 (slower Python) at almost none. Its price: a releaser that lets the GIL
-/// go otherwise (I/O, `time.sleep`: no thread begins to wait here) leaves the spinner spinning up to this
-/// long on a free lock and a free GIL, so a process whose such waits keep running out mostly stops waiting so
-/// (`FreeWaits`; docs/DESIGN.md, "A lock freed by a thread that runs on").
+/// go otherwise leaves the spinner spinning up to this long on a free lock and a free GIL: `FreeWaits` decides
+/// when to wait (docs/DESIGN.md, "A lock freed by a thread that runs on").
 const free_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
 const slot_wait_ns: u64 = 2 * std.time.ns_per_us;
@@ -133,14 +132,14 @@ fn acquireUnderGil(lock: *Lock, deadline: clock.Deadline, since: *u64, held_move
     const grant = (if (lock.isContended()) null else Grant.get(true)) orelse
         return lock.acquireBargeable(deadline, since, barged, false);
     const free_wait = free_waits.next();
-    const spin_end = clock.monotonicNs() +| for_release_ns;
-    const spun = spinFor(lock, grant, deadline, since, gilGate(held_moves, free_wait));
+    const outcome = spinFor(lock, grant, deadline, since, gilGate(held_moves, free_wait));
+    const spun = outcome.spun;
     grant.leave();
     if (free_wait != 0) {
         // Taken after the spin's own end: the wait for the releaser paid off. Given up on a free lock: it
         // ran out (the releaser let the GIL go otherwise, or ran on past it).
         if (spun == .acquired) {
-            if (clock.monotonicNs() >= spin_end) free_waits.learn(true);
+            if (clock.monotonicNs() >= outcome.own_end_ns) free_waits.learn(true);
         } else if (spun == .gave_up and !lock.isLocked()) free_waits.learn(false);
     }
     return if (spun == .acquired) .acquired else lock.acquireBargeable(deadline, since, barged, spun == .barged);
@@ -189,16 +188,20 @@ var free_waits: FreeWaits = .{};
 fn acquireFreeThreaded(lock: *Lock, deadline: clock.Deadline, since: *u64) Lock.AcquireResult {
     if (!lock.isContended()) {
         if (Grant.get(false)) |grant| {
-            if (spinFor(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }) == .acquired) return .acquired;
+            if (spinFor(lock, grant, deadline, since, .{ .moves = &waits, .settle_ns = settle_ns }).spun == .acquired) return .acquired;
         }
     }
     return lock.acquireAfterSpin(deadline, since);
 }
 
-fn spinFor(lock: *Lock, grant: Grant, deadline: clock.Deadline, since: *u64, gate: Lock.SpinGate) Lock.Spun {
+/// How a spin ended, and when its pacer's own end was (before any `free_wait_ns`).
+const SpinOutcome = struct { spun: Lock.Spun, own_end_ns: u64 };
+
+fn spinFor(lock: *Lock, grant: Grant, deadline: clock.Deadline, since: *u64, gate: Lock.SpinGate) SpinOutcome {
     const now = clock.monotonicNs();
     if (since.* == 0) since.* = now; // the spin counts toward the waiter's fairness clock
-    return lock.spinAcquire(grant.pacer(now, deadline.ns), gate);
+    const pacer = grant.pacer(now, deadline.ns);
+    return .{ .spun = lock.spinAcquire(pacer, gate), .own_end_ns = pacer.until_ns };
 }
 
 /// Polls `done(ctx)` as a hand-over spinner would (the same grant and pacing as a lock's waiter): true once
