@@ -63,10 +63,12 @@ const for_release_ns: u64 = 30 * std.time.ns_per_us;
 /// the spin sees at most `max_retakes` releases). A producer and a consumer through a `Queue(maxsize=64)`
 /// take turns every 64 items, each turn one such release: with the spin's own end (30 us from its start)
 /// the thread that took its lock slept in CPython's `take_gil` at most of the turns, with 50 us from the
-/// release on 3.13 and 100 us on 3.10 (slower Python) at almost none. Its price: a releaser that lets the GIL
-/// go otherwise leaves the spinner spinning up to this long on a free lock and a free GIL: `FreeWaits` decides
-/// when to wait (docs/DESIGN.md, "A lock freed by a thread that runs on").
-const free_wait_ns: u64 = 100 * std.time.ns_per_us;
+/// release on 3.13 and 100 us on 3.10 (slower Python) at almost none on an Intel host; on an AMD host 3.10's
+/// drain outlasted 100 us in some processes (`queue_stream` 0.57-0.63 or 0.75-0.83 of CPython's, by process),
+/// and 200 us held at 0.59-0.66 in every run. Its price: a releaser that lets the GIL go otherwise leaves the
+/// spinner spinning up to this long on a free lock and a free GIL: `FreeWaits` decides when to wait
+/// (docs/DESIGN.md, "A lock freed by a thread that runs on", and its "200 us, not 100").
+const free_wait_ns: u64 = 200 * std.time.ns_per_us;
 /// Under a GIL, how long a waiter that finds the spinner's slot held waits for it (`Grant.takeSlot`).
 const slot_wait_ns: u64 = 2 * std.time.ns_per_us;
 /// Without a GIL, how long a lock freed under a spinner must stay free before it takes it, if no thread
@@ -155,8 +157,8 @@ fn gilGate(held_moves: u32, free_wait: u64) Lock.SpinGate {
 /// Whether a spinner under a GIL waits `free_wait_ns` for a releaser that runs on. It pays off when that
 /// thread then begins to wait here (a `Queue` stream's turns); it costs the waiter up to `free_wait_ns` when
 /// the releaser lets the GIL go otherwise (I/O, `time.sleep`), the lock and the GIL both free meanwhile (a
-/// scratch script: 15 us from the release to the waiter's return without the wait, 101 us with it, CPython's
-/// 32-34). So the process learns, as adaptive spinning does: after `misses_max` waits in a row that ran out,
+/// scratch script: 15 us from the release to the waiter's return without the wait, 101 us with a 100 us wait,
+/// CPython's 32-34). So the process learns, as adaptive spinning does: after `misses_max` waits in a row that ran out,
 /// one spinner in `probe_every` waits, until a wait pays off again. Shared by every lock and interpreter of
 /// the process; a race between two updates only moves the guess.
 const FreeWaits = struct {
