@@ -554,7 +554,7 @@ test "under a GIL, a thread whose release left its lock to a starving waiter sle
 
         /// A wait begun long enough ago to be past its fairness mark: it registers as starving at once.
         fn starving(c: *@This()) void {
-            var since = clock.monotonicNs() -| 2 * Lock.fair_after_ns;
+            var since = clock.monotonicNs() -| 2 * Lock.fairAfterNs();
             _ = c.lock.acquireBargeable(.forever, &since, barged, true);
             c.done[0].store(true, .release);
         }
@@ -580,7 +580,7 @@ test "under a GIL, a thread whose release left its lock to a starving waiter sle
             return c.done[0].load(.acquire) and c.done[1].load(.acquire);
         }
     };
-    // The note is good for `fair_after_ns`: a thread descheduled that long between its release and its
+    // The note is good for the fairness mark (`Lock.fairAfterNs`): a thread descheduled that long between its release and its
     // wait parks on the lock word instead, and the attempt shows nothing (then another runs).
     var shown = false;
     var attempt: u32 = 0;

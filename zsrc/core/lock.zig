@@ -4,7 +4,8 @@
 //!
 //! Barging (a releasing thread that takes the lock straight back, ahead of the waiter it just woke) is what
 //! makes a lock fast, and what can starve a waiter: under the GIL the releaser runs on for a whole switch
-//! interval. So a waiter that has waited `fair_after_ns` (1 ms, as CPython's PyMutex and Go's sync.Mutex)
+//! interval. So a waiter that has waited to its fairness mark (`fairAfterNs`: 1 ms, as CPython's PyMutex and Go's
+//! sync.Mutex, unless the layer above sets another for the process)
 //! registers as *starving* in the lock word; while any thread is registered, a release leaves the lock to the
 //! starving threads only (neither the releaser nor a newcomer can take it) and wakes them on `handoffs`.
 const std = @import("std");
@@ -35,8 +36,23 @@ pub const Lock = extern struct {
     /// 0, and the next waiter or release that writes the word clears it.
     const generation_shift = 24;
 
-    /// How long a waiter waits before it stops yielding to barging threads.
-    pub const fair_after_ns: u64 = std.time.ns_per_ms;
+    /// How long a waiter waits before it stops yielding to barging threads (its fairness mark), unless
+    /// the layer above says otherwise for the process (`setFairAfter`): 1 ms, as CPython's PyMutex and Go's
+    /// sync.Mutex.
+    pub const default_fair_after_ns: u64 = std.time.ns_per_ms;
+    var fair_after_ns = std.atomic.Value(u64).init(default_fair_after_ns);
+
+    /// The fairness mark in effect.
+    pub fn fairAfterNs() u64 {
+        return fair_after_ns.load(.monotonic);
+    }
+
+    /// Sets the fairness mark for the process (the CPython layer: once, at the first import, by the
+    /// interpreter it runs in; docs/DESIGN.md, "The fairness mark per CPython"). A wait under way keeps
+    /// the mark it began with.
+    pub fn setFairAfter(ns: u64) void {
+        fair_after_ns.store(ns, .monotonic);
+    }
 
     /// How often a waiter re-reads the word before it parks: a holder that runs briefly on another core
     /// often releases within this window, and a wake-up through the kernel costs far more.
@@ -391,7 +407,7 @@ pub const Lock = extern struct {
         // The spin is over in microseconds: a wait that did not say when it began reads the clock only
         // when it goes on to park.
         if (since.* == 0) since.* = clock.monotonicNs();
-        const fair_at = since.* +| fair_after_ns;
+        const fair_at = since.* +| fairAfterNs();
         const generation = generationNow();
         var slept = false; // has tried to sleep (whether or not the kernel queued it)
         // Its last sleep ended by a wake-up or a timeout (or on a system that does not say whether it
@@ -551,7 +567,7 @@ pub const Lock = extern struct {
         }
     }
 
-    /// The slow path of a waiter that has waited `fair_after_ns`: it registers, then only registered
+    /// The slow path of a waiter that has waited to its fairness mark: it registers, then only registered
     /// waiters may take the lock until the last of them leaves.
     fn acquireStarving(self: *Lock, deadline: clock.Deadline, generation: u32) AcquireResult {
         var s = self.state.load(.monotonic);
@@ -655,14 +671,14 @@ pub const Lock = extern struct {
     /// `leftByThisThread`, kept in the slow release only (the fast path stays one compare-and-swap).
     threadlocal var left_to_starving: struct { lock: ?*const Lock = null, at_ns: u64 = 0 } = .{};
 
-    /// Whether this thread's own release left the lock to starving waiters less than `fair_after_ns` ago
+    /// Whether this thread's own release left the lock to starving waiters less than `fairAfterNs()` ago
     /// (the thread wants it back at once, as the fairness workload's threads do). Forgets the note. (A lock
     /// free for all by now is taken by the wait this answer chooses by the same rules as by the other.)
     pub fn leftByThisThread(self: *const Lock) bool {
         const note = left_to_starving;
         if (note.lock != self) return false;
         left_to_starving = .{};
-        return clock.monotonicNs() -| note.at_ns < fair_after_ns;
+        return clock.monotonicNs() -| note.at_ns < fairAfterNs();
     }
 
     pub fn isLocked(self: *const Lock) bool {
@@ -814,7 +830,7 @@ pub fn sleepNs(ns: u64) void {
 /// releases the lock and takes it straight back, as a barging thread does. Whether the re-take won.
 fn releaseAndBargeAfterThreshold(lock: *Lock) !bool {
     try waitUntil(lock, isParked);
-    sleepNs(2 * Lock.fair_after_ns);
+    sleepNs(2 * Lock.fairAfterNs());
     try lock.release();
     return lock.tryAcquire();
 }
@@ -1042,7 +1058,7 @@ test "a waiter that has waited past the threshold gets the lock before a barging
         var ctx: Ctx = .{};
         try testing.expect(ctx.lock.tryAcquire());
         const t = try std.Thread.spawn(.{}, Ctx.waiter, .{&ctx});
-        // The waiter parks; past fair_after_ns, a release and a barging re-take wake it to find the lock
+        // The waiter parks; past its fairness mark, a release and a barging re-take wake it to find the lock
         // taken again, and it registers (or it took the lock first).
         _ = try releaseAndBargeAfterThreshold(&ctx.lock);
         try waitUntil(&ctx, Ctx.starvingOrGot);
@@ -1474,7 +1490,7 @@ test "a bump for the lock a sleeper apart waits for does not wake it after anoth
         const late = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 30 * std.time.ns_per_s, clock.monotonicNs() + 60 * std.time.ns_per_s });
         try waitUntil(&ctx, BargedCtx.asleepApart);
         var early: Early = .{};
-        const early_thread = try std.Thread.spawn(.{}, Early.run, .{ &early, &ctx, clock.monotonicNs() + 300 * std.time.ns_per_ms - Lock.fair_after_ns });
+        const early_thread = try std.Thread.spawn(.{}, Early.run, .{ &early, &ctx, clock.monotonicNs() + 300 * std.time.ns_per_ms - Lock.fairAfterNs() });
         var both_apart = false;
         while (!both_apart and !Early.starving(&ctx)) {
             both_apart = Early.asleepBoth(&ctx);
@@ -1529,7 +1545,7 @@ test "a waiter whose wait began before it first ran counts its fairness mark fro
     // registers at once instead of sleeping apart (or parking) for another millisecond.
     var ctx: BargedCtx = .{};
     try testing.expect(ctx.lock.tryAcquire());
-    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() -| 2 * Lock.fair_after_ns });
+    const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() -| 2 * Lock.fairAfterNs() });
     const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
     while (ctx.lock.starvingCount() != 1) {
         // Asleep apart, it would sleep until its mark: with a mark counted from now, about 1 ms.
@@ -1546,6 +1562,43 @@ test "a waiter whose wait began before it first ran counts its fairness mark fro
     try ctx.lock.release();
     try testing.expect(ctx.lock.tryAcquire()); // free for everyone again
     try ctx.lock.release();
+}
+
+test "the fairness mark is the process's (`setFairAfter`): a wait begun 2 s before sleeps apart with a 60 s mark, and starves at once with a 1 s one" {
+    defer Lock.setFairAfter(Lock.default_fair_after_ns);
+    Lock.setFairAfter(60 * std.time.ns_per_s);
+    try testing.expectEqual(60 * std.time.ns_per_s, Lock.fairAfterNs());
+    {
+        var ctx: BargedCtx = .{};
+        try testing.expect(ctx.lock.tryAcquire());
+        const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 30 * std.time.ns_per_s, clock.monotonicNs() -| 2 * std.time.ns_per_s });
+        // Not past its mark: asleep apart (with the default mark it would have registered at once), not starving.
+        try waitUntil(&ctx, BargedCtx.asleepApart);
+        try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+        try ctx.lock.release();
+        ctx.barged().bump(null); // wakes it to find the lock free
+        t.join();
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+        try ctx.lock.release();
+    }
+    Lock.setFairAfter(std.time.ns_per_s);
+    {
+        var ctx: BargedCtx = .{};
+        try testing.expect(ctx.lock.tryAcquire());
+        const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() -| 2 * std.time.ns_per_s });
+        const give_up = clock.monotonicNs() + 10 * std.time.ns_per_s;
+        // Past its mark: it registers, never asleep apart.
+        while (ctx.lock.starvingCount() != 1) {
+            try testing.expectEqual(@as(u32, 0), ctx.sleepers.load(.monotonic));
+            if (clock.monotonicNs() > give_up) return error.TestTimedOut;
+        }
+        try ctx.lock.release();
+        try testing.expect(!ctx.lock.tryAcquire()); // the release is the starving waiter's
+        t.join();
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+        try ctx.lock.release();
+        try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic) & ~Lock.parked_bit);
+    }
 }
 
 test "an uninterrupted wait that says when it began starves from then, and takes the lock from a barging holder" {
@@ -1577,7 +1630,7 @@ test "an uninterrupted wait that says when it began starves from then, and takes
         try testing.expect(early.got.load(.acquire));
         try early.lock.release();
     }
-    var ctx: Ctx = .{ .since_ns = clock.monotonicNs() -| 2 * Lock.fair_after_ns };
+    var ctx: Ctx = .{ .since_ns = clock.monotonicNs() -| 2 * Lock.fairAfterNs() };
     try testing.expect(ctx.lock.tryAcquire());
     _ = ctx.lock.state.fetchOr(Lock.parked_bit, .monotonic);
     _ = ctx.lock.sleepersOf().fetchAdd(Lock.sleepers_one, .monotonic);

@@ -62,8 +62,25 @@ fn acquireWithoutGil(lock: *core.Lock, deadline: core.clock.Deadline, since: *u6
     return core.handover.acquire(lock, deadline, since, seen);
 }
 
-/// Decides the hand-over spin's mode (`core.handover`) once per process, at the first import (with an
-/// attached thread state): whether there is a GIL, and how many CPUs.
+/// Decides once per process, at the first import (with an attached thread state): the hand-over spin's mode
+/// (`core.handover`: whether there is a GIL, and how many CPUs), and the locks' fairness mark (`fairMarkNs`).
+/// Interpreters that import at once decide the same.
 pub fn configureHandover() void {
-    if (!core.handover.configured()) core.handover.configure(std.Thread.getCpuCount() catch 1, abi.gilEnabled());
+    if (core.handover.configured()) return;
+    const gil = abi.gilEnabled();
+    core.Lock.setFairAfter(fairMarkNs(gil));
+    core.handover.configure(std.Thread.getCpuCount() catch 1, gil);
+}
+
+/// How long a waiter yields to barging threads before the lock is left to it. Under a GIL on CPython
+/// 3.10-3.13, 250 us: there CPython's own lock wakes a waiter at every release, and it takes the lock
+/// within about 0.1 ms, so the longest waits of its fairness workload are the host's stalls (2.3-4.8 ms on
+/// an AMD host); zthread's waiters, kept out by barging up to the mark, waited a stall plus 1 ms
+/// (4.3-5.4 ms, past the 5 ms switch interval at times). With 250 us they wait 2.4-3.5 ms, for about 12 %
+/// of the rate (still 4-6 times CPython's). From 3.14, and without a GIL, the core's 1 ms (CPython's PyMutex's
+/// and Go's): CPython 3.14's own lock lets a running thread barge for 50 ms and more, and there the rate is
+/// what a shorter mark would cost (0.75-0.88 of CPython's with 250 us, against 0.83-0.99).
+/// docs/DESIGN.md, "The fairness mark per CPython".
+fn fairMarkNs(gil: bool) u64 {
+    return if (gil and !version.atLeast(14)) 250 * std.time.ns_per_us else core.Lock.default_fair_after_ns;
 }
