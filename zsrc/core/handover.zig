@@ -64,7 +64,7 @@ const for_release_ns: u64 = 30 * std.time.ns_per_us;
 /// take turns every 64 items, each turn one such release: with the spin's own end (30 us from its start)
 /// the thread that took its lock slept in CPython's `take_gil` at most of the turns, with 50 us from the
 /// release on 3.13 and 100 us on 3.10 (slower Python) at almost none on an Intel host; on an AMD host 3.10's
-/// drain outlasted 100 us in some processes (`queue_stream` 0.57-0.63 or 0.75-0.83 of CPython's, by process),
+/// drain most likely outlasted 100 us in some processes (`queue_stream` 0.57-0.63 or 0.75-0.83 of CPython's),
 /// and 200 us held at 0.59-0.66 in every run. Its price: a releaser that lets the GIL go otherwise leaves the
 /// spinner spinning up to this long on a free lock and a free GIL: `FreeWaits` decides when to wait
 /// (docs/DESIGN.md, "A lock freed by a thread that runs on", and its "200 us, not 100").

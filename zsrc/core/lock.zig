@@ -1389,7 +1389,7 @@ const BargedCtx = struct {
     fn asleepApart(ctx: *BargedCtx) bool {
         return ctx.sleepers.load(.monotonic) == 1;
     }
-    /// Asleep apart, or already past its fairness mark (1 ms) and starving: a slow observer may miss the first.
+    /// Asleep apart, or already past its fairness mark (1 ms by default) and starving: a slow observer may miss the first.
     fn apartOrStarving(ctx: *BargedCtx) bool {
         return ctx.asleepApart() or ctx.lock.starvingCount() == 1;
     }
@@ -1655,7 +1655,7 @@ test "an uninterrupted wait that says when it began starves from then, and takes
 test "a waiter asleep apart whose deadline passes returns timed_out and leaves the lock as it was" {
     var ctx: BargedCtx = .{};
     try testing.expect(ctx.lock.tryAcquire());
-    // 5 ms: past its fairness mark (1 ms) it starves, registered in the lock word, then leaves (or, with a
+    // 5 ms: past its fairness mark (1 ms by default) it starves, registered in the lock word, then leaves (or, with a
     // coarse timer, leaves while still apart); either way the lock is as it was.
     const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, 5 * std.time.ns_per_ms, 0 });
     t.join();

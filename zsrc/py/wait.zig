@@ -77,10 +77,11 @@ pub fn configureHandover() void {
 /// within about 0.1 ms, so the longest waits of its fairness workload are the host's stalls (2.3-4.8 ms on
 /// an AMD host); zthread's waiters, kept out by barging up to the mark, waited a stall plus 1 ms
 /// (4.3-5.4 ms, past the 5 ms switch interval at times). With 250 us they wait 2.4-3.5 ms, for about 12 %
-/// of the rate (still 4-6 times CPython's). From 3.14, and without a GIL, the core's 1 ms (CPython's PyMutex's
+/// of the rate (still 4.2-5.7 times CPython's). From 3.14, and without a GIL, the core's 1 ms (CPython's PyMutex's
 /// and Go's): CPython 3.14's own lock lets a running thread barge for 50 ms and more, and there the rate is
 /// what a shorter mark would cost (0.75-0.88 of CPython's with 250 us, against 0.83-0.99).
-/// docs/DESIGN.md, "The fairness mark per CPython".
+/// docs/DESIGN.md, "The fairness mark per CPython". (A GIL that a free-threaded build turns on after the first
+/// import is not seen: the mark stays 1 ms there, as the spin's mode stays `without_gil`.)
 fn fairMarkNs(gil: bool) u64 {
     return if (gil and !version.atLeast(14)) 250 * std.time.ns_per_us else core.Lock.default_fair_after_ns;
 }
