@@ -644,10 +644,10 @@ pub const Lock = extern struct {
         return self.releaseSlow(s);
     }
 
-    /// Kept out of `release`, its only caller: inlined there, its futex calls, clock read and thread-local cost
-    /// every release, the fast ones too, a call to a function with a stack frame and a stack-protector check
-    /// (seen in the disassembly of the 3.15 abi3t build); apart, `release`'s fast path is one compare-and-swap,
-    /// inlined where it is called.
+    /// Not inlined into `release`, its only caller: inlined, its futex calls, clock read and thread-local made
+    /// `release` a function with a stack frame and a stack-protector check, which every release, the fast ones
+    /// too, then called (seen in the disassembly of the 3.15 abi3t build). Kept apart, `release` is one
+    /// compare-and-swap and a tail call, inlined into its callers.
     noinline fn releaseSlow(self: *Lock, first: u32) ReleaseError!void {
         const generation = generationNow();
         var s = first;
