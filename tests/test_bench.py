@@ -120,3 +120,19 @@ def test_an_apps_child_runs_threading_on_the_side_it_names(tmp_path: Path) -> No
     app = next(a for a in _apps.APPS if a.name == "semaphore")
     for side in ("cpython", "zthread"):
         assert _apps.run_child(side, app, 1000)["semaphore"] > 0
+
+
+def test_the_fairness_waits_tool_reports_every_wait_of_each_side(tmp_path: Path) -> None:
+    """tools/fairness_waits.py: each side's child runs on its own _thread (it asserts so), every thread makes
+    progress, and the histogram holds the waits counted after the warm-up: some, and no more than were made."""
+    tool = Path(__file__).resolve().parent.parent / "tools" / "fairness_waits.py"
+    proc = subprocess.run([sys.executable, str(tool), "--runs", "1", "--seconds", "0.2", "--stalls", "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [r["side"] for r in doc["runs"]] == ["CPython", "zthread"]
+    assert all(gap > 0.2 for gap in doc["host_gaps_ms"])
+    for run in doc["runs"]:
+        assert len(run["counts"]) == 4 and min(run["counts"]) > 0, run
+        assert 0 < sum(run["buckets"].values()) <= sum(run["counts"]), run
+        assert run["rate_per_s"] > 0 and run["longest_ms"] >= 0
