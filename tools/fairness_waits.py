@@ -6,7 +6,8 @@
 Runs the fairness workload of `python -m zthread bench --apps` (4 threads taking one `threading.Lock` for short
 critical sections) in a fresh interpreter per run and side, the sides alternating, and prints for each run the
 acquisitions per second, the longest wait, and how many waits fell in each power-of-two bucket from 0.5 us up.
-Waits that begin in the first 50 ms are left out, as the bench leaves them out.
+Waits that begin in the warm-up (the first 50 ms, at most a quarter of the run) are left out, as the bench leaves
+them out (the same code starts and stops the threads: `zthread._apps.run_threads_for`).
 
 `--stalls` first measures the host: two processes read the clock in a loop for `--seconds`, one per CPU, and
 report each gap over 0.2 ms. On a VM such a gap is a time the host stopped a busy CPU, and a fairness wait that a
@@ -27,7 +28,6 @@ from typing import Any
 # The child imports zthread before `threading`: nothing imported here may import `threading` (subprocess and
 # multiprocessing do, so the parent imports them where it uses them).
 
-WARM_UP_NS = 50_000_000
 THREADS = 4
 SMALLEST_BUCKET = 10  # 2**9 ns = 0.5 us: everything below is one bucket, a lock taken without waiting
 
@@ -41,7 +41,7 @@ def child(side: str, seconds: float) -> dict[str, Any]:
 
     import _thread
 
-    from zthread import _zthread
+    from zthread import _apps, _zthread
 
     assert (_thread is _zthread) == (side == "zthread"), "threading does not run on the side's _thread"
     now = time.perf_counter_ns
@@ -57,7 +57,7 @@ def child(side: str, seconds: float) -> dict[str, Any]:
         acquire, release = lock.acquire, lock.release
         hist = hists[i]
         count = worst = 0
-        go.wait()
+        go.wait(_apps.WAIT_S)
         while not stop[0]:
             t0 = now()
             acquire()
@@ -70,17 +70,7 @@ def child(side: str, seconds: float) -> dict[str, Any]:
                     worst = waited
         counts[i], longest[i] = count, worst
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    t0 = now()
-    warm[0] = t0 + WARM_UP_NS
-    go.set()
-    time.sleep(seconds)
-    stop[0] = True
-    for t in threads:
-        t.join()
-    elapsed_s = (now() - t0) / 1e9
+    elapsed_s = _apps.run_threads_for(threading, worker, THREADS, seconds, go, stop, warm)
     merged = [sum(h[b] for h in hists) for b in range(64)]
     below = sum(merged[:SMALLEST_BUCKET])
     buckets = {f"<{2 ** (SMALLEST_BUCKET - 1) / 1e3:g}us": below}

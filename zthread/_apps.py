@@ -207,6 +207,22 @@ def fairness_counts(threading: ModuleType, duration_s: float, thread_count: int 
                 worst = waited
         counts[i], longest[i] = count, worst
 
+    elapsed_s = run_threads_for(threading, worker, thread_count, duration_s, go, stop, warm)
+    assert shared[0] == sum(counts)
+    return {
+        "fair_max_wait": max(longest) / 1e6,
+        "fair_acq_rate": sum(counts) / elapsed_s,
+        "fair_spread": max(counts) / max(min(counts), 1),
+        "counts": counts,
+        "longest_ns": longest,
+    }
+
+
+def run_threads_for(threading: ModuleType, worker: Callable[[int], None], thread_count: int, duration_s: float,
+                    go: Any, stop: list[bool], warm: list[int]) -> float:
+    """Runs `worker(i)` on `thread_count` threads, which wait for the event `go`, until `stop[0]` is set
+    `duration_s` later, and joins them; sets `warm[0]` to the end of the warm-up (`WARM_UP_NS`, at most a quarter
+    of the run) before it lets them go. Returns the seconds from `go` to the last join."""
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(thread_count)]
     for t in threads:
         t.start()
@@ -217,15 +233,7 @@ def fairness_counts(threading: ModuleType, duration_s: float, thread_count: int 
     stop[0] = True
     for t in threads:
         t.join(WAIT_S)
-    elapsed_s = (now() - t0) / 1e9
-    assert shared[0] == sum(counts)
-    return {
-        "fair_max_wait": max(longest) / 1e6,
-        "fair_acq_rate": sum(counts) / elapsed_s,
-        "fair_spread": max(counts) / max(min(counts), 1),
-        "counts": counts,
-        "longest_ns": longest,
-    }
+    return (now() - t0) / 1e9
 
 
 @dataclass(frozen=True)
