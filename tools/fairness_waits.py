@@ -132,7 +132,7 @@ def main() -> int:
     doc: dict[str, Any] = {"python": sys.version.split()[0], "runs": []}
     if args.stalls:
         gaps = stalls(args.seconds)
-        doc["host_gaps_ms"] = [round(g / 1e6, 2) for g in gaps]
+        doc["host_gaps_ns"] = gaps
         if not args.json:
             longest = ", ".join(f"{g / 1e6:.2f}" for g in gaps[-8:]) or "none"
             print(f"host: {len(gaps)} clock gaps over 0.2 ms in {args.seconds:g} s (two processes); longest: {longest} ms")
