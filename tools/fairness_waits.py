@@ -34,16 +34,9 @@ SMALLEST_BUCKET = 10  # 2**9 ns = 0.5 us: everything below is one bucket, a lock
 
 def child(side: str, seconds: float) -> dict[str, Any]:
     """One run of the workload in this (fresh) interpreter; `side` is "zthread" or "CPython"."""
-    if side == "zthread":
-        import zthread
-        zthread.install()
-    import threading
+    from zthread import _apps
 
-    import _thread
-
-    from zthread import _apps, _zthread
-
-    assert (_thread is _zthread) == (side == "zthread"), "threading does not run on the side's _thread"
+    threading = _apps.threading_on(side)
     now = time.perf_counter_ns
     lock = threading.Lock()
     stop = [False]

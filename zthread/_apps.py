@@ -266,14 +266,13 @@ APPS = [
 METRIC_NAMES = [m[0] for app in APPS for m in app.metrics]
 
 
-def child() -> None:
-    """In the fresh interpreter: argv = [side, workload, scale]; prints the workload's metrics as JSON."""
-    side, name, scale = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def threading_on(side: str) -> ModuleType:
+    """In a fresh interpreter: `threading`, on zthread (`zthread.install()` first) if `side` is "zthread", else on
+    CPython's `_thread`; checked, so that a wrong side fails instead of measuring the other one."""
     if side == "zthread":
         import zthread
 
         zthread.install()
-    import queue
     import threading
 
     import _thread
@@ -281,6 +280,15 @@ def child() -> None:
     from zthread import _zthread
 
     assert (_thread is _zthread) == (side == "zthread"), "the side's _thread is not the one threading uses"
+    return threading
+
+
+def child() -> None:
+    """In the fresh interpreter: argv = [side, workload, scale]; prints the workload's metrics as JSON."""
+    side, name, scale = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    threading = threading_on(side)
+    import queue
+
     app = next(a for a in APPS if a.name == name)
     print(json.dumps(app.run(threading, queue, scale)))
 
