@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -136,3 +137,31 @@ def test_the_fairness_waits_tool_reports_every_wait_of_each_side(tmp_path: Path)
         assert len(run["counts"]) == 4 and min(run["counts"]) > 0, run
         assert 0 < sum(run["buckets"].values()) <= sum(run["counts"]), run
         assert run["rate_per_s"] > 0 and run["longest_ms"] >= 0
+
+
+def valgrind_runs_this_python() -> bool:
+    """valgrind is installed and runs this interpreter (not, say, an aarch64 one under qemu on an x86_64 host)."""
+    if not shutil.which("valgrind"):
+        return False
+    probe = subprocess.run(["valgrind", "--tool=none", sys.executable, "-c", "pass"], capture_output=True, timeout=120)
+    return probe.returncode == 0
+
+
+def test_the_instructions_tool_counts_each_side_linearly(tmp_path: Path) -> None:
+    """tools/instructions.py: each side's count of `locked()` is a count of the loop (the tool fails when its two
+    steps disagree by more than 1 %), some hundreds of instructions a call; an unknown metric is refused."""
+    if not valgrind_runs_this_python():
+        pytest.skip("valgrind is not installed here, or cannot run this interpreter")
+    tool = Path(__file__).resolve().parent.parent / "tools" / "instructions.py"
+    proc = subprocess.run([sys.executable, str(tool), "--only", "locked", "--loops", "1000", "--json", sys.executable],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [doc] = json.loads(proc.stdout)
+    [row] = doc["metrics"]
+    assert row["metric"] == "locked"
+    for side in ("cpython", "zthread"):
+        assert 10 < row[side] < 10_000, row  # a call of a C method through the eval loop, counted once
+    assert row["ratio"] == row["zthread"] / row["cpython"]
+    bad = subprocess.run([sys.executable, str(tool), "--only", "nosuch"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "unknown metric" in bad.stderr

@@ -99,18 +99,21 @@ def test_lock_acquire(args: list[Any], kwargs: dict[str, Any]) -> None:
     same(call)
 
 
-# The edges of PyTime_t (int64 nanoseconds): each interpreter's own overflow message, whose wording changed
+# Fractions of a nanosecond (rounded away from zero: -0.1 ns is -1 ns, refused as negative), and the edges of
+# PyTime_t (int64 nanoseconds): each interpreter's own overflow message, whose wording changed
 # within 3.11 (3.11.2 and 3.11.7 differ), and the values just inside.
-TIMEOUT_EDGES = [9223372036.0, 9223372037.0, -9223372037.0, 1e300, -1e300, float(2**63), math.inf, -math.inf,
+TIMEOUT_EDGES = [-5e-10, -1e-10, 4e-10, -1.5e-9,
+                 9223372036.0, 9223372037.0, -9223372037.0, 1e300, -1e300, float(2**63), math.inf, -math.inf,
                  9223372036, 9223372037, -9223372037, 2**63, 2**64, -(2**64), 10**30]
 
 
 @pytest.mark.parametrize("timeout", TIMEOUT_EDGES, ids=repr)
 @pytest.mark.parametrize("make", ["allocate_lock", "RLock"])
-def test_acquire_at_the_edges_of_the_timeout_range(make: str, timeout: float) -> None:
+@pytest.mark.parametrize("by", ["keyword", "position"])  # two parsers: acquire(True, t) has a path of its own
+def test_acquire_at_the_edges_of_the_timeout_range(make: str, timeout: float, by: str) -> None:
     def call(m: ModuleType) -> Any:
         lock = getattr(m, make)()
-        result = lock.acquire(timeout=timeout)
+        result = lock.acquire(timeout=timeout) if by == "keyword" else lock.acquire(True, timeout)
         if result is True:
             lock.release()
         return result

@@ -521,7 +521,7 @@ pub inline fn decRef(o: *Object) void {
 /// are negative). Only for the abi3 build, whose object header has the count.
 inline fn isImmortal(o: *const Object) bool {
     comptime std.debug.assert(@sizeOf(usize) == 8); // the wheels are 64-bit only; 32-bit CPython marks immortals otherwise
-    return objects_immortal and @as(i32, @truncate(o.ob_refcnt)) < 0;
+    return immortal() and @as(i32, @truncate(o.ob_refcnt)) < 0;
 }
 
 const ref_calls = @import("build_options").ref_calls or free_threaded;
@@ -538,33 +538,42 @@ pub inline fn newRef(o: *Object) *Object {
 /// True on 3.12+, where CPython has immortal objects (PEP 683), None, True and False among them: returning
 /// one needs no new reference (CPython's own Py_RETURN_TRUE takes none), and leaving the count alone keeps
 /// every thread that returns True from writing to the same cache line; and `incRef`/`decRef` never write an
-/// immortal object's count. Set once at module init (version.detect), before any reference is taken.
-pub var objects_immortal = false;
+/// immortal object's count. Set once at module init (version.detect), before any reference is taken. Every
+/// build but abi3 runs on 3.13+ only, and knows it at compile time (`immortal`): the hot methods' returns of
+/// True and None are then a load, with no flag to test and no branch to Py_IncRef.
+pub var objects_immortal = target_abi != .abi3;
+
+inline fn immortal() bool {
+    return target_abi != .abi3 or objects_immortal;
+}
 
 pub inline fn none() *Object {
-    if (objects_immortal) return noneObject();
+    if (immortal()) return noneObject();
     return newRef(noneObject());
 }
 
 pub inline fn boolean(v: bool) *Object {
     const o = if (v) trueObject() else falseObject();
-    if (objects_immortal) return o;
+    if (immortal()) return o;
     return newRef(o);
 }
 
 /// None, True and False themselves (borrowed: for comparisons). abi3t asks the interpreter once (`initConstants`):
 /// the singletons are static objects, the same in every interpreter of the process.
 pub inline fn noneObject() *Object {
+    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
     if (opaque_objects) return constants[0].load(.monotonic).?;
     return &not_abi3t._Py_NoneStruct;
 }
 
 pub inline fn trueObject() *Object {
+    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
     if (opaque_objects) return constants[2].load(.monotonic).?;
     return &not_abi3t._Py_TrueStruct;
 }
 
 pub inline fn falseObject() *Object {
+    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
     if (opaque_objects) return constants[1].load(.monotonic).?;
     return &not_abi3t._Py_FalseStruct;
 }
@@ -598,13 +607,17 @@ inline fn dataOffset() usize {
 }
 
 /// The fields (`T`, an extern struct) of `o`, an instance of one of zthread's types or of a Python subclass.
+/// No safety checks: `o` is an object the interpreter handed over, so its address plus the header's size neither
+/// overflows nor is 0, and the allocator aligned it (these are the instructions of every method's fast path).
 pub inline fn data(comptime T: type, o: *const Object) *T {
+    @setRuntimeSafety(false);
     if (!opaque_objects) comptime std.debug.assert(@sizeOf(Object) % @alignOf(T) == 0);
     return @ptrFromInt(@intFromPtr(o) + dataOffset());
 }
 
 /// The object whose fields `fields` are (`data`'s inverse).
 pub inline fn object(fields: anytype) *Object {
+    @setRuntimeSafety(false); // `data`'s inverse, for fields `data` found
     return @ptrFromInt(@intFromPtr(fields) - dataOffset());
 }
 

@@ -32,11 +32,11 @@ pub fn secondsToNs(obj: *Object) ?i64 {
             abi.PyErr_SetString(abi.PyExc_ValueError, "Invalid value NaN (not a number)");
             return null;
         }
-        const ns_unrounded = seconds * 1e9;
-        const ns = if (ns_unrounded >= 0) @ceil(ns_unrounded) else @floor(ns_unrounded);
+        const ns = seconds * 1e9;
         const limit = @as(f64, @floatFromInt(std.math.maxInt(i64))) + 1.0; // 2**63, exact in f64
+        // Checked before rounding, the same: a double of 2**52 or more is a whole number already.
         if (!(ns >= -limit and ns < limit)) return timestampOverflow(.float);
-        return @intFromFloat(ns);
+        return awayFromZero(ns);
     }
     if (version.atLeast(14) and abi.PyIndex_Check(obj) == 0) return notANumber(obj);
     const seconds = abi.PyLong_AsLongLong(obj);
@@ -46,6 +46,15 @@ pub fn secondsToNs(obj: *Object) ?i64 {
     }
     const ns = std.math.mul(i64, seconds, std.time.ns_per_s) catch return timestampOverflow(.int);
     return ns;
+}
+
+/// `x` (-2**63 <= x < 2**63) rounded away from zero: a truncating conversion and a step. Not `@ceil`/`@floor`,
+/// which on the wheels' baseline x86_64 (no SSE4.1 `roundsd`) are calls into compiler_rt (27 instructions).
+fn awayFromZero(x: f64) i64 {
+    const toward_zero: i64 = @intFromFloat(x);
+    const back: f64 = @floatFromInt(toward_zero);
+    // A double that is not whole is under 2**52 in magnitude: the step cannot overflow.
+    return if (x > back) toward_zero + 1 else if (x < back) toward_zero - 1 else toward_zero;
 }
 
 /// 3.14+: the conversion names both accepted kinds (3.14) or says "real number" (3.15).
@@ -246,7 +255,26 @@ pub const Keywords = struct {
 
 /// As `parseAcquire`, for a method whose messages carry another name (3.15's `acquire_lock`). `kw`, the
 /// module's interned names, is needed (and looked up by the caller) only when there are keywords.
-pub fn parseAcquireNamed(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+pub inline fn parseAcquireNamed(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
+    if (kwnames == null and nargs <= 2) return parseAcquirePositional(args, nargs);
+    return parseAcquireKeywords(kw, fname, args, nargs, kwnames);
+}
+
+/// `acquire(blocking, timeout)` by position, as `threading` calls it (`Condition.wait`'s `waiter.acquire(True,
+/// timeout)`): no keyword pass, and none of its frame (a function of its own, so that the general one's
+/// stack and stack protector are not set up for this call).
+noinline fn parseAcquirePositional(args: [*]const *Object, nargs: isize) ?Acquire {
+    const blocking = if (nargs > 0) toBlocking(args[0]) orelse return null else true;
+    return withTimeout(blocking, if (nargs > 1) args[1] else null);
+}
+
+/// The rest of the parse, once `blocking` is converted: `timeout`, if given, converted and both checked.
+inline fn withTimeout(blocking: bool, timeout: ?*Object) ?Acquire {
+    const timeout_ns = if (timeout) |obj| secondsToNs(obj) orelse return null else unset_timeout_ns;
+    return checkTimeout(blocking, timeout_ns);
+}
+
+noinline fn parseAcquireKeywords(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]const *Object, nargs: isize, kwnames: ?*Object) ?Acquire {
     const nkw = keywordCount(kwnames);
     if (nargs + nkw > 2) {
         const kind: [*:0]const u8 = if (nargs == 0) "keyword " else "";
@@ -282,9 +310,7 @@ pub fn parseAcquireNamed(kw: ?*const Keywords, fname: [*:0]const u8, args: [*]co
         badKeyword(fname, args, nargs, kwnames, &names);
         return null;
     }
-    var timeout_ns = unset_timeout_ns;
-    if (values[1]) |obj| timeout_ns = secondsToNs(obj) orelse return null;
-    return checkTimeout(blocking, timeout_ns);
+    return withTimeout(blocking, values[1]);
 }
 
 pub fn toBlocking(obj: *Object) ?bool {
@@ -312,8 +338,9 @@ fn checkTimeout(blocking: bool, timeout_ns: i64) ?Acquire {
     }
     if (!blocking) return .{ .timeout_ns = 0 };
     if (timeout_ns == unset_timeout_ns) return .{ .timeout_ns = -1 };
-    const timeout_us = std.math.divCeil(i64, timeout_ns, 1000) catch unreachable;
-    if (timeout_us > py_timeout_max_us) {
+    // CPython checks the timeout in microseconds, rounded up: ceil(ns / 1000) > max exactly when ns > max * 1000
+    // (which fits in an i64: max is at most maxInt(i64) / 1000), without the division.
+    if (timeout_ns > py_timeout_max_us * 1000) {
         abi.PyErr_SetString(abi.PyExc_OverflowError, "timeout value is too large");
         return null;
     }

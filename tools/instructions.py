@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Instructions per operation, zthread against CPython's `_thread`: the bench's single-threaded primitives, counted
+by valgrind's callgrind.
+
+    python3 tools/instructions.py [--only acq_rel,with] [--loops 20000] [--json] [PYTHON ...]
+
+`python -m zthread bench` measures time, and on a VM its nanoseconds move by 5-15 % from run to run (the host's
+other guests, frequency, where the code landed in the caches). The number of instructions an operation executes
+does not move: it is what the code does, the same on every run. This tool counts it for the bench's metrics that
+run in one thread (`acq_rel`, `with`, `try_fail`, `timed_free`, `locked`, `get_ident`, `alloc`, and `floor`, two
+calls of a C method that does nothing, CPython's side only).
+
+Each count runs the bench's own loop (`zthread._bench`) in a fresh interpreter under callgrind: per side and
+metric three times, for `N`, `N + loops` and `N + 2 * loops` iterations (`N` = 2,000, past the interpreter's
+specialization of the loop). The interpreter's start and the warm-up are the same in the three runs, so the
+difference of two counts, divided by the operations added, is the instructions per operation. Both differences
+are compared, and the tool fails if they disagree by more than 1 %: a count that is not linear in the loop is
+not a count of the loop.
+
+Instructions are not time. A locked compare-and-swap, a cache miss or a mispredicted branch costs many cycles
+and counts one; the system calls' work in the kernel is not counted at all. So these figures say which side's
+code does more work, not which is faster: the bench says that. They settle what the bench's noise cannot, for
+example whether a change to a fast path removed instructions.
+
+PYTHON: interpreters that have zthread installed (default: this one), one after the other. Each child runs in a
+temporary directory, so it imports the installed zthread, not a source tree, with `-s`, no `PYTHON*` variable and
+PYTHONHASHSEED=0: string hashes that change from run to run would change the start's count by hundreds of
+thousands of instructions, and the differences with it. So fixed, a step's count repeats to a few instructions in
+a million. Needs `valgrind`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+METRICS = ("acq_rel", "with", "try_fail", "timed_free", "locked", "get_ident", "alloc", "floor")
+OPS_PER_ITERATION = 5  # every loop above runs its operation 5 times an iteration (floor: 5 pairs of calls)
+WARM = 2_000
+LINEARITY = 0.01
+
+CHILD = """
+import sys, _thread
+from zthread import _bench, _zthread
+metric = {m.name: m for m in _bench.METRICS}[sys.argv[1]]
+metric.run(_zthread if sys.argv[2] == "zthread" else _thread, int(sys.argv[3]))
+"""
+
+
+def child_env() -> dict[str, str]:
+    """No PYTHON* variable but a fixed hash seed: with a random one (and `-I` ignores PYTHONHASHSEED) the start's
+    dict lookups differ from run to run, by hundreds of thousands of instructions."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def count(python: str, metric: str, side: str, iterations: int, cwd: str) -> int:
+    """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-s", "-c",
+                           CHILD, metric, side, str(iterations)], capture_output=True, text=True, cwd=cwd, env=child_env())
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise SystemExit(f"instructions: {python} {metric} {side} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_op(python: str, metric: str, side: str, loops: int, cwd: str) -> tuple[float, float]:
+    """Instructions per operation from the two steps N -> N + loops -> N + 2 * loops."""
+    a, b, c = (count(python, metric, side, WARM + k * loops, cwd) for k in range(3))
+    ops = OPS_PER_ITERATION * loops
+    return (b - a) / ops, (c - b) / ops
+
+
+def measure(python: str, metrics: list[str], loops: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        version = subprocess.run([python, "-s", "-c", "from zthread import _bench; print(_bench.python_version())"],
+                                 check=True, capture_output=True, text=True, cwd=tmp, env=child_env()).stdout.strip()
+        rows = []
+        for metric in metrics:
+            row: dict[str, Any] = {"metric": metric}
+            for side in ("cpython", "zthread") if metric != "floor" else ("cpython",):
+                print(f"instructions: {version} {metric} {side}", file=sys.stderr, flush=True)
+                first, second = per_op(python, metric, side, loops, tmp)
+                if abs(first - second) > LINEARITY * max(first, second):
+                    raise SystemExit(f"instructions: {version} {metric} {side}: {first:.1f} then {second:.1f} per "
+                                     "operation; not linear in the loop, not a count of it")
+                row[side] = (first + second) / 2
+            if "zthread" in row:
+                row["ratio"] = row["zthread"] / row["cpython"]
+            rows.append(row)
+    return {"python": version, "loops": loops, "unit": "instructions per operation", "metrics": rows}
+
+
+def table(docs: list[dict[str, Any]]) -> str:
+    """Markdown: a row per metric, a column per interpreter, each cell `ratio (zthread / CPython)`."""
+    lines = ["| instructions per op | " + " | ".join(d["python"] for d in docs) + " |",
+             "|---" * (len(docs) + 1) + "|"]
+    for i, metric in enumerate(m["metric"] for m in docs[0]["metrics"]):
+        cells = []
+        for d in docs:
+            r = d["metrics"][i]
+            cells.append(f"{r['cpython']:.0f} (two C calls)" if metric == "floor" else
+                         f"{r['ratio']:.2f} ({r['zthread']:.0f} / {r['cpython']:.0f})")
+        lines.append(f"| `{metric}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("pythons", nargs="*", help="interpreters with zthread installed (default: this one)")
+    parser.add_argument("--only", help="comma-separated metrics (default: all of " + ", ".join(METRICS) + ")")
+    parser.add_argument("--loops", type=int, default=20_000, help="iterations each step adds (default 20000)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    opts = parser.parse_args(argv)
+    if not shutil.which("valgrind"):
+        parser.error("valgrind is not installed")
+    metrics = opts.only.split(",") if opts.only else list(METRICS)
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        parser.error(f"unknown metric(s): {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    if opts.loops < 100:
+        parser.error("--loops must be at least 100")
+    docs = [measure(p, metrics, opts.loops) for p in opts.pythons or [sys.executable]]
+    print(json.dumps(docs, indent=2) if opts.json else table(docs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
