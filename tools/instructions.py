@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""Instructions per operation, zthread against CPython's `_thread`: the bench's single-threaded primitives, counted
-by valgrind's callgrind.
+"""Instructions per operation, zthread against CPython's `_thread`: the bench's single-threaded metrics, counted by
+valgrind's callgrind.
 
     python3 tools/instructions.py [--only acq_rel,with] [--loops 20000] [--json] [PYTHON ...]
 
 `python -m zthread bench` measures time, and on a VM its nanoseconds move by 5-15 % from run to run (the host's
 other guests, frequency, where the code landed in the caches). The number of instructions an operation executes
 does not move: it is what the code does, the same on every run. This tool counts it for the bench's metrics that
-run in one thread (`acq_rel`, `with`, `try_fail`, `timed_free`, `locked`, `get_ident`, `alloc`, and `floor`, two
-calls of a C method that does nothing, CPython's side only).
+run in one thread: the primitives `acq_rel`, `with`, `try_fail`, `timed_free`, `locked`, `get_ident`, `alloc`, and
+`floor` (two calls of a C method that does nothing, CPython's side only); and two workloads of `bench --apps`,
+`semaphore` and `rlock_with`, with `threading` on each side's `_thread`.
 
-Each count runs the bench's own loop (`zthread._bench`) in a fresh interpreter under callgrind: per side and
-metric three times, for `N`, `N + loops` and `N + 2 * loops` iterations (`N` = 2,000, past the interpreter's
-specialization of the loop). The interpreter's start and the warm-up are the same in the three runs, so the
-difference of two counts, divided by the operations added, is the instructions per operation. Both differences
+Each count runs the bench's own loop (`zthread._bench`, `zthread._apps`) in a fresh interpreter under callgrind:
+per side and metric three times, for `N`, `N + loops` and `N + 2 * loops` iterations (`N` = 2,000, past the
+interpreter's specialization of the loop). The interpreter's start and the warm-up are the same in the three runs,
+so the difference of two counts, divided by the operations added, is the instructions per operation. Both differences
 are compared, and the tool fails if they disagree by more than 1 %: a count that is not linear in the loop is
 not a count of the loop.
 
@@ -41,17 +42,28 @@ import sys
 import tempfile
 from typing import Any
 
-METRICS = ("acq_rel", "with", "try_fail", "timed_free", "locked", "get_ident", "alloc", "floor")
-OPS_PER_ITERATION = 5  # every loop above runs its operation 5 times an iteration (floor: 5 pairs of calls)
+PRIMITIVES = ("acq_rel", "with", "try_fail", "timed_free", "locked", "get_ident", "alloc", "floor")
+WORKLOADS = ("semaphore", "rlock_with")  # bench --apps workloads that run in one thread: `threading` on each side
+METRICS = PRIMITIVES + WORKLOADS
+# Operations an iteration of each loop runs: 5 for the primitives (floor: 5 pairs of calls), 2 acquire+release
+# pairs for `semaphore`, 2 outer `with` blocks for `rlock_with` (the units the bench reports).
+OPS_PER_ITERATION = {**dict.fromkeys(PRIMITIVES, 5), "semaphore": 2, "rlock_with": 2}
 WARM = 2_000
 LINEARITY = 0.01
 
 CHILD = """
-import sys, _thread
-from zthread import _bench, _zthread
-metric = {m.name: m for m in _bench.METRICS}[sys.argv[1]]
-metric.run(_zthread if sys.argv[2] == "zthread" else _thread, int(sys.argv[3]))
-"""
+import sys
+name, side, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from zthread import _apps, _bench
+if name in %r:
+    threading = _apps.threading_on(side)  # zthread.install() first on zthread's side; checked
+    import queue
+    getattr(_apps, name)(threading, queue, n)
+else:
+    import _thread
+    from zthread import _zthread
+    {m.name: m for m in _bench.METRICS}[name].run(_zthread if side == "zthread" else _thread, n)
+""" % (WORKLOADS,)
 
 
 def child_env() -> dict[str, str]:
@@ -65,7 +77,8 @@ def child_env() -> dict[str, str]:
 def count(python: str, metric: str, side: str, iterations: int, cwd: str) -> int:
     """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit."""
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-s", "-c",
-                           CHILD, metric, side, str(iterations)], capture_output=True, text=True, cwd=cwd, env=child_env())
+                           CHILD, metric, side, str(iterations)],
+                          capture_output=True, text=True, cwd=cwd, env=child_env())
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or not found:
         raise SystemExit(f"instructions: {python} {metric} {side} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -75,7 +88,7 @@ def count(python: str, metric: str, side: str, iterations: int, cwd: str) -> int
 def per_op(python: str, metric: str, side: str, loops: int, cwd: str) -> tuple[float, float]:
     """Instructions per operation from the two steps N -> N + loops -> N + 2 * loops."""
     a, b, c = (count(python, metric, side, WARM + k * loops, cwd) for k in range(3))
-    ops = OPS_PER_ITERATION * loops
+    ops = OPS_PER_ITERATION[metric] * loops
     return (b - a) / ops, (c - b) / ops
 
 

@@ -52,10 +52,11 @@ pub const RecursiveLock = extern struct {
     pub const ReleaseError = error{NotOwned};
 
     pub fn release(self: *RecursiveLock, ident: u64) ReleaseError!void {
-        if (!self.isOwnedBy(ident)) return error.NotOwned;
-        const left = self.count.load(.monotonic) - 1;
-        self.count.store(left, .monotonic);
-        if (left == 0) self.releaseFully();
+        // isOwnedBy's test, with the count read once (only the owner writes it)
+        const count = self.count.load(.monotonic);
+        if (self.owner.load(.monotonic) != ident or count == 0) return error.NotOwned;
+        if (count > 1) return self.count.store(count - 1, .monotonic);
+        self.releaseFully();
     }
 
     fn releaseFully(self: *RecursiveLock) void {

@@ -145,7 +145,7 @@ pub fn noKeywords(name: [*:0]const u8) ?*Object {
 }
 
 /// 3.15's `__exit__(exc_type, exc_value, exc_tb, /)` called with another number of arguments.
-pub fn exitArgumentCount(nargs: isize) ?*Object {
+pub noinline fn exitArgumentCount(nargs: isize) ?*Object {
     _ = abi.PyErr_Format(abi.PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
     return null;
 }
@@ -157,10 +157,17 @@ pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
         return false;
     }
     if (nargs != 0) {
-        _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
+        _ = noArgumentsError(name, nargs);
         return false;
     }
     return true;
+}
+
+/// "NAME() takes no arguments (N given)". Not inlined, as every error of a method's fast path: the path then
+/// makes no call but tail calls, and saves no registers for one.
+noinline fn noArgumentsError(name: [*:0]const u8, nargs: isize) ?*Object {
+    _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
+    return null;
 }
 
 /// The MethodDef of a function or method that takes no arguments (`f` is written as METH_NOARGS's C function),
@@ -172,7 +179,7 @@ pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
 pub fn noArgsMethod(comptime owner: []const u8, comptime name: [:0]const u8, comptime f: anytype, comptime doc: [*:0]const u8) abi.MethodDef {
     const wrapper = struct {
         fn call(o: *Object, _: [*]const *Object, nargs: isize) callconv(.c) ?*Object {
-            if (!noArguments(owner ++ "." ++ name, nargs, null)) return null;
+            if (nargs != 0) return noArgumentsError(owner ++ "." ++ name, nargs);
             return @call(.always_inline, f, .{ o, null });
         }
     };

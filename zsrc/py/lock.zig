@@ -133,7 +133,7 @@ fn exitPositional(o: *Object, _: [*]const *Object, nargs: isize) callconv(.c) ?*
     return release(o, null);
 }
 
-fn releaseError() ?*Object {
+noinline fn releaseError() ?*Object {
     abi.PyErr_SetString(abi.PyExc_RuntimeError, "release unlocked lock");
     return null;
 }

@@ -141,7 +141,7 @@ fn exit(o: *Object, _: [*]const *Object, _: isize, kwnames: ?*Object) callconv(.
     return release(o, null);
 }
 
-fn notAcquired() ?*Object {
+noinline fn notAcquired() ?*Object {
     abi.PyErr_SetString(abi.PyExc_RuntimeError, "cannot release un-acquired lock");
     return null;
 }
