@@ -143,10 +143,15 @@ def valgrind_runs_this_python() -> bool:
     """valgrind is installed and runs this interpreter (not, say, an aarch64 one under qemu on an x86_64 host)."""
     if not shutil.which("valgrind"):
         return False
-    probe = subprocess.run(["valgrind", "--tool=none", sys.executable, "-c", "pass"], capture_output=True, timeout=120)
+    try:
+        probe = subprocess.run(["valgrind", "--tool=none", sys.executable, "-c", "pass"], capture_output=True,
+                               timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
     return probe.returncode == 0
 
 
+@pytest.mark.timeout(600)  # six interpreter starts under callgrind: 15-20 s here, more on a loaded host
 def test_the_instructions_tool_counts_each_side_linearly(tmp_path: Path) -> None:
     """tools/instructions.py: each side's count of `locked()` is a count of the loop (the tool fails when its two
     steps disagree by more than 1 %), some hundreds of instructions a call; an unknown metric is refused."""
@@ -161,7 +166,6 @@ def test_the_instructions_tool_counts_each_side_linearly(tmp_path: Path) -> None
     assert row["metric"] == "locked"
     for side in ("cpython", "zthread"):
         assert 10 < row[side] < 10_000, row  # a call of a C method through the eval loop, counted once
-    assert row["ratio"] == row["zthread"] / row["cpython"]
     bad = subprocess.run([sys.executable, str(tool), "--only", "nosuch"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "unknown metric" in bad.stderr

@@ -297,7 +297,8 @@ const PosixImpl = struct {
     }
 
     inline fn currentIdent() u64 {
-        if (tcb_self and tcb_self_state.load(.monotonic) == tcb_self_same) return tcbSelf();
+        if (!tcb_self) return handleIdent(c.pthread_self());
+        if (tcb_self_state.load(.monotonic) == tcb_self_same) return tcbSelf();
         return currentIdentByCall();
     }
 
@@ -305,7 +306,7 @@ const PosixImpl = struct {
     /// not known to hold. A function of its own: the call above is then one load, one compare and %fs:0, with no
     /// registers to save for a call (RLock's `__enter__` and `__exit__` read it every time).
     noinline fn currentIdentByCall() u64 {
-        if (tcb_self and tcb_self_state.load(.monotonic) == tcb_self_unknown) {
+        if (tcb_self_state.load(.monotonic) == tcb_self_unknown) {
             const same = tcbSelf() == handleIdent(c.pthread_self());
             tcb_self_state.store(if (same) tcb_self_same else tcb_self_differs, .monotonic);
         }

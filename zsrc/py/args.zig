@@ -150,21 +150,8 @@ pub noinline fn exitArgumentCount(nargs: isize) ?*Object {
     return null;
 }
 
-/// METH_NOARGS's checks for a FASTCALL method: "NAME() takes no arguments (N given)".
-pub fn noArguments(name: [*:0]const u8, nargs: isize, kwnames: ?*Object) bool {
-    if (keywordCount(kwnames) != 0) {
-        _ = noKeywords(name);
-        return false;
-    }
-    if (nargs != 0) {
-        _ = noArgumentsError(name, nargs);
-        return false;
-    }
-    return true;
-}
-
-/// "NAME() takes no arguments (N given)". Not inlined, as every error of a method's fast path: the path then
-/// makes no call but tail calls, and saves no registers for one.
+/// "NAME() takes no arguments (N given)", METH_NOARGS's message for a FASTCALL method. Not inlined, as the
+/// other errors of the methods' fast paths: a fast path does not carry the message's call.
 noinline fn noArgumentsError(name: [*:0]const u8, nargs: isize) ?*Object {
     _ = abi.PyErr_Format(abi.PyExc_TypeError, "%s() takes no arguments (%zd given)", name, nargs);
     return null;
