@@ -26,8 +26,9 @@ example whether a change to a fast path removed instructions.
 PYTHON: interpreters that have zthread installed (default: this one), one after the other. Each child runs in a
 temporary directory, so it imports the installed zthread, not a source tree, with `-s`, no `PYTHON*` variable and
 PYTHONHASHSEED=0: string hashes that change from run to run would change the start's count by hundreds of
-thousands of instructions, and the differences with it. So fixed, a step's count repeats to a few instructions in
-a million. Needs `valgrind`.
+thousands of instructions, and the differences with it. So fixed, the same binary gives the same counts run after
+run. The loops that allocate (`alloc`, `get_ident`'s ints) depend on the heap the loop starts from, so their counts
+move by a few per cent when what the child imports first changes. Needs `valgrind`.
 """
 
 from __future__ import annotations
