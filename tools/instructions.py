@@ -57,9 +57,7 @@ import sys
 name, side, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from zthread import _apps, _bench
 if name in %r:
-    threading = _apps.threading_on(side)  # zthread.install() first on zthread's side; checked
-    import queue
-    getattr(_apps, name)(threading, queue, n)
+    _apps.run_app(side, name, n)  # zthread.install() first on zthread's side; checked
 else:
     import _thread
     from zthread import _zthread

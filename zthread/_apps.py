@@ -283,14 +283,18 @@ def threading_on(side: str) -> ModuleType:
     return threading
 
 
-def child() -> None:
-    """In the fresh interpreter: argv = [side, workload, scale]; prints the workload's metrics as JSON."""
-    side, name, scale = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def run_app(side: str, name: str, scale: int) -> dict[str, float]:
+    """In a fresh interpreter: workload `name` with `threading` on `side`'s `_thread` (tools/instructions.py too)."""
     threading = threading_on(side)
     import queue
 
     app = next(a for a in APPS if a.name == name)
-    print(json.dumps(app.run(threading, queue, scale)))
+    return app.run(threading, queue, scale)
+
+
+def child() -> None:
+    """In the fresh interpreter: argv = [side, workload, scale]; prints the workload's metrics as JSON."""
+    print(json.dumps(run_app(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
 
 
 CHILD = "import sys; sys.path.insert(0, sys.argv.pop(1)); from zthread._apps import child; child()"

@@ -15,7 +15,7 @@ pub const RecursiveLock = extern struct {
     count: std.atomic.Value(u64) = .init(0),
 
     pub fn isOwnedBy(self: *const RecursiveLock, ident: u64) bool {
-        return self.owner.load(.monotonic) == ident and self.count.load(.monotonic) > 0;
+        return self.recursionCount(ident) > 0;
     }
 
     pub const CountError = error{CountOverflow};
@@ -24,8 +24,9 @@ pub const RecursiveLock = extern struct {
     /// the caller acquires `lock` (blocking as it pleases) and then calls `setOwner`.
     pub fn reenter(self: *RecursiveLock, ident: u64) CountError!bool {
         std.debug.assert(ident != 0);
-        if (!self.isOwnedBy(ident)) return false;
-        self.count.store(std.math.add(u64, self.count.load(.monotonic), 1) catch return error.CountOverflow, .monotonic);
+        const count = self.recursionCount(ident);
+        if (count == 0) return false;
+        self.count.store(std.math.add(u64, count, 1) catch return error.CountOverflow, .monotonic);
         return true;
     }
 
@@ -36,9 +37,11 @@ pub const RecursiveLock = extern struct {
         self.count.store(count, .monotonic);
     }
 
-    /// How many times `ident` holds the lock: 0 for any other thread.
+    /// How many times `ident` holds the lock: 0 for any other thread. The count is read once; only the owner
+    /// writes it, so for the owner it is exact, and for another thread `owner` differs.
     pub fn recursionCount(self: *const RecursiveLock, ident: u64) u64 {
-        return if (self.isOwnedBy(ident)) self.count.load(.monotonic) else 0;
+        const count = self.count.load(.monotonic);
+        return if (self.owner.load(.monotonic) == ident) count else 0;
     }
 
     /// Blocking acquire for callers with no GIL to release (the core's own tests).
@@ -52,9 +55,8 @@ pub const RecursiveLock = extern struct {
     pub const ReleaseError = error{NotOwned};
 
     pub fn release(self: *RecursiveLock, ident: u64) ReleaseError!void {
-        // isOwnedBy's test, with the count read once (only the owner writes it)
-        const count = self.count.load(.monotonic);
-        if (self.owner.load(.monotonic) != ident or count == 0) return error.NotOwned;
+        const count = self.recursionCount(ident);
+        if (count == 0) return error.NotOwned;
         if (count > 1) return self.count.store(count - 1, .monotonic);
         self.releaseFully();
     }

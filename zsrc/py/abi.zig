@@ -541,7 +541,7 @@ pub inline fn newRef(o: *Object) *Object {
 /// immortal object's count. Set once at module init (version.detect), before any reference is taken. Every
 /// build but abi3 runs on 3.13+ only, and knows it at compile time (`immortal`): the hot methods' returns of
 /// True and None are then a load, with no flag to test and no branch to Py_IncRef.
-pub var objects_immortal = target_abi != .abi3;
+pub var objects_immortal = false;
 
 inline fn immortal() bool {
     return target_abi != .abi3 or objects_immortal;
@@ -561,21 +561,25 @@ pub inline fn boolean(v: bool) *Object {
 /// None, True and False themselves (borrowed: for comparisons). abi3t asks the interpreter once (`initConstants`):
 /// the singletons are static objects, the same in every interpreter of the process.
 pub inline fn noneObject() *Object {
-    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
-    if (opaque_objects) return constants[0].load(.monotonic).?;
+    if (opaque_objects) return constant(0);
     return &not_abi3t._Py_NoneStruct;
 }
 
 pub inline fn trueObject() *Object {
-    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
-    if (opaque_objects) return constants[2].load(.monotonic).?;
+    if (opaque_objects) return constant(2);
     return &not_abi3t._Py_TrueStruct;
 }
 
 pub inline fn falseObject() *Object {
-    @setRuntimeSafety(false); // set by initConstants before any of zthread's objects or functions exists
-    if (opaque_objects) return constants[1].load(.monotonic).?;
+    if (opaque_objects) return constant(1);
     return &not_abi3t._Py_FalseStruct;
+}
+
+/// abi3t: constant `id` (Py_CONSTANT_*), unchecked: `initConstants` set it before any of zthread's objects or
+/// functions existed.
+inline fn constant(comptime id: usize) *Object {
+    @setRuntimeSafety(false);
+    return constants[id].load(.monotonic).?;
 }
 
 /// Py_CONSTANT_NONE, Py_CONSTANT_FALSE, Py_CONSTANT_TRUE (abi3t).
