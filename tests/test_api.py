@@ -144,6 +144,90 @@ def test_context_manager_aliases_and_fork_reinit() -> None:
     assert not lock.locked()
 
 
+CONDITION_HOOKS = sys.version_info < (3, 12) or sys.version_info >= (3, 14)
+"""Where zthread's lock has threading.Condition's hooks (README: not on 3.12-3.13, where they cost more than
+they save)."""
+needs_hooks = pytest.mark.skipif(not CONDITION_HOOKS, reason="the lock has no Condition hooks on 3.12-3.13")
+
+
+@pytest.mark.skipif(CONDITION_HOOKS, reason="3.12-3.13 only")
+def test_on_3_12_and_3_13_a_condition_over_the_lock_uses_its_own_fallbacks() -> None:
+    import threading
+
+    lock = zthread.allocate_lock()
+    assert not any(hasattr(lock, name) for name in ("_is_owned", "_release_save", "_acquire_restore"))
+    cond = threading.Condition(lock)  # type: ignore[arg-type]
+    assert cond._is_owned.__self__ is cond  # type: ignore[attr-defined]
+
+
+@needs_hooks
+def test_the_lock_has_conditions_hooks_which_do_what_conditions_fallbacks_do() -> None:
+    """zthread's lock has threading.Condition's three hooks, which CPython's lock lacks (Condition then runs
+    Python fallbacks of its own): `_is_owned()` is `locked()`, `_release_save()` is `release()`,
+    `_acquire_restore(state)` is `acquire()` with its argument ignored. A Condition over the lock takes them."""
+    import threading  # this process's threading, on CPython's _thread: a Condition takes any lock's hooks
+
+    lock: Any = zthread.allocate_lock()  # the hooks are not in the stub on 3.12-3.13
+    cond = threading.Condition(lock)
+    assert cond._is_owned.__self__ is lock and cond._release_save.__self__ is lock  # type: ignore[attr-defined]
+    assert cond._acquire_restore.__self__ is lock  # type: ignore[attr-defined]
+    assert lock._is_owned() is False
+    lock.acquire()
+    assert lock._is_owned() is True
+    assert lock._release_save() is None and not lock.locked()
+    with pytest.raises(RuntimeError, match="^release unlocked lock$"):
+        lock._release_save()
+    assert lock._acquire_restore(None) is None and lock.locked()
+    # held by another thread: _is_owned() is still True (Condition's fallback answers the same), and
+    # _acquire_restore waits for the release, as acquire() does
+    lock.release()
+    taken, go = zthread.allocate_lock(), zthread.allocate_lock()
+    taken.acquire()
+    go.acquire()
+
+    def hold() -> None:
+        lock.acquire()
+        taken.release()
+        go.acquire(timeout=WAIT)
+        lock.release()
+
+    start(hold)
+    assert taken.acquire(timeout=WAIT)
+    assert lock._is_owned() is True
+    go.release()
+    assert lock._acquire_restore((1, 2)) is None and lock.locked()
+    lock.release()
+    with pytest.raises(TypeError, match=r"takes exactly one argument \(0 given\)"):
+        lock._acquire_restore()
+    with pytest.raises(TypeError, match="takes no arguments"):
+        lock._is_owned(1)
+    assert not lock.locked()
+    wait_for_threads()
+
+
+def test_a_condition_over_a_lock_waits_and_is_notified_through_the_hooks() -> None:
+    import threading
+
+    cond = threading.Condition(zthread.allocate_lock())  # type: ignore[arg-type]
+    ready: list[bool] = []
+
+    def notify() -> None:
+        with cond:
+            ready.append(True)
+            cond.notify()
+
+    with cond:
+        start(notify)
+        assert cond.wait_for(lambda: ready, timeout=WAIT)
+        assert cond._is_owned()  # type: ignore[attr-defined]
+        assert not cond.wait(0.01)  # a timed wait that nobody notifies gives the lock back to its caller
+        assert cond._lock.locked()  # type: ignore[attr-defined]
+    assert not cond._lock.locked()  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="^cannot notify on un-acquired lock$"):
+        cond.notify()
+    wait_for_threads()
+
+
 def test_locks_are_weakly_referenceable_and_not_subclassable() -> None:
     lock = zthread.allocate_lock()
     died = []
@@ -401,6 +485,21 @@ def test_sigint_interrupts_a_blocked_acquire(timeout: float) -> None:
     assert lock.acquire(False) is False
     lock.release()
     assert lock.acquire(False) is True
+    wait_for_threads()
+
+
+@pytestmark_posix
+@pytest.mark.usefixtures("default_sigint")
+@needs_hooks
+def test_sigint_interrupts_the_condition_hook_that_acquires() -> None:
+    """`_acquire_restore` is `acquire()`, interruptible as Condition's fallback (which calls it) is."""
+    lock: Any = zthread.allocate_lock()  # the hook is not in the stub on 3.12-3.13
+    lock.acquire()
+    send_soon(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        lock._acquire_restore(None)
+    assert lock.locked()
+    lock.release()
     wait_for_threads()
 
 

@@ -142,6 +142,13 @@ fn locked(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     return abi.boolean(cast(o).lock.isLocked());
 }
 
+/// `_acquire_restore(state, /)`: `acquire()` (blocking, interruptible as it is), its argument ignored, None
+/// returned: what `threading.Condition`'s own `_acquire_restore` does for a lock without the method.
+fn acquireRestore(o: *Object, _: *Object) callconv(.c) ?*Object {
+    _ = wait.acquire(&cast(o).lock, -1) orelse return null;
+    return abi.none();
+}
+
 fn atForkReinit(o: *Object, _: ?*Object) callconv(.c) ?*Object {
     cast(o).lock.resetAfterFork();
     return abi.none();
@@ -189,20 +196,33 @@ const shared_methods = [_]abi.MethodDef{
     args.noArgsMethod("lock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
 };
 
+/// threading.Condition's three hooks, which CPython's lock lacks: a Condition over a lock without them runs
+/// Python fallbacks of its own (a frame per call; `_is_owned` acquires and releases the lock to learn that
+/// it is free). Each hook does what its fallback does, without the frame. Not on 3.12-3.13: there a
+/// Condition looks each hook up twice (`hasattr`, then the attribute) and keeps it as a bound method, which
+/// costs more instructions when it is made than the hooks save in about ten calls, since those versions
+/// call a Python function cheaply (docs/DESIGN.md, "Condition's hooks on the lock").
+const condition_hooks = [_]abi.MethodDef{
+    args.noArgsMethod("lock", "_is_owned", locked, "_is_owned($self, /)\n--\n\nFor internal use by `threading.Condition`: whether the lock is held (by any thread)."),
+    args.noArgsMethod("lock", "_release_save", release, "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`: release()."),
+    .{ .ml_name = "_acquire_restore", .ml_meth = @ptrCast(&acquireRestore), .ml_flags = abi.METH_O, .ml_doc = "_acquire_restore($self, state, /)\n--\n\nFor internal use by `threading.Condition`: acquire(), state ignored." },
+};
+
 /// Until 3.14 `__enter__` takes acquire's arguments and `__exit__` any positional ones; from 3.15 they are
 /// CPython's METH_NOARGS and METH_FASTCALL methods (the interpreter's checks and messages, and its cheapest
 /// calls from a `with` statement).
-var methods_until_3_14 = shared_methods ++ [_]abi.MethodDef{
+const context_until_3_14 = [_]abi.MethodDef{
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enter), .ml_flags = fastcall_kw, .ml_doc = "__enter__($self, /, blocking=True, timeout=-1)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exit), .ml_flags = fastcall_kw, .ml_doc = "__exit__($self, /, *exc_info)\n--\n\nRelease the lock." },
-    abi.sentinel_method,
 };
-
-var methods_from_3_15 = shared_methods ++ [_]abi.MethodDef{
+const context_from_3_15 = [_]abi.MethodDef{
     .{ .ml_name = "__enter__", .ml_meth = @ptrCast(&enterNoArgs), .ml_flags = abi.METH_NOARGS, .ml_doc = "__enter__($self, /)\n--\n\nLock the lock." },
     .{ .ml_name = "__exit__", .ml_meth = @ptrCast(&exitPositional), .ml_flags = abi.METH_FASTCALL, .ml_doc = "__exit__($self, exc_type, exc_value, exc_tb, /)\n--\n\nRelease the lock." },
-    abi.sentinel_method,
 };
+
+var methods_hooks_until_3_14 = shared_methods ++ condition_hooks ++ context_until_3_14 ++ [_]abi.MethodDef{abi.sentinel_method};
+var methods_3_12_3_13 = shared_methods ++ context_until_3_14 ++ [_]abi.MethodDef{abi.sentinel_method};
+var methods_from_3_15 = shared_methods ++ condition_hooks ++ context_from_3_15 ++ [_]abi.MethodDef{abi.sentinel_method};
 
 var members = [_]abi.MemberDef{
     abi.offsetMember("__weaklistoffset__", LockObject, "weakreflist"),
@@ -238,20 +258,22 @@ const spec_name = "_thread.lock";
 const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
 const flags_until_3_12 = flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
 
-/// The specs of 3.10-3.12, 3.13-3.14 and 3.15+, for locks the GC does not track, and for tracked ones.
-fn eraSpecs(comptime tracked: bool) [3]abi.TypeSpec {
+/// The specs of 3.10-3.11, 3.12, 3.13, 3.14 and 3.15+, for locks the GC does not track, and for tracked ones.
+fn eraSpecs(comptime tracked: bool) [5]abi.TypeSpec {
     return .{
-        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_until_3_14, false), tracked),
-        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_until_3_14, true), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_hooks_until_3_14, false), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_3_12_3_13, false), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_3_12_3_13, true), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_hooks_until_3_14, true), tracked),
         abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_from_3_15, true), tracked),
     };
 }
-const specs = [2][3]abi.TypeSpec{ eraSpecs(false), eraSpecs(true) };
+const specs = [2][5]abi.TypeSpec{ eraSpecs(false), eraSpecs(true) };
 
 /// Creates LockType for `module` (its state is found from the type); its locks are `tracked` by the GC or not
 /// (abi.instanceSpec). Not subclassable (no BASETYPE) on any version; instantiable from Python only from
 /// 3.13, as in CPython. Nothing here is written: every interpreter may create its type at the same time.
 pub fn createType(module: *Object, tracked: bool) ?*Object {
-    const era: usize = if (version.atLeast(15)) 2 else if (version.atLeast(13)) 1 else 0;
+    const era: usize = if (version.atLeast(15)) 4 else if (version.atLeast(14)) 3 else if (version.atLeast(13)) 2 else if (version.atLeast(12)) 1 else 0;
     return abi.PyType_FromModuleAndSpec(module, &specs[@intFromBool(tracked)][era], null);
 }
