@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import weakref
 from collections.abc import Iterator
@@ -144,13 +145,13 @@ def test_context_manager_aliases_and_fork_reinit() -> None:
     assert not lock.locked()
 
 
-CONDITION_HOOKS = sys.version_info < (3, 12) or sys.version_info >= (3, 14)
-"""Where zthread's lock has threading.Condition's hooks (README: not on 3.12-3.13, where they cost more than
-they save)."""
+CONDITION_HOOKS = not ((3, 12) <= sys.version_info < (3, 14) and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+"""Where zthread's lock has threading.Condition's hooks (README: not on 3.12-3.13 with the GIL, where they cost
+more than they save)."""
 needs_hooks = pytest.mark.skipif(not CONDITION_HOOKS, reason="the lock has no Condition hooks on 3.12-3.13")
 
 
-@pytest.mark.skipif(CONDITION_HOOKS, reason="3.12-3.13 only")
+@pytest.mark.skipif(CONDITION_HOOKS, reason="3.12-3.13 with the GIL only")
 def test_on_3_12_and_3_13_a_condition_over_the_lock_uses_its_own_fallbacks() -> None:
     import threading
 
@@ -167,7 +168,7 @@ def test_the_lock_has_conditions_hooks_which_do_what_conditions_fallbacks_do() -
     `_acquire_restore(state)` is `acquire()` with its argument ignored. A Condition over the lock takes them."""
     import threading  # this process's threading, on CPython's _thread: a Condition takes any lock's hooks
 
-    lock: Any = zthread.allocate_lock()  # the hooks are not in the stub on 3.12-3.13
+    lock: Any = zthread.allocate_lock()  # the stub has no hooks on 3.12-3.13 (nor, so, on 3.13t)
     cond = threading.Condition(lock)
     assert cond._is_owned.__self__ is lock and cond._release_save.__self__ is lock  # type: ignore[attr-defined]
     assert cond._acquire_restore.__self__ is lock  # type: ignore[attr-defined]
@@ -493,7 +494,7 @@ def test_sigint_interrupts_a_blocked_acquire(timeout: float) -> None:
 @needs_hooks
 def test_sigint_interrupts_the_condition_hook_that_acquires() -> None:
     """`_acquire_restore` is `acquire()`, interruptible as Condition's fallback (which calls it) is."""
-    lock: Any = zthread.allocate_lock()  # the hook is not in the stub on 3.12-3.13
+    lock: Any = zthread.allocate_lock()  # the stub has no hooks on 3.12-3.13 (nor, so, on 3.13t)
     lock.acquire()
     send_soon(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):

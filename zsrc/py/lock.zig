@@ -198,10 +198,11 @@ const shared_methods = [_]abi.MethodDef{
 
 /// threading.Condition's three hooks, which CPython's lock lacks: a Condition over a lock without them runs
 /// Python fallbacks of its own (a frame per call; `_is_owned` acquires and releases the lock to learn that
-/// it is free). Each hook does what its fallback does, without the frame. Not on 3.12-3.13: there a
-/// Condition looks each hook up twice (`hasattr`, then the attribute) and keeps it as a bound method, which
-/// costs more instructions when it is made than the hooks save in about ten calls, since those versions
-/// call a Python function cheaply (docs/DESIGN.md, "Condition's hooks on the lock").
+/// it is free). Each hook does what its fallback does, without the frame. Not where the interpreter runs
+/// those fallbacks cheaply (`version.cheapPythonCalls`: 3.12 and 3.13 with the GIL): there a Condition,
+/// which looks each hook up twice (`hasattr`, then the attribute) and keeps it as a bound method, pays more
+/// instructions to make one than the hook saves in about ten calls (docs/DESIGN.md, "Condition's hooks on
+/// the lock").
 const condition_hooks = [_]abi.MethodDef{
     args.noArgsMethod("lock", "_is_owned", locked, "_is_owned($self, /)\n--\n\nFor internal use by `threading.Condition`: whether the lock is held (by any thread)."),
     args.noArgsMethod("lock", "_release_save", release, "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`: release()."),
@@ -221,7 +222,7 @@ const context_from_3_15 = [_]abi.MethodDef{
 };
 
 var methods_hooks_until_3_14 = shared_methods ++ condition_hooks ++ context_until_3_14 ++ [_]abi.MethodDef{abi.sentinel_method};
-var methods_3_12_3_13 = shared_methods ++ context_until_3_14 ++ [_]abi.MethodDef{abi.sentinel_method};
+var methods_without_hooks = shared_methods ++ context_until_3_14 ++ [_]abi.MethodDef{abi.sentinel_method};
 var methods_from_3_15 = shared_methods ++ condition_hooks ++ context_from_3_15 ++ [_]abi.MethodDef{abi.sentinel_method};
 
 var members = [_]abi.MemberDef{
@@ -258,12 +259,13 @@ const spec_name = "_thread.lock";
 const flags = abi.Py_TPFLAGS_DEFAULT | abi.Py_TPFLAGS_IMMUTABLETYPE;
 const flags_until_3_12 = flags | abi.Py_TPFLAGS_DISALLOW_INSTANTIATION;
 
-/// The specs of 3.10-3.11, 3.12, 3.13, 3.14 and 3.15+, for locks the GC does not track, and for tracked ones.
+/// The specs of 3.10-3.11, 3.12, 3.13 with the GIL, 3.13 without it and 3.14, and 3.15+, for locks the GC does
+/// not track, and for tracked ones.
 fn eraSpecs(comptime tracked: bool) [5]abi.TypeSpec {
     return .{
         abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_hooks_until_3_14, false), tracked),
-        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_3_12_3_13, false), tracked),
-        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_3_12_3_13, true), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags_until_3_12, dealloc, slots(&methods_without_hooks, false), tracked),
+        abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_without_hooks, true), tracked),
         abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_hooks_until_3_14, true), tracked),
         abi.instanceSpec(spec_name, LockObject, flags, dealloc, slots(&methods_from_3_15, true), tracked),
     };
@@ -274,6 +276,7 @@ const specs = [2][5]abi.TypeSpec{ eraSpecs(false), eraSpecs(true) };
 /// (abi.instanceSpec). Not subclassable (no BASETYPE) on any version; instantiable from Python only from
 /// 3.13, as in CPython. Nothing here is written: every interpreter may create its type at the same time.
 pub fn createType(module: *Object, tracked: bool) ?*Object {
-    const era: usize = if (version.atLeast(15)) 4 else if (version.atLeast(14)) 3 else if (version.atLeast(13)) 2 else if (version.atLeast(12)) 1 else 0;
+    const hooks = !version.cheapPythonCalls();
+    const era: usize = if (version.atLeast(15)) 4 else if (version.atLeast(13)) (if (hooks) 3 else 2) else if (hooks) 0 else 1;
     return abi.PyType_FromModuleAndSpec(module, &specs[@intFromBool(tracked)][era], null);
 }

@@ -60,3 +60,11 @@ pub inline fn atLeast(wanted_minor: u32) bool {
 pub fn atLeastMicro(wanted_minor: u32, wanted_micro: u32) bool {
     return minor > wanted_minor or (minor == wanted_minor and micro >= wanted_micro);
 }
+
+/// CPython 3.12 and 3.13 with the GIL: their specializing interpreter runs a small Python method (such as a
+/// `threading.Condition` fallback for a hook its lock lacks) in a few hundred instructions. 3.10-3.11 call one
+/// for more, 3.14+ too (for other reasons: docs/DESIGN.md, "Condition's hooks on the lock"), and the
+/// free-threaded 3.13 build does not specialize at all.
+pub fn cheapPythonCalls() bool {
+    return (minor == 12 or minor == 13) and !abi.free_threaded;
+}
