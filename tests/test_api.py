@@ -146,9 +146,21 @@ def test_context_manager_aliases_and_fork_reinit() -> None:
 
 
 CONDITION_HOOKS = not ((3, 12) <= sys.version_info < (3, 14) and not sysconfig.get_config_var("Py_GIL_DISABLED"))
-"""Where zthread's lock has threading.Condition's hooks (README: not on 3.12-3.13 with the GIL, where they cost
-more than they save)."""
+"""Where zthread's lock has two of threading.Condition's hooks (README: not on 3.12-3.13 with the GIL, where they
+cost more than they save)."""
 needs_hooks = pytest.mark.skipif(not CONDITION_HOOKS, reason="the lock has no Condition hooks on 3.12-3.13")
+
+
+def test_the_lock_has_no_is_owned_which_code_reads_as_an_rlocks() -> None:
+    """Code tells an RLock from a lock by `hasattr(lock, "_is_owned")`, and reads `_is_owned()` as "owned by the
+    calling thread" (some then release the lock): on zthread, as on CPython, a lock has none, on every version."""
+    import threading
+
+    lock = zthread.allocate_lock()
+    assert not hasattr(lock, "_is_owned") and not hasattr(_thread.allocate_lock(), "_is_owned")
+    assert hasattr(zthread.RLock(), "_is_owned")
+    cond = threading.Condition(lock)  # type: ignore[arg-type]
+    assert cond._is_owned.__self__ is cond  # type: ignore[attr-defined]  # Condition's own fallback
 
 
 @pytest.mark.skipif(CONDITION_HOOKS, reason="3.12-3.13 with the GIL only")
@@ -156,31 +168,27 @@ def test_on_3_12_and_3_13_a_condition_over_the_lock_uses_its_own_fallbacks() -> 
     import threading
 
     lock = zthread.allocate_lock()
-    assert not any(hasattr(lock, name) for name in ("_is_owned", "_release_save", "_acquire_restore"))
+    assert not any(hasattr(lock, name) for name in ("_release_save", "_acquire_restore"))
     cond = threading.Condition(lock)  # type: ignore[arg-type]
-    assert cond._is_owned.__self__ is cond  # type: ignore[attr-defined]
+    assert cond._release_save.__self__ is cond and cond._acquire_restore.__self__ is cond  # type: ignore[attr-defined]
 
 
 @needs_hooks
-def test_the_lock_has_conditions_hooks_which_do_what_conditions_fallbacks_do() -> None:
-    """zthread's lock has threading.Condition's three hooks, which CPython's lock lacks (Condition then runs
-    Python fallbacks of its own): `_is_owned()` is `locked()`, `_release_save()` is `release()`,
-    `_acquire_restore(state)` is `acquire()` with its argument ignored. A Condition over the lock takes them."""
+def test_the_lock_has_conditions_wait_hooks_which_do_what_conditions_fallbacks_do() -> None:
+    """zthread's lock has two of threading.Condition's hooks, which CPython's lock lacks (Condition then runs
+    Python fallbacks of its own in every `wait`): `_release_save()` is `release()`, `_acquire_restore(state)` is
+    `acquire()` with its argument ignored. A Condition over the lock takes them."""
     import threading  # this process's threading, on CPython's _thread: a Condition takes any lock's hooks
 
     lock: Any = zthread.allocate_lock()  # the stub has no hooks on 3.12-3.13 (nor, so, on 3.13t)
     cond = threading.Condition(lock)
-    assert cond._is_owned.__self__ is lock and cond._release_save.__self__ is lock  # type: ignore[attr-defined]
-    assert cond._acquire_restore.__self__ is lock  # type: ignore[attr-defined]
-    assert lock._is_owned() is False
+    assert cond._release_save.__self__ is lock and cond._acquire_restore.__self__ is lock  # type: ignore[attr-defined]
     lock.acquire()
-    assert lock._is_owned() is True
     assert lock._release_save() is None and not lock.locked()
     with pytest.raises(RuntimeError, match="^release unlocked lock$"):
         lock._release_save()
     assert lock._acquire_restore(None) is None and lock.locked()
-    # held by another thread: _is_owned() is still True (Condition's fallback answers the same), and
-    # _acquire_restore waits for the release, as acquire() does
+    # held by another thread: _acquire_restore waits for the release, as acquire() does
     lock.release()
     taken, go = zthread.allocate_lock(), zthread.allocate_lock()
     taken.acquire()
@@ -194,14 +202,13 @@ def test_the_lock_has_conditions_hooks_which_do_what_conditions_fallbacks_do() -
 
     start(hold)
     assert taken.acquire(timeout=WAIT)
-    assert lock._is_owned() is True
     go.release()
     assert lock._acquire_restore((1, 2)) is None and lock.locked()
     lock.release()
     with pytest.raises(TypeError, match=r"takes exactly one argument \(0 given\)"):
         lock._acquire_restore()
     with pytest.raises(TypeError, match="takes no arguments"):
-        lock._is_owned(1)
+        lock._release_save(1)
     assert not lock.locked()
     wait_for_threads()
 
@@ -220,7 +227,7 @@ def test_a_condition_over_a_lock_waits_and_is_notified_through_the_hooks() -> No
     with cond:
         start(notify)
         assert cond.wait_for(lambda: ready, timeout=WAIT)
-        assert cond._is_owned()  # type: ignore[attr-defined]
+        assert cond._is_owned()  # type: ignore[attr-defined]  # Condition's own, over the lock
         assert not cond.wait(0.01)  # a timed wait that nobody notifies gives the lock back to its caller
         assert cond._lock.locked()  # type: ignore[attr-defined]
     assert not cond._lock.locked()  # type: ignore[attr-defined]

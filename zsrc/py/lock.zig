@@ -196,15 +196,15 @@ const shared_methods = [_]abi.MethodDef{
     args.noArgsMethod("lock", "_at_fork_reinit", atForkReinit, "_at_fork_reinit($self, /)\n--\n\n"),
 };
 
-/// threading.Condition's three hooks, which CPython's lock lacks: a Condition over a lock without them runs
-/// Python fallbacks of its own (a frame per call; `_is_owned` acquires and releases the lock to learn that
-/// it is free). Each hook does what its fallback does, without the frame. Not where the interpreter runs
-/// those fallbacks cheaply (`version.cheapPythonCalls`: 3.12 and 3.13 with the GIL): there a Condition,
-/// which looks each hook up twice (`hasattr`, then the attribute) and keeps it as a bound method, pays more
-/// instructions to make one than the hook saves in about ten calls (docs/DESIGN.md, "Condition's hooks on
-/// the lock").
+/// Two of threading.Condition's three hooks, which CPython's lock lacks: a Condition over a lock without them
+/// runs Python fallbacks of its own, a frame per call of `wait`. Each does what its fallback does (and what
+/// code outside threading that probes for them does when they are missing), without the frame. Not the third,
+/// `_is_owned`: code tells an RLock from a lock by it, and reads it as "owned by this thread", which a lock
+/// cannot answer. Not where the interpreter runs the fallbacks cheaply (`version.cheapPythonCalls`: 3.12 and
+/// 3.13 with the GIL): there a Condition, which looks each hook up twice (`hasattr`, then the attribute) and
+/// keeps it as a bound method, pays more instructions to make one than the hooks save in several waits
+/// (docs/DESIGN.md, "Condition's hooks on the lock").
 const condition_hooks = [_]abi.MethodDef{
-    args.noArgsMethod("lock", "_is_owned", locked, "_is_owned($self, /)\n--\n\nFor internal use by `threading.Condition`: whether the lock is held (by any thread)."),
     args.noArgsMethod("lock", "_release_save", release, "_release_save($self, /)\n--\n\nFor internal use by `threading.Condition`: release()."),
     .{ .ml_name = "_acquire_restore", .ml_meth = @ptrCast(&acquireRestore), .ml_flags = abi.METH_O, .ml_doc = "_acquire_restore($self, state, /)\n--\n\nFor internal use by `threading.Condition`: acquire(), state ignored." },
 };
