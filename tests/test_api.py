@@ -198,12 +198,15 @@ def test_the_lock_has_conditions_wait_hooks_which_do_what_conditions_fallbacks_d
         lock.acquire()
         taken.release()
         go.acquire(timeout=WAIT)
+        time.sleep(0.05)
         lock.release()
 
     start(hold)
     assert taken.acquire(timeout=WAIT)
+    t0 = time.monotonic()
     go.release()
     assert lock._acquire_restore((1, 2)) is None and lock.locked()
+    assert time.monotonic() - t0 >= 0.05  # it waited for the holder's release, which came 50 ms after `go`
     lock.release()
     with pytest.raises(TypeError, match=r"takes exactly one argument \(0 given\)"):
         lock._acquire_restore()
@@ -503,9 +506,18 @@ def test_sigint_interrupts_the_condition_hook_that_acquires() -> None:
     """`_acquire_restore` is `acquire()`, interruptible as Condition's fallback (which calls it) is."""
     lock: Any = zthread.allocate_lock()  # the stub has no hooks on 3.12-3.13 (nor, so, on 3.13t)
     lock.acquire()
+    done = zthread.allocate_lock()
+    done.acquire()
+
+    def bound_the_wait() -> None:  # a lost signal fails the test in WAIT seconds instead of hanging it
+        if not done.acquire(timeout=WAIT):
+            lock.release()
+
+    start(bound_the_wait)
     send_soon(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         lock._acquire_restore(None)
+    done.release()
     assert lock.locked()
     lock.release()
     wait_for_threads()

@@ -65,6 +65,8 @@ pub fn atLeastMicro(wanted_minor: u32, wanted_micro: u32) bool {
 /// `threading.Condition` fallback for a hook its lock lacks) in a few hundred instructions. 3.10-3.11 call one
 /// for more, 3.14+ too (for other reasons: docs/DESIGN.md, "Condition's hooks on the lock"), and the
 /// free-threaded 3.13 build does not specialize at all.
+/// (`abi.free_threaded` is the build's: also true for the abi3t build on a 3.15 with the GIL, which this
+/// test's 3.12-3.13 never meet.)
 pub fn cheapPythonCalls() bool {
     return (minor == 12 or minor == 13) and !abi.free_threaded;
 }
