@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 PRIMITIVES = ("acq_rel", "with", "try_fail", "timed_free", "locked", "get_ident", "alloc", "floor")
@@ -73,25 +74,88 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def count(python: str, metric: str, side: str, iterations: int, cwd: str) -> int:
-    """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit."""
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-s", "-c",
+def count(python: str, metric: str, side: str, iterations: int, cwd: str, own: bool = False) -> tuple[int, int]:
+    """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit; and,
+    if `own`, how many of them were zthread's own (`own_instructions`), else 0."""
+    out = os.path.join(cwd, "callgrind.out") if own else "/dev/null"
+    proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-s", "-c",
                            CHILD, metric, side, str(iterations)],
                           capture_output=True, text=True, cwd=cwd, env=child_env())
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or not found:
         raise SystemExit(f"instructions: {python} {metric} {side} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return int(found.group(1))
+    if not own:
+        return int(found.group(1)), 0
+    with open(out, encoding="utf-8", errors="replace") as f:
+        mine = own_instructions(f, OWN_OBJECT)
+    os.unlink(out)
+    return int(found.group(1)), mine
 
 
-def per_op(python: str, metric: str, side: str, loops: int, cwd: str) -> tuple[float, float]:
-    """Instructions per operation from the two steps N -> N + loops -> N + 2 * loops."""
-    a, b, c = (count(python, metric, side, WARM + k * loops, cwd) for k in range(3))
+# The object file of zthread's code in callgrind's output: `zthread/_zthread.abi3.so`, `.abi3t.so`, `.cpython-313t-...`.
+OWN_OBJECT = re.compile(r"[/\\]zthread[/\\]_zthread\.[^/\\]*$")
+
+
+def own_instructions(lines: Iterable[str], own_object: re.Pattern[str]) -> int:
+    """From a callgrind output file (one event, Ir, as callgrind writes it by default): the instructions executed
+    in the object file `own_object` matches, and in what its code called in other objects (the C-API functions it
+    calls, counted inclusively). What is left of a run is what any implementation of the same methods would also
+    run: the interpreter, and its calls of those methods (the call itself, to the first instruction of the method).
+
+    The format (valgrind's docs, "Callgrind Format Specification"): `ob=` names the object of the cost lines that
+    follow, with `(id) name` the first time and `(id)` after; `cob=` the called object of the next `calls=` line,
+    whose next cost line is the call's inclusive cost, not the caller's own; a cost line is a position and the
+    costs, trailing zeros left out."""
+    names: dict[str, str] = {}
+
+    def name(spec: str) -> str:
+        spec = spec.strip()
+        m = re.match(r"\((\d+)\)\s*(.*)", spec)
+        if not m:
+            return spec
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), "")
+
+    total = 0
+    ob = callee = ""
+    in_own = callee_own = call_next = False
+    for line in lines:
+        head = line[:1]
+        if head.isdigit() or head in "+-*":
+            fields = line.split()
+            cost = int(fields[1]) if len(fields) > 1 else 0
+            if call_next:
+                if in_own and not callee_own:
+                    total += cost  # zthread's call of a C-API function, inclusive
+                call_next, callee = False, ""
+            elif in_own:
+                total += cost
+        elif line.startswith("ob="):
+            ob = name(line[3:])
+            in_own = bool(own_object.search(ob))
+        elif line.startswith("cob="):
+            callee = name(line[4:])
+        elif line.startswith("calls="):
+            callee_own = bool(own_object.search(callee or ob))
+            call_next = True
+    return total
+
+
+def per_op(python: str, metric: str, side: str, loops: int, cwd: str,
+           own: bool = False) -> tuple[float, float, float]:
+    """Instructions per operation from the two steps N -> N + loops -> N + 2 * loops; and zthread's own per
+    operation (N -> N + 2 * loops) if `own`, else 0."""
+    # One run first, not counted: an import that writes its bytecode cache (the first run of a module after the
+    # interpreter was installed, for example Debian's, which ships no .pyc) would be counted in the first step only.
+    subprocess.run([python, "-s", "-c", CHILD, metric, side, str(WARM)], check=True, capture_output=True, cwd=cwd,
+                   env=child_env())
+    (a, a_own), (b, _), (c, c_own) = (count(python, metric, side, WARM + k * loops, cwd, own) for k in range(3))
     ops = OPS_PER_ITERATION[metric] * loops
-    return (b - a) / ops, (c - b) / ops
+    return (b - a) / ops, (c - b) / ops, (c_own - a_own) / (2 * ops)
 
 
-def measure(python: str, metrics: list[str], loops: int) -> dict[str, Any]:
+def measure(python: str, metrics: list[str], loops: int, own: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         version = subprocess.run([python, "-s", "-c", "from zthread import _bench; print(_bench.python_version())"],
                                  check=True, capture_output=True, text=True, cwd=tmp, env=child_env()).stdout.strip()
@@ -100,13 +164,19 @@ def measure(python: str, metrics: list[str], loops: int) -> dict[str, Any]:
             row: dict[str, Any] = {"metric": metric}
             for side in ("cpython", "zthread") if metric != "floor" else ("cpython",):
                 print(f"instructions: {version} {metric} {side}", file=sys.stderr, flush=True)
-                first, second = per_op(python, metric, side, loops, tmp)
+                first, second, mine = per_op(python, metric, side, loops, tmp, own and side == "zthread")
                 if abs(first - second) > LINEARITY * max(first, second):
                     raise SystemExit(f"instructions: {version} {metric} {side}: {first:.1f} then {second:.1f} per "
                                      "operation; not linear in the loop, not a count of it")
                 row[side] = (first + second) / 2
+                if own and side == "zthread":
+                    row["zthread_own"] = mine
             if "zthread" in row:
                 row["ratio"] = row["zthread"] / row["cpython"]
+            if "zthread_own" in row:
+                # The ratio a lock whose methods ran no instruction of their own would have: the rest is the same
+                # for any implementation.
+                row["ratio_without_own"] = (row["zthread"] - row["zthread_own"]) / row["cpython"]
             rows.append(row)
     return {"python": version, "loops": loops, "unit": "instructions per operation", "metrics": rows}
 
@@ -119,8 +189,9 @@ def table(docs: list[dict[str, Any]]) -> str:
         cells = []
         for d in docs:
             r = d["metrics"][i]
+            own = f"; own {r['zthread_own']:.0f}, without it {r['ratio_without_own']:.2f}" if "zthread_own" in r else ""
             cells.append(f"{r['cpython']:.0f} (two C calls)" if metric == "floor" else
-                         f"{r['ratio']:.2f} ({r['zthread']:.0f} / {r['cpython']:.0f})")
+                         f"{r['ratio']:.2f} ({r['zthread']:.0f} / {r['cpython']:.0f}{own})")
         lines.append(f"| `{metric}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated metrics (default: all of " + ", ".join(METRICS) + ")")
     parser.add_argument("--loops", type=int, default=20_000, help="iterations each step adds (default 20000)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--own", action="store_true",
+                        help="also count zthread's own instructions per operation (its extension's code and the C-API "
+                             "functions it calls) and the ratio without them: what any lock's methods would leave")
     opts = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         parser.error("valgrind is not installed")
@@ -140,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown metric(s): {', '.join(unknown)}; known: {', '.join(METRICS)}")
     if opts.loops < 100:
         parser.error("--loops must be at least 100")
-    docs = [measure(p, metrics, opts.loops) for p in opts.pythons or [sys.executable]]
+    docs = [measure(p, metrics, opts.loops, opts.own) for p in opts.pythons or [sys.executable]]
     print(json.dumps(docs, indent=2) if opts.json else table(docs))
     return 0
 
