@@ -2,7 +2,7 @@
 """Instructions per operation, zthread against CPython's `_thread`: the bench's single-threaded metrics, counted by
 valgrind's callgrind.
 
-    python3 tools/instructions.py [--only acq_rel,with] [--loops 20000] [--json] [PYTHON ...]
+    python3 tools/instructions.py [--only acq_rel,with] [--loops 20000] [--own] [--json] [PYTHON ...]
 
 `python -m zthread bench` measures time, and on a VM its nanoseconds move by 5-15 % from run to run (the host's
 other guests, frequency, where the code landed in the caches). The number of instructions an operation executes
@@ -22,6 +22,11 @@ Instructions are not time. A locked compare-and-swap, a cache miss or a mispredi
 and counts one; the system calls' work in the kernel is not counted at all. So these figures say which side's
 code does more work, not which is faster: the bench says that. They settle what the bench's noise cannot, for
 example whether a change to a fast path removed instructions.
+
+`--own` also counts zthread's own share of its side's instructions per operation: those executed in its extension,
+and in the C-API functions its code calls (callgrind's inclusive cost of those calls). Take them away and what is
+left is what the same loop would run over a lock whose methods executed nothing (the interpreter's calls of the
+methods stay: any C `_thread` is called the same way): `ratio_without_own`, the best ratio any lock could reach.
 
 PYTHON: interpreters that have zthread installed (default: this one), one after the other. Each child runs in a
 temporary directory, so it imports the installed zthread, not a source tree, with `-s`, no `PYTHON*` variable and
