@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import runpy
 import shutil
 import subprocess
@@ -27,8 +28,8 @@ ABI3T = ".abi3t." in INSTALLED.name
 INSTALLED_DEF = "python3t" if ABI3T else "free_threaded" if FREE_THREADED else "python3"
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
 
 
 def check(proc: subprocess.CompletedProcess[str]) -> None:
@@ -130,7 +131,9 @@ def test_zthread_keeps_the_gil_off_on_a_free_threaded_build() -> None:
     code = ("import sys, warnings; warnings.simplefilter('error'); import zthread; a = sys._is_gil_enabled(); "
             "zthread.install(); import threading; threading.Thread(target=int).start(); "
             "print(a, sys._is_gil_enabled())")
-    proc = run(sys.executable, "-c", code, cwd=Path(zthread.__file__).parent.parent)
+    # Not PYTHON_GIL from this run's environment: PYTHON_GIL=1 turns the GIL on whatever zthread declares.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    proc = run(sys.executable, "-c", code, cwd=Path(zthread.__file__).parent.parent, env=env)
     check(proc)
     assert proc.stdout.split() == ["False", "False"]
 
