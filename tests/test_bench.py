@@ -35,6 +35,22 @@ def test_json_reports_every_metric_for_both_sides(tmp_path: Path) -> None:
             assert isinstance(value, float) and math.isfinite(value), (name, side, value)
             if name != "overshoot_us":  # lateness can be ~0 either way
                 assert value > 0, (name, side, value)
+        # each round's own ratio (--quick: 2 rounds), and the middle half of them; `floor` is measured on one side
+        if name == "floor":
+            assert m["round_ratios"] == [] and m["round_ratio_quartiles"] is None, m
+        elif name != "overshoot_us":  # a round whose CPython lateness is not positive has no ratio
+            assert len(m["round_ratios"]) == doc["rounds"] == 2, m
+            q1, q3 = m["round_ratio_quartiles"]
+            assert min(m["round_ratios"]) <= q1 <= q3 <= max(m["round_ratios"]), m
+
+
+def test_the_rounds_own_ratios_and_their_middle_half() -> None:
+    from zthread._bench import Result, round_ratios
+
+    assert round_ratios([10.0, 20.0, 0.0, 40.0], [5.0, 30.0, 7.0, 40.0]) == (0.5, 1.5, 1.0)  # no ratio to a 0
+    assert Result("m", "ns", 1.0, 1.0, (1.0, 2.0, 3.0, 4.0, 5.0)).ratio_quartiles() == (2.0, 4.0)
+    assert Result("m", "ns", 1.0, 1.0, (0.9,)).ratio_quartiles() is None
+    assert Result("m", "ns", 1.0, 1.0).ratio_quartiles() is None
 
 
 def test_text_table_names_every_metric_and_the_machine(tmp_path: Path) -> None:
@@ -104,6 +120,7 @@ def test_apps_report_every_workload_metric_for_both_sides(tmp_path: Path) -> Non
         for side in ("cpython", "zthread"):
             value = m[side]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, side, value)
+        assert len(m["round_ratios"]) == doc["rounds"] == 2, m  # --quick: 2 rounds, each with its own ratio
     assert "fairness: round" in proc.stderr  # the progress line
 
 

@@ -312,9 +312,12 @@ def run_child(side: str, app: App, scale: int) -> dict[str, float]:
     return result
 
 
-def measure(apps: list[App], rounds: int, scale: int, progress: Callable[[str], None]) -> list[tuple[str, str, float, float]]:
-    """(metric, unit, CPython median, zthread median) for every metric of `apps`."""
+def measure(apps: list[App], rounds: int, scale: int,
+            progress: Callable[[str], None]) -> list[tuple[str, str, float, float, tuple[float, ...]]]:
+    """(metric, unit, CPython median, zthread median, each round's zthread / CPython) for every metric of `apps`."""
     import statistics
+
+    from zthread._bench import round_ratios
 
     results = []
     for app in apps:
@@ -324,6 +327,7 @@ def measure(apps: list[App], rounds: int, scale: int, progress: Callable[[str], 
             for side in ("cpython", "zthread"):
                 sides[side].append(run_child(side, app, scale))
         for metric, unit, _doc in app.metrics:
-            results.append((metric, unit, statistics.median(r[metric] for r in sides["cpython"]),
-                            statistics.median(r[metric] for r in sides["zthread"])))
+            cpython, zthread = [r[metric] for r in sides["cpython"]], [r[metric] for r in sides["zthread"]]
+            results.append((metric, unit, statistics.median(cpython), statistics.median(zthread),
+                            round_ratios(cpython, zthread)))
     return results

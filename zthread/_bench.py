@@ -242,10 +242,26 @@ class Result:
     unit: str
     cpython: float
     zthread: float
+    # Each round's own ratio: zthread's figure over the CPython figure of the same round (the sides alternate, so
+    # a round's two figures are measured within seconds of each other, whatever the host did in between rounds).
+    round_ratios: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
         return self.zthread / self.cpython if self.cpython else float("nan")
+
+    def ratio_quartiles(self) -> tuple[float, float] | None:
+        """The first and third quartiles of the rounds' own ratios: the middle half of what one round said.
+        None with fewer than two rounds (or a metric measured on one side only)."""
+        if len(self.round_ratios) < 2:
+            return None
+        q1, _, q3 = statistics.quantiles(self.round_ratios, n=4, method="inclusive")
+        return q1, q3
+
+
+def round_ratios(cpython: list[float], zthread: list[float]) -> tuple[float, ...]:
+    """Round by round, zthread's figure over CPython's (rounds whose CPython figure is not positive left out)."""
+    return tuple(z / c for c, z in zip(cpython, zthread) if c > 0)
 
 
 def own_copy(fn: Callable[[ModuleType, int], float]) -> Callable[[ModuleType, int], float]:
@@ -264,7 +280,8 @@ def measure(metric: Metric, rounds: int, scale: int, progress: Callable[[str], N
         progress(f"{metric.name}: round {i + 1}/{rounds}")
         sides["cpython"].append(run_cpython(_thread, scale))
         sides["zthread"].append(run_zthread(zt, scale) if metric.both_sides else sides["cpython"][-1])
-    return Result(metric.name, metric.unit, statistics.median(sides["cpython"]), statistics.median(sides["zthread"]))
+    return Result(metric.name, metric.unit, statistics.median(sides["cpython"]), statistics.median(sides["zthread"]),
+                  round_ratios(sides["cpython"], sides["zthread"]) if metric.both_sides else ())
 
 
 def python_version() -> str:
@@ -290,12 +307,15 @@ def fmt(value: float, unit: str) -> str:
 
 
 def table(results: list[Result]) -> str:
-    lines = [header(), f"{'metric':14} {'CPython _thread':>16} {'zthread':>16} {'ratio':>7}"]
+    lines = [header(), f"{'metric':14} {'CPython _thread':>16} {'zthread':>16} {'ratio':>7}  {'rounds (middle half)':>20}"]
     for r in results:
         if r.metric == "floor":
             lines.append(f"{'floor':14} {fmt(r.cpython, r.unit):>16} {'(two C calls)':>16}")
             continue
-        lines.append(f"{r.metric:14} {fmt(r.cpython, r.unit):>16} {fmt(r.zthread, r.unit):>16} {r.ratio:7.2f}")
+        quartiles = r.ratio_quartiles()
+        spread = f"{quartiles[0]:.2f} to {quartiles[1]:.2f}" if quartiles else ""
+        lines.append(f"{r.metric:14} {fmt(r.cpython, r.unit):>16} {fmt(r.zthread, r.unit):>16} {r.ratio:7.2f}  "
+                     f"{spread:>20}")
     return "\n".join(lines)
 
 
@@ -347,7 +367,8 @@ def main(argv: list[str]) -> int:
             "python": python_version(), "platform": machine(),
             "cpus": os.cpu_count(), "rounds": rounds, "set": "apps" if opts.apps else "primitives",
             "metrics": [{"metric": r.metric, "unit": r.unit, "cpython": r.cpython, "zthread": r.zthread,
-                         "ratio": r.ratio} for r in results],
+                         "ratio": r.ratio, "round_ratios": list(r.round_ratios),
+                         "round_ratio_quartiles": r.ratio_quartiles()} for r in results],
         }
         print(json.dumps(doc, indent=2))
     else:
