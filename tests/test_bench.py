@@ -237,3 +237,20 @@ totals: 1147
     # 30 + 5 of zthread's own lines; 20 for its call of Py_IncRef; not its call of its own lockRelease (15, whose
     # 5 are counted where they run), nor the eval loop's 1007 and its inclusive 50 for calling zthread
     assert instructions.own_instructions(out.splitlines(True), instructions.OWN_OBJECT) == 55
+
+
+def test_the_readme_tables_cells_carry_the_rounds_middle_half() -> None:
+    """tools/bench_table.py: a cell is the ratio, the quartiles of the rounds' own ratios, both medians."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_table", Path(__file__).resolve().parent.parent / "tools" / "bench_table.py")
+    assert spec is not None and spec.loader is not None
+    bench_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_table)
+    doc = {"python": "3.13.0", "platform": "Linux x86_64", "cpus": 2, "rounds": 5, "metrics": [
+        {"metric": "acq_rel", "unit": "ns", "cpython": 80.0, "zthread": 20.0, "ratio": 0.25,
+         "round_ratios": [0.2, 0.24, 0.25, 0.26, 0.3], "round_ratio_quartiles": [0.24, 0.26]},
+        {"metric": "floor", "unit": "ns", "cpython": 40.0, "zthread": 40.0, "ratio": 1.0, "round_ratios": [],
+         "round_ratio_quartiles": None}]}
+    rows = bench_table.table([doc]).splitlines()
+    assert "| `acq_rel` | 0.25 [0.24, 0.26] (20.0 / 80.0 ns) |" in rows
+    assert "| `floor` | 40.0 ns |" in rows

@@ -7,7 +7,8 @@
 Each interpreter gets a fresh venv with zthread installed (the wheel given, or this source tree; a free-threaded
 interpreter, for which the cp310-abi3 wheel is not, always gets this source tree), then runs the
 bench in it, one interpreter after the other (never two at once: they would share the CPUs). Each cell is the
-ratio zthread/CPython of the medians, with both medians after it.
+ratio zthread/CPython of the medians, the first and third quartiles of the rounds' own ratios in brackets, and both
+medians after it.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def table(docs: list[dict[str, Any]]) -> str:
     first = docs[0]
     lines = [
         f"Machine: {first['platform']}, {first['cpus']} CPUs ({cpu_model()}); {first['rounds']} interleaved rounds "
-        "per side, medians. Cell: ratio zthread/CPython (zthread / CPython's `_thread`); below 1 means zthread "
-        "is faster or smaller.",
+        "per side, medians. Cell: ratio zthread/CPython [the middle half of the rounds' own ratios: first and third "
+        "quartile] (zthread / CPython's `_thread`); below 1 means zthread is faster or smaller.",
         "",
         "| metric | " + " | ".join(versions) + " |",
         "|---|" + "---|" * len(versions),
@@ -75,7 +76,9 @@ def table(docs: list[dict[str, Any]]) -> str:
             if name == "floor":
                 cells.append(f"{m['cpython']:.1f} {m['unit']}")
             else:
-                cells.append(f"{m['ratio']:.2f} ({m['zthread']:.1f} / {m['cpython']:.1f} {m['unit']})")
+                quartiles = m.get("round_ratio_quartiles")
+                spread = f" [{quartiles[0]:.2f}, {quartiles[1]:.2f}]" if quartiles else ""
+                cells.append(f"{m['ratio']:.2f}{spread} ({m['zthread']:.1f} / {m['cpython']:.1f} {m['unit']})")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
