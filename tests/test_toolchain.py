@@ -212,9 +212,11 @@ def test_ci_checks_that_the_main_job_printed_every_metric() -> None:
     from zthread._bench import METRICS, Result, table
 
     names = [m.name for m in METRICS]
-    results = [Result(m.name, m.unit, 10.0, 5.0) for m in METRICS]
+    # as the bench prints them: with the rounds' own ratios (a column of their middle half)
+    results = [Result(m.name, m.unit, 10.0, 5.0, (0.4, 0.5, 0.6) if m.both_sides else ()) for m in METRICS]
     assert README_COMMANDS["bench_problems"](table(results), names) == []
     assert README_COMMANDS["bench_problems"](table(results[1:]), names) == [f"no row for {names[0]}"]
-    broken = [Result(r.metric, r.unit, r.cpython, math.nan if i == 2 else r.zthread) for i, r in enumerate(results)]
+    broken = [Result(r.metric, r.unit, r.cpython, math.nan if i == 2 else r.zthread, r.round_ratios)
+              for i, r in enumerate(results)]
     assert len(README_COMMANDS["bench_problems"](table(broken), names)) == 1
     assert README_COMMANDS["bench_problems"]("Successfully installed zthread-0.1.0\n", names) != []

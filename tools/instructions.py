@@ -83,8 +83,9 @@ def count(python: str, metric: str, side: str, iterations: int, cwd: str, own: b
     """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit; and,
     if `own`, how many of them were zthread's own (`own_instructions`), else 0."""
     out = os.path.join(cwd, "callgrind.out") if own else "/dev/null"
-    proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-s", "-c",
-                           CHILD, metric, side, str(iterations)],
+    # --dump-instr=no: one position column (line numbers), as own_instructions reads it, whatever VALGRIND_OPTS says
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}", python,
+                           "-s", "-c", CHILD, metric, side, str(iterations)],
                           capture_output=True, text=True, cwd=cwd, env=child_env())
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or not found:
@@ -127,7 +128,7 @@ def own_instructions(lines: Iterable[str], own_object: re.Pattern[str]) -> int:
     in_own = callee_own = call_next = False
     for line in lines:
         head = line[:1]
-        if head.isdigit() or head in "+-*":
+        if head and (head.isdigit() or head in "+-*"):
             fields = line.split()
             cost = int(fields[1]) if len(fields) > 1 else 0
             if call_next:
@@ -153,8 +154,10 @@ def per_op(python: str, metric: str, side: str, loops: int, cwd: str,
     operation (N -> N + 2 * loops) if `own`, else 0."""
     # One run first, not counted: an import that writes its bytecode cache (the first run of a module after the
     # interpreter was installed, for example Debian's, which ships no .pyc) would be counted in the first step only.
-    subprocess.run([python, "-s", "-c", CHILD, metric, side, str(WARM)], check=True, capture_output=True, cwd=cwd,
-                   env=child_env())
+    warm = subprocess.run([python, "-s", "-c", CHILD, metric, side, str(WARM)], capture_output=True, text=True,
+                          cwd=cwd, env=child_env())
+    if warm.returncode != 0:
+        raise SystemExit(f"instructions: {python} {metric} {side} failed ({warm.returncode}):\n{warm.stderr[-2000:]}")
     (a, a_own), (b, _), (c, c_own) = (count(python, metric, side, WARM + k * loops, cwd, own) for k in range(3))
     ops = OPS_PER_ITERATION[metric] * loops
     return (b - a) / ops, (c - b) / ops, (c_own - a_own) / (2 * ops)

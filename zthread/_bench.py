@@ -313,7 +313,9 @@ def table(results: list[Result]) -> str:
             lines.append(f"{'floor':14} {fmt(r.cpython, r.unit):>16} {'(two C calls)':>16}")
             continue
         quartiles = r.ratio_quartiles()
-        spread = f"{quartiles[0]:.2f} to {quartiles[1]:.2f}" if quartiles else ""
+        # In brackets, as tools/bench_table.py writes them (and not numbers to CI's check of the main job's rows,
+        # tools/readme_commands.py, which wants three per row)
+        spread = f"[{quartiles[0]:.2f}, {quartiles[1]:.2f}]" if quartiles else ""
         lines.append(f"{r.metric:14} {fmt(r.cpython, r.unit):>16} {fmt(r.zthread, r.unit):>16} {r.ratio:7.2f}  "
                      f"{spread:>20}")
     return "\n".join(lines)
