@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import runpy
 import shutil
 import subprocess
 import sys
@@ -16,6 +16,8 @@ from types import FunctionType
 import pytest
 
 from zthread._bench import METRICS
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 
 def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -144,7 +146,7 @@ def test_an_apps_child_runs_threading_on_the_side_it_names(tmp_path: Path) -> No
 def test_the_fairness_waits_tool_reports_every_wait_of_each_side(tmp_path: Path) -> None:
     """tools/fairness_waits.py: each side's child runs on its own _thread (it asserts so), every thread makes
     progress, and the histogram holds the waits counted after the warm-up: some, and no more than were made."""
-    tool = Path(__file__).resolve().parent.parent / "tools" / "fairness_waits.py"
+    tool = TOOLS / "fairness_waits.py"
     proc = subprocess.run([sys.executable, str(tool), "--runs", "1", "--seconds", "0.5", "--stalls", "--json"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -175,7 +177,7 @@ def test_the_instructions_tool_counts_each_side_linearly(tmp_path: Path) -> None
     steps disagree by more than 1 %), some hundreds of instructions a call; an unknown metric is refused."""
     if not valgrind_runs_this_python():
         pytest.skip("valgrind is not installed here, or cannot run this interpreter")
-    tool = Path(__file__).resolve().parent.parent / "tools" / "instructions.py"
+    tool = TOOLS / "instructions.py"
     # 10,000 loops: a free-threaded 3.13's count of the same run moves by some 10,000 instructions from run to run
     # (1,000 loops, 5,000 calls, made that more than the tool's 1 % at times: 232.3 then 235.6 per call).
     proc = subprocess.run([sys.executable, str(tool), "--only", "locked", "--loops", "10000", "--own", "--json",
@@ -197,11 +199,7 @@ def test_the_instructions_tool_counts_each_side_linearly(tmp_path: Path) -> None
 def test_the_instructions_tool_counts_zthreads_own_code_and_its_calls_out() -> None:
     """tools/instructions.py --own reads callgrind's output: the cost lines of zthread's object, and the inclusive
     cost of its calls into other objects; not the interpreter's own code, nor its calls into zthread."""
-    spec = importlib.util.spec_from_file_location(
-        "instructions", Path(__file__).resolve().parent.parent / "tools" / "instructions.py")
-    assert spec is not None and spec.loader is not None
-    instructions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(instructions)
+    instructions = runpy.run_path(str(TOOLS / "instructions.py"))
     out = """# callgrind format
 version: 1
 events: Ir
@@ -236,21 +234,17 @@ totals: 1147
 """
     # 30 + 5 of zthread's own lines; 20 for its call of Py_IncRef; not its call of its own lockRelease (15, whose
     # 5 are counted where they run), nor the eval loop's 1007 and its inclusive 50 for calling zthread
-    assert instructions.own_instructions(out.splitlines(True), instructions.OWN_OBJECT) == 55
+    assert instructions["own_instructions"](out.splitlines(True), instructions["OWN_OBJECT"]) == 55
 
 
 def test_the_readme_tables_cells_carry_the_rounds_middle_half() -> None:
     """tools/bench_table.py: a cell is the ratio, the quartiles of the rounds' own ratios, both medians."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_table", Path(__file__).resolve().parent.parent / "tools" / "bench_table.py")
-    assert spec is not None and spec.loader is not None
-    bench_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_table)
+    bench_table = runpy.run_path(str(TOOLS / "bench_table.py"))
     doc = {"python": "3.13.0", "platform": "Linux x86_64", "cpus": 2, "rounds": 5, "metrics": [
         {"metric": "acq_rel", "unit": "ns", "cpython": 80.0, "zthread": 20.0, "ratio": 0.25,
          "round_ratios": [0.2, 0.24, 0.25, 0.26, 0.3], "round_ratio_quartiles": [0.24, 0.26]},
         {"metric": "floor", "unit": "ns", "cpython": 40.0, "zthread": 40.0, "ratio": 1.0, "round_ratios": [],
          "round_ratio_quartiles": None}]}
-    rows = bench_table.table([doc]).splitlines()
+    rows = bench_table["table"]([doc]).splitlines()
     assert "| `acq_rel` | 0.25 [0.24, 0.26] (20.0 / 80.0 ns) |" in rows
     assert "| `floor` | 40.0 ns |" in rows

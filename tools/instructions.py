@@ -79,17 +79,27 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def run_child(python: str, metric: str, side: str, iterations: int, cwd: str,
+              under: list[str]) -> subprocess.CompletedProcess[str]:
+    """One run of `metric`'s loop of `iterations` on `side` in a fresh interpreter, under the command `under`
+    (callgrind, or nothing); fails the tool if the child failed."""
+    proc = subprocess.run([*under, python, "-s", "-c", CHILD, metric, side, str(iterations)],
+                          capture_output=True, text=True, cwd=cwd, env=child_env())
+    if proc.returncode != 0:
+        raise SystemExit(f"instructions: {python} {metric} {side} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc
+
+
 def count(python: str, metric: str, side: str, iterations: int, cwd: str, own: bool = False) -> tuple[int, int]:
     """Instructions callgrind counted for one run of `metric`'s loop of `iterations` on `side`, start to exit; and,
     if `own`, how many of them were zthread's own (`own_instructions`), else 0."""
     out = os.path.join(cwd, "callgrind.out") if own else "/dev/null"
     # --dump-instr=no: one position column (line numbers), as own_instructions reads it, whatever VALGRIND_OPTS says
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}", python,
-                           "-s", "-c", CHILD, metric, side, str(iterations)],
-                          capture_output=True, text=True, cwd=cwd, env=child_env())
+    proc = run_child(python, metric, side, iterations, cwd,
+                     ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}"])
     found = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or not found:
-        raise SystemExit(f"instructions: {python} {metric} {side} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    if not found:
+        raise SystemExit(f"instructions: {python} {metric} {side}: no count from callgrind:\n{proc.stderr[-2000:]}")
     if not own:
         return int(found.group(1)), 0
     with open(out, encoding="utf-8", errors="replace") as f:
@@ -154,11 +164,10 @@ def per_op(python: str, metric: str, side: str, loops: int, cwd: str,
     operation (N -> N + 2 * loops) if `own`, else 0."""
     # One run first, not counted: an import that writes its bytecode cache (the first run of a module after the
     # interpreter was installed, for example Debian's, which ships no .pyc) would be counted in the first step only.
-    warm = subprocess.run([python, "-s", "-c", CHILD, metric, side, str(WARM)], capture_output=True, text=True,
-                          cwd=cwd, env=child_env())
-    if warm.returncode != 0:
-        raise SystemExit(f"instructions: {python} {metric} {side} failed ({warm.returncode}):\n{warm.stderr[-2000:]}")
-    (a, a_own), (b, _), (c, c_own) = (count(python, metric, side, WARM + k * loops, cwd, own) for k in range(3))
+    run_child(python, metric, side, WARM, cwd, [])
+    # zthread's own is read from the first and last runs' output (the middle one's is not needed)
+    (a, a_own), (b, _), (c, c_own) = (count(python, metric, side, WARM + k * loops, cwd, own and k != 1)
+                                      for k in range(3))
     ops = OPS_PER_ITERATION[metric] * loops
     return (b - a) / ops, (c - b) / ops, (c_own - a_own) / (2 * ops)
 
