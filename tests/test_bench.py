@@ -55,6 +55,35 @@ def test_the_rounds_own_ratios_and_their_middle_half() -> None:
     assert Result("m", "ns", 1.0, 1.0).ratio_quartiles() is None
 
 
+def test_which_side_goes_first_alternates_from_round_to_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    import _thread
+
+    from zthread import _apps, _bench
+
+    ran: list[str] = []
+
+    def run(m: object, n: int) -> float:
+        ran.append("cpython" if m is _thread else "zthread")
+        return float(len(ran))
+
+    result = _bench.measure(_bench.Metric("m", "ns", "doc", run), 4, 1, lambda _: None)
+    assert ran == ["cpython", "zthread", "zthread", "cpython", "cpython", "zthread", "zthread", "cpython"]
+    # each round's ratio still pairs the two figures of that round: 2/1, 3/4, 6/5, 7/8
+    assert result.round_ratios == (2.0, 0.75, 1.2, 0.875)
+
+    children: list[str] = []
+
+    def run_child(side: str, app: object, scale: int) -> dict[str, float]:
+        children.append(side)
+        return {"semaphore": float(len(children))}
+
+    monkeypatch.setattr(_apps, "run_child", run_child)
+    apps = [a for a in _apps.APPS if a.name == "semaphore"]
+    [(_, _, _, _, ratios)] = _apps.measure(apps, 3, 1, lambda _: None)
+    assert children == ["cpython", "zthread", "zthread", "cpython", "cpython", "zthread"]
+    assert ratios == (2.0, 0.75, 1.2)
+
+
 def test_text_table_names_every_metric_and_the_machine(tmp_path: Path) -> None:
     proc = bench(cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -129,8 +129,8 @@ def main() -> int:
         if not args.json:
             longest = ", ".join(f"{g / 1e6:.2f}" for g in gaps[-8:]) or "none"
             print(f"host: {len(gaps)} clock gaps over 0.2 ms in {args.seconds:g} s (two processes); longest: {longest} ms")
-    for _ in range(args.runs):
-        for side in ("CPython", "zthread"):
+    for i in range(args.runs):
+        for side in ("CPython", "zthread")[::1 if i % 2 == 0 else -1]:  # which side goes first alternates
             r = run_child(side, args.seconds)
             doc["runs"].append(r)
             if not args.json:

@@ -2,9 +2,9 @@
 
 Each workload runs in a fresh interpreter per round and side: the zthread side calls ``zthread.install()``
 before it imports ``threading``, so ``threading``, ``queue`` and ``concurrent.futures`` run on zthread; the
-CPython side imports them as they are. Rounds alternate between the sides (A B A B ...), and each metric is
-the median of its rounds per side, with the ratio zthread / CPython. This module imports nothing of
-``threading`` itself: only the children do.
+CPython side imports them as they are. Rounds alternate between the sides, and so does which goes first (A B,
+B A, ...: ``_bench.round_order``); each metric is the median of its rounds per side, with the ratio
+zthread / CPython. This module imports nothing of ``threading`` itself: only the children do.
 """
 
 from __future__ import annotations
@@ -317,14 +317,14 @@ def measure(apps: list[App], rounds: int, scale: int,
     """(metric, unit, CPython median, zthread median, each round's zthread / CPython) for every metric of `apps`."""
     import statistics
 
-    from zthread._bench import round_ratios
+    from zthread._bench import round_order, round_ratios
 
     results = []
     for app in apps:
         sides: dict[str, list[dict[str, float]]] = {"cpython": [], "zthread": []}
         for i in range(rounds):
             progress(f"{app.name}: round {i + 1}/{rounds}")
-            for side in ("cpython", "zthread"):
+            for side in round_order(i):
                 sides[side].append(run_child(side, app, scale))
         for metric, unit, _doc in app.metrics:
             cpython, zthread = [r[metric] for r in sides["cpython"]], [r[metric] for r in sides["zthread"]]

@@ -1,6 +1,7 @@
 """``python -m zthread bench``: zthread against CPython's ``_thread``, side by side in one process.
 
-Rounds alternate between the two sides (A B A B ...); each metric reports the median of its rounds per
+Rounds alternate between the two sides, and so does which side goes first (A B, B A, A B, ...: whatever
+going first or second does to a figure falls on both sides alike); each metric reports the median of its rounds per
 side and the ratio zthread / CPython (below 1: zthread is faster). Each side runs its own copy of a metric's
 code: CPython 3.11+ specializes every call site for the callables it meets, and a site shared by both sides
 would keep the specialization of whichever side ran first (3.13+'s generic call never gives way), so each
@@ -259,6 +260,16 @@ class Result:
         return q1, q3
 
 
+SIDES = ("cpython", "zthread")
+
+
+def round_order(i: int) -> tuple[str, str]:
+    """The sides in the order round `i` (from 0) runs them: CPython first in even rounds, zthread first in odd ones,
+    so neither side always runs right after the other (a figure can depend on what ran just before it: the other
+    side's threads still exiting, its memory, a CPU it left hot or cold)."""
+    return SIDES if i % 2 == 0 else SIDES[::-1]
+
+
 def round_ratios(cpython: list[float], zthread: list[float]) -> tuple[float, ...]:
     """Round by round, zthread's figure over CPython's (rounds whose CPython figure is not positive left out)."""
     return tuple(z / c for c, z in zip(cpython, zthread) if c > 0)
@@ -278,8 +289,12 @@ def measure(metric: Metric, rounds: int, scale: int, progress: Callable[[str], N
     run_cpython, run_zthread = own_copy(metric.run), own_copy(metric.run)
     for i in range(rounds):
         progress(f"{metric.name}: round {i + 1}/{rounds}")
-        sides["cpython"].append(run_cpython(_thread, scale))
-        sides["zthread"].append(run_zthread(zt, scale) if metric.both_sides else sides["cpython"][-1])
+        if not metric.both_sides:
+            sides["cpython"].append(run_cpython(_thread, scale))
+            sides["zthread"].append(sides["cpython"][-1])
+            continue
+        for side in round_order(i):
+            sides[side].append(run_cpython(_thread, scale) if side == "cpython" else run_zthread(zt, scale))
     return Result(metric.name, metric.unit, statistics.median(sides["cpython"]), statistics.median(sides["zthread"]),
                   round_ratios(sides["cpython"], sides["zthread"]) if metric.both_sides else ())
 
