@@ -176,8 +176,8 @@ def test_the_fairness_waits_tool_reports_every_wait_of_each_side(tmp_path: Path)
     """tools/fairness_waits.py: each side's child runs on its own _thread (it asserts so), every thread makes
     progress, and the histogram holds the waits counted after the warm-up: some, and no more than were made."""
     tool = TOOLS / "fairness_waits.py"
-    proc = subprocess.run([sys.executable, str(tool), "--runs", "1", "--seconds", "0.5", "--stalls", "--json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(tool), "--runs", "1", "--seconds", "0.5", "--stalls", "--explain", "3",
+                           "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert [r["side"] for r in doc["runs"]] == ["CPython", "zthread"]
@@ -186,6 +186,23 @@ def test_the_fairness_waits_tool_reports_every_wait_of_each_side(tmp_path: Path)
         assert len(run["counts"]) == 4 and min(run["counts"]) > 0, run
         assert 0 < sum(run["buckets"].values()) <= sum(run["counts"]), run
         assert run["rate_per_s"] > 0 and run["longest_ms"] >= 0
+        # --explain: the longest waits first; a waiter never takes the lock during its own wait, and no stretch
+        # of a wait is longer than the wait
+        waits = [e["wait_ns"] for e in run["explained"]]
+        assert len(waits) <= 3 and waits == sorted(waits, reverse=True), run["explained"]
+        for e in run["explained"]:
+            assert e["others_took_it"][e["thread"]] == 0 and len(e["others_took_it"]) == 4, e
+            assert 0 < e["longest_quiet_ns"] <= e["wait_ns"] and e["wait_ns"] <= run["longest_ms"] * 1e6 + 1, e
+
+
+def test_the_fairness_waits_tool_tells_what_the_others_did_during_a_wait() -> None:
+    explain = runpy.run_path(str(TOOLS / "fairness_waits.py"))["explain"]
+    # thread 2 waited from 12 to 60 (its own acquisition at 60 is the wait's end, not inside it)
+    acquired = [[10, 20, 30], [15, 100], [60]]
+    [e] = explain(acquired, [(2, 12, 60), (0, 0, 5)], 1)  # the longest only
+    assert e == {"thread": 2, "wait_ns": 48, "others_took_it": [2, 1, 0], "longest_quiet_ns": 30}  # 30 to 60
+    # nobody took it during a wait: the whole wait is one quiet stretch
+    assert explain([[1], [90]], [(1, 10, 90)], 5)[0]["longest_quiet_ns"] == 80
 
 
 def valgrind_runs_this_python() -> bool:
