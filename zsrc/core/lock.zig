@@ -418,9 +418,13 @@ pub const Lock = extern struct {
         var contested = false;
         // Has seen the lock barged, and sleeps apart (`acquireBargeable`) from now on.
         var barged = options.barged != null and options.barging_seen;
+        // Came here having seen the lock barged: it leaves a lock it finds free to the thread that barged,
+        // until it has slept apart once (`BargedWait`: docs/DESIGN.md, "A barged waiter leaves a free lock to
+        // the barging thread").
+        var leave_free = barged;
         var s = self.state.load(.monotonic);
         while (true) {
-            if (isFreeForAll(s, generation)) {
+            if (isFreeForAll(s, generation) and (!leave_free or deadline.hasPassed())) {
                 s = self.tryTake(s, owes_wake) orelse return .acquired;
                 continue;
             }
@@ -444,7 +448,9 @@ pub const Lock = extern struct {
                 }
                 if (clock.monotonicNs() >= fair_at) return self.acquireStarving(deadline, generation);
                 // It owes nothing, and holds nothing: a signal or the deadline ends its wait as it is.
-                if (self.sleepBarged(options.barged.?, fair_at, deadline, generation) == .interrupted) return .interrupted;
+                const take_free = !leave_free;
+                leave_free = false;
+                if (self.sleepBarged(options.barged.?, fair_at, deadline, generation, take_free) == .interrupted) return .interrupted;
                 s = self.state.load(.monotonic);
                 continue;
             }
@@ -519,8 +525,9 @@ pub const Lock = extern struct {
     }
 
     /// Sleeps on `barged.word` (not woken by releases) until `fair_at`, the deadline, or a bump; at once if
-    /// the lock is free for all. Counted in `barged.sleepers` meanwhile (`BargedWait.bump` has the order).
-    fn sleepBarged(self: *Lock, barged: BargedWait, fair_at: u64, deadline: clock.Deadline, generation: u32) futex.WaitResult {
+    /// the lock is free for all and `take_free`. Counted in `barged.sleepers` meanwhile (`BargedWait.bump` has
+    /// the order).
+    fn sleepBarged(self: *Lock, barged: BargedWait, fair_at: u64, deadline: clock.Deadline, generation: u32, take_free: bool) futex.WaitResult {
         // Its mark and lock first, then the shared count, then its bucket's (`BargedWait.bump` has the order).
         const bucket = self.bucketOf();
         const due = bucket.claimDue(fair_at);
@@ -538,7 +545,7 @@ pub const Lock = extern struct {
             _ = barged.sleepers.fetchSub(1, .seq_cst);
         }
         const seen = barged.word.load(.seq_cst);
-        if (isFreeForAll(self.state.load(.monotonic), generation)) return .changed;
+        if (take_free and isFreeForAll(self.state.load(.monotonic), generation)) return .changed;
         // The fairness mark is a hint (the thread's timer slack kept), the deadline a promise.
         return if (fair_at < deadline.ns)
             futex.waitLoosely(barged.word, seen, .{ .ns = fair_at })
@@ -1437,6 +1444,48 @@ test "a waiter that has seen the lock barged sleeps apart: a release does not wa
         try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
     }
     try testing.expect(shown);
+}
+
+test "a waiter that has seen the lock barged leaves a lock it finds free to the barging thread, until a bump or its mark" {
+    // Under a GIL the thread that barged holds the GIL and takes the lock again within a microsecond: a
+    // waiter without the GIL that took it in between would make that thread wait for it, and the two
+    // then take turns through the GIL at every acquisition.
+    const linux = @import("builtin").os.tag == .linux; // elsewhere a sleep may end spuriously
+    {
+        var ctx: BargedCtx = .{};
+        // Its fairness mark a minute away: only a bump ends its sleep.
+        const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, clock.monotonicNs() + 60 * std.time.ns_per_s });
+        try waitUntil(&ctx, BargedCtx.asleepApart);
+        if (linux) {
+            try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic)); // free, and left so
+            try testing.expect(ctx.lock.tryAcquire()); // the barging thread takes it
+            try ctx.lock.release();
+        }
+        ctx.barged().bump(null); // that thread is done with it: the waiter takes it now
+        t.join();
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+        try ctx.lock.release();
+        try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
+    }
+    {
+        // Free all along and nobody bumps: it takes the lock at its fairness mark, not before.
+        var ctx: BargedCtx = .{};
+        const begun = clock.monotonicNs();
+        const t = try std.Thread.spawn(.{}, BargedCtx.waiter, .{ &ctx, null, begun });
+        t.join();
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.result);
+        if (linux) try testing.expect(clock.monotonicNs() - begun >= Lock.fairAfterNs());
+        try testing.expectEqual(@as(u32, 0), ctx.lock.starvingCount());
+        try ctx.lock.release();
+        try testing.expectEqual(@as(u32, 0), ctx.lock.state.load(.monotonic));
+    }
+    {
+        // A deadline already past: it takes a lock it finds free rather than time out on it.
+        var ctx: BargedCtx = .{};
+        var since: u64 = 0;
+        try testing.expectEqual(Lock.AcquireResult.acquired, ctx.lock.acquireBargeable(.{ .ns = 1 }, &since, ctx.barged(), true));
+        try ctx.lock.release();
+    }
 }
 
 test "a bump by a thread that begins to wait for the lock a sleeper apart waits for does not wake it; other bumps do" {
