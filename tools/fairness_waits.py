@@ -183,8 +183,10 @@ def main() -> int:
         if not args.json:
             longest = ", ".join(f"{g / 1e6:.2f}" for g in gaps[-8:]) or "none"
             print(f"host: {len(gaps)} clock gaps over 0.2 ms in {args.seconds:g} s (two processes); longest: {longest} ms")
+    from zthread._bench import round_order  # which side goes first alternates, as in the bench
+
     for i in range(args.runs):
-        for side in ("CPython", "zthread")[::1 if i % 2 == 0 else -1]:  # which side goes first alternates
+        for side in ("CPython" if name == "cpython" else "zthread" for name in round_order(i)):
             r = run_child(side, args.seconds, args.explain)
             doc["runs"].append(r)
             if not args.json:
